@@ -1,0 +1,5 @@
+//! The pure core: values in, values out. No I/O, no async, no clock: the time comes in as an argument.
+
+pub mod extract;
+pub mod image_ref;
+pub mod yaml;

@@ -1,0 +1,3 @@
+//! metricops: a GitOps-native rollback bot.
+
+pub mod domain;
