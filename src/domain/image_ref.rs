@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// The version part of an image reference: a tag, a digest, or both (`main@sha256:…`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Version {
     pub tag: Option<String>,
     pub digest: Option<String>,

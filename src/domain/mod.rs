@@ -3,3 +3,4 @@
 pub mod extract;
 pub mod image_ref;
 pub mod yaml;
+pub mod culprit;
