@@ -4,3 +4,4 @@ pub mod extract;
 pub mod image_ref;
 pub mod yaml;
 pub mod culprit;
+pub mod revert;
