@@ -1,3 +1,4 @@
 //! metricops: a GitOps-native rollback bot.
 
 pub mod domain;
+pub mod adapters;

@@ -1,0 +1,355 @@
+//! Git through libgit2: history for the culprit search, revert commits built in memory (bare
+//! repositories work, no working tree is touched), branches, fetch and push.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult};
+
+use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("{path} is not a git repository (bare or not): {source}")]
+    NotARepository { path: String, #[source] source: git2::Error },
+    #[error("unknown revision {rev:?} in {repo}")]
+    UnknownRevision { rev: String, repo: String },
+    #[error("reverting {commit} conflicts with later changes in: {}", files.join(", "))]
+    Conflict { commit: String, files: Vec<String> },
+    #[error("branch {name} already exists (at {target}); pick another with --branch or delete it")]
+    BranchExists { name: String, target: String },
+    #[error("push of {refspec} to {remote} was refused: {message}")]
+    PushRejected { remote: String, refspec: String, message: String },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+}
+
+impl GitError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            GitError::NotARepository { .. } => "not_a_repository",
+            GitError::UnknownRevision { .. } => "unknown_revision",
+            GitError::Conflict { .. } => "conflict",
+            GitError::BranchExists { .. } => "branch_exists",
+            GitError::PushRejected { .. } => "push_rejected",
+            GitError::Git(_) => "git",
+        }
+    }
+}
+
+pub struct GitRepo {
+    pub repo: Repository,
+    path: String,
+}
+
+fn oid(sha: &CommitSha) -> Result<Oid, git2::Error> {
+    Oid::from_str(&sha.0)
+}
+
+fn sha(oid: Oid) -> CommitSha {
+    CommitSha(oid.to_string())
+}
+
+impl GitRepo {
+    pub fn open(path: &Path) -> Result<GitRepo, GitError> {
+        let repo = Repository::open(path).map_err(|source| GitError::NotARepository { path: path.display().to_string(), source })?;
+        Ok(GitRepo { repo, path: path.display().to_string() })
+    }
+
+    pub fn init_bare(path: &Path) -> Result<GitRepo, GitError> {
+        let repo = Repository::init_bare(path)?;
+        Ok(GitRepo { repo, path: path.display().to_string() })
+    }
+
+    pub fn resolve(&self, rev: &str) -> Result<CommitSha, GitError> {
+        let unknown = || GitError::UnknownRevision { rev: rev.to_string(), repo: self.path.clone() };
+        let obj = self.repo.revparse_single(rev).map_err(|_| unknown())?;
+        let commit = obj.peel_to_commit().map_err(|_| unknown())?;
+        Ok(sha(commit.id()))
+    }
+
+    pub fn history(&self, scope: &[String]) -> GitHistory<'_> {
+        let scope = scope.iter().map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty() && p != ".").collect();
+        GitHistory { repo: &self.repo, scope, last: RefCell::new(None) }
+    }
+
+    pub fn commit_info(&self, c: &CommitSha) -> Result<CommitInfo, GitError> {
+        Ok(info(&self.repo.find_commit(oid(c)?)?))
+    }
+
+    /// A file's text at a commit, if it exists there.
+    pub fn read_file(&self, commit: &CommitSha, path: &str) -> Result<Option<String>, GitError> {
+        let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
+        let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
+        let blob = self.repo.find_blob(entry.id())?;
+        Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+    }
+
+    /// The tree `git revert` would make of `culprit` on top of `onto` (merges against parent 1).
+    pub fn revert_tree(&self, culprit: &CommitSha, onto: &CommitSha) -> Result<Oid, GitError> {
+        let bad = self.repo.find_commit(oid(culprit)?)?;
+        let ours = self.repo.find_commit(oid(onto)?)?;
+        let mainline = if bad.parent_count() > 1 { 1 } else { 0 };
+        let mut index = self.repo.revert_commit(&bad, &ours, mainline, None)?;
+        if index.has_conflicts() {
+            let mut files: Vec<String> = index
+                .conflicts()?
+                .filter_map(Result::ok)
+                .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                .collect();
+            files.sort();
+            files.dedup();
+            return Err(GitError::Conflict { commit: culprit.0.clone(), files });
+        }
+        Ok(index.write_tree_to(&self.repo)?)
+    }
+
+    /// `onto`'s tree with these files replaced.
+    pub fn tree_with(&self, onto: &CommitSha, files: &[(String, String)]) -> Result<Oid, GitError> {
+        let base = self.repo.find_commit(oid(onto)?)?.tree()?;
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, text) in files {
+            let mode = base.get_path(Path::new(path)).map(|e| e.filemode()).unwrap_or(0o100644);
+            let blob = self.repo.blob(text.as_bytes())?;
+            b.upsert(path.as_str(), blob, if mode == 0o100755 { git2::FileMode::BlobExecutable } else { git2::FileMode::Blob });
+        }
+        Ok(b.create_updated(&self.repo, &base)?)
+    }
+
+    pub fn tree_of(&self, c: &CommitSha) -> Result<Oid, GitError> {
+        Ok(self.repo.find_commit(oid(c)?)?.tree_id())
+    }
+
+    /// Writes a commit object (no ref moves). The committer is the repository's configured user,
+    /// or `metricops <metricops@localhost>`; the time is the one passed in.
+    pub fn write_commit(&self, tree: Oid, parent: &CommitSha, message: &str, now: DateTime<Utc>) -> Result<CommitSha, GitError> {
+        let parent = self.repo.find_commit(oid(parent)?)?;
+        let tree = self.repo.find_tree(tree)?;
+        let time = git2::Time::new(now.timestamp(), 0);
+        let (name, email) = match self.repo.signature() {
+            Ok(s) => (s.name().unwrap_or("metricops").to_string(), s.email().unwrap_or("metricops@localhost").to_string()),
+            Err(_) => ("metricops".to_string(), "metricops@localhost".to_string()),
+        };
+        let sig = Signature::new(&name, &email, &time)?;
+        Ok(sha(self.repo.commit(None, &sig, &sig, message, &tree, &[&parent])?))
+    }
+
+    /// Creates `refs/heads/<name>` at `target`; an existing branch is an error unless it already
+    /// points there.
+    pub fn create_branch(&self, name: &str, target: &CommitSha) -> Result<(), GitError> {
+        let refname = format!("refs/heads/{name}");
+        if let Ok(existing) = self.repo.find_reference(&refname) {
+            let at = existing.target().map(|o| o.to_string()).unwrap_or_default();
+            if at == target.0 {
+                return Ok(());
+            }
+            return Err(GitError::BranchExists { name: name.to_string(), target: at });
+        }
+        self.repo.reference(&refname, oid(target)?, false, &format!("metricops: revert branch {name}"))?;
+        Ok(())
+    }
+
+    pub fn branch_target(&self, name: &str) -> Option<CommitSha> {
+        self.repo.find_reference(&format!("refs/heads/{name}")).ok().and_then(|r| r.target()).map(sha)
+    }
+
+    /// `git diff parent..commit` as a patch.
+    pub fn patch(&self, from: &CommitSha, to: &CommitSha) -> Result<String, GitError> {
+        let a = self.repo.find_commit(oid(from)?)?.tree()?;
+        let b = self.repo.find_commit(oid(to)?)?.tree()?;
+        let diff = self.repo.diff_tree_to_tree(Some(&a), Some(&b), None)?;
+        let mut out = String::new();
+        diff.print(git2::DiffFormat::Patch, |_, _, line| {
+            let origin = line.origin();
+            if matches!(origin, '+' | '-' | ' ') {
+                out.push(origin);
+            }
+            out.push_str(&String::from_utf8_lossy(line.content()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Fetches `branch` from `url` into `refs/remotes/origin/<branch>` and returns its tip.
+    pub fn fetch(&self, url: &str, branch: &str) -> Result<CommitSha, GitError> {
+        let mut remote = self.repo.remote_anonymous(url)?;
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        remote.fetch(&[&refspec], None, None)?;
+        self.resolve(&format!("refs/remotes/origin/{branch}"))
+    }
+
+    /// Pushes `commit` to `refs/heads/<branch>` at `url`; non-fast-forward and remote refusals
+    /// come back as `PushRejected`.
+    pub fn push(&self, url: &str, commit: &CommitSha, branch: &str) -> Result<(), GitError> {
+        let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
+        self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
+        let refspec = format!("{tmp}:refs/heads/{branch}");
+        let mut remote = self.repo.remote_anonymous(url)?;
+        let rejected: RefCell<Option<String>> = RefCell::new(None);
+        let mut cbs = git2::RemoteCallbacks::new();
+        cbs.push_update_reference(|_, status| {
+            if let Some(s) = status {
+                *rejected.borrow_mut() = Some(s.to_string());
+            }
+            Ok(())
+        });
+        let mut opts = git2::PushOptions::new();
+        opts.remote_callbacks(cbs);
+        let result = remote.push(&[&refspec], Some(&mut opts));
+        drop(opts);
+        let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
+        let reject = |message: String| GitError::PushRejected { remote: url.to_string(), refspec: format!("{}:refs/heads/{branch}", commit.short()), message };
+        if let Err(e) = result {
+            return Err(reject(e.message().to_string()));
+        }
+        if let Some(m) = rejected.into_inner() {
+            return Err(reject(m));
+        }
+        Ok(())
+    }
+}
+
+fn info(c: &git2::Commit<'_>) -> CommitInfo {
+    let author = c.author();
+    let t = author.when();
+    let offset = FixedOffset::east_opt(t.offset_minutes() * 60).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    let time = offset.timestamp_opt(t.seconds(), 0).single().unwrap_or_else(|| offset.timestamp_opt(0, 0).unwrap());
+    let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+    CommitInfo {
+        sha: sha(c.id()),
+        parents: c.parent_ids().map(sha).collect(),
+        summary: message.lines().next().unwrap_or("").to_string(),
+        message,
+        author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        time,
+    }
+}
+
+/// First-parent history of a repository, limited to a scope of paths (files or directories).
+pub struct GitHistory<'r> {
+    repo: &'r Repository,
+    scope: Vec<String>,
+    /// The scope's entry ids of the commit looked at last: the walk asks for each commit twice.
+    last: RefCell<Option<(Oid, Vec<Option<Oid>>)>>,
+}
+
+impl GitHistory<'_> {
+    fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
+        if let Some((c, ids)) = &*self.last.borrow() {
+            if *c == commit {
+                return Ok(ids.clone());
+            }
+        }
+        let tree = self.repo.find_commit(commit)?.tree()?;
+        let ids = if self.scope.is_empty() {
+            vec![Some(tree.id())]
+        } else {
+            self.scope.iter().map(|p| tree.get_path(Path::new(p)).ok().map(|e| e.id())).collect()
+        };
+        *self.last.borrow_mut() = Some((commit, ids.clone()));
+        Ok(ids)
+    }
+
+    fn diff(&self, parent: Option<Oid>, commit: Oid, scoped: bool) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+        let new_tree = self.repo.find_commit(commit)?.tree()?;
+        let old_tree = match parent {
+            Some(p) => Some(self.repo.find_commit(p)?.tree()?),
+            None => None,
+        };
+        let mut opts = DiffOptions::new();
+        opts.skip_binary_check(true).ignore_submodules(true);
+        if scoped {
+            for p in &self.scope {
+                opts.pathspec(p);
+            }
+            opts.disable_pathspec_match(true);
+        }
+        let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))?;
+        let mut out = Vec::new();
+        for d in diff.deltas() {
+            let old = d.old_file();
+            let new = d.new_file();
+            let path = new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = |f: &git2::DiffFile<'_>| (!f.id().is_zero()).then(|| f.id());
+            match d.status() {
+                Delta::Added | Delta::Deleted | Delta::Modified | Delta::Typechange | Delta::Renamed | Delta::Copied => {
+                    out.push(FileChange { path, old: id(&old), new: id(&new) });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl History for GitHistory<'_> {
+    type Blob = Oid;
+    type Error = git2::Error;
+
+    fn commit(&self, c: &CommitSha) -> Result<CommitInfo, git2::Error> {
+        Ok(info(&self.repo.find_commit(oid(c)?)?))
+    }
+
+    fn first_parent(&self, c: &CommitSha) -> Result<Option<CommitSha>, git2::Error> {
+        let commit = self.repo.find_commit(oid(c)?)?;
+        Ok(commit.parent_ids().next().map(sha))
+    }
+
+    fn files(&self, c: &CommitSha) -> Result<Vec<(String, Oid)>, git2::Error> {
+        let tree = self.repo.find_commit(oid(c)?)?.tree()?;
+        let out = RefCell::new(Vec::new());
+        let walk = |prefix: &str, t: &git2::Tree<'_>| {
+            t.walk(TreeWalkMode::PreOrder, |dir, entry| {
+                if entry.kind() == Some(ObjectType::Blob) {
+                    out.borrow_mut().push((format!("{prefix}{dir}{}", entry.name().unwrap_or("")), entry.id()));
+                }
+                TreeWalkResult::Ok
+            })
+        };
+        if self.scope.is_empty() {
+            walk("", &tree)?;
+        } else {
+            for p in &self.scope {
+                let Ok(entry) = tree.get_path(Path::new(p)) else { continue };
+                match entry.kind() {
+                    Some(ObjectType::Blob) => out.borrow_mut().push((p.clone(), entry.id())),
+                    Some(ObjectType::Tree) => {
+                        let sub = self.repo.find_tree(entry.id())?;
+                        walk(&format!("{p}/"), &sub)?
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = out.into_inner();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn changes(&self, parent: Option<&CommitSha>, c: &CommitSha) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+        let c = oid(c)?;
+        let parent = parent.map(oid).transpose()?;
+        if let Some(p) = parent {
+            // Most commits leave the scope alone: compare the scope's entry ids before diffing.
+            let new_ids = self.scope_ids(c)?;
+            let old_ids = self.scope_ids(p)?;
+            if new_ids == old_ids {
+                return Ok(Vec::new());
+            }
+        }
+        self.diff(parent, c, !self.scope.is_empty())
+    }
+
+    fn touched(&self, parent: Option<&CommitSha>, c: &CommitSha) -> Result<Vec<String>, git2::Error> {
+        let parent = parent.map(oid).transpose()?;
+        Ok(self.diff(parent, oid(c)?, false)?.into_iter().map(|f| f.path).collect())
+    }
+
+    fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {
+        Ok(self.repo.find_blob(blob)?.content().to_vec())
+    }
+}

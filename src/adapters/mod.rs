@@ -1,0 +1,3 @@
+//! Thin adapters, each named after the system it talks to.
+
+pub mod git;
