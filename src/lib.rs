@@ -2,3 +2,7 @@
 
 pub mod domain;
 pub mod adapters;
+pub mod revert;
+pub mod cli;
+pub mod config;
+pub mod demo;

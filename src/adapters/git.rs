@@ -11,7 +11,7 @@ use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("{path} is not a git repository (bare or not): {source}")]
+    #[error("{path} is not a git repository (bare or not): {}", source.message())]
     NotARepository { path: String, #[source] source: git2::Error },
     #[error("unknown revision {rev:?} in {repo}")]
     UnknownRevision { rev: String, repo: String },

@@ -1,0 +1,299 @@
+//! The command line: `demo`, `trace`, `revert`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::adapters::git::GitRepo;
+use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
+use crate::domain::revert::ModeChoice;
+use crate::revert::{RevertError, build_revert, trace};
+
+#[derive(Parser, Debug)]
+#[command(name = "metricops", version, about = "GitOps-native rollback bot: finds the commit that put a failing image in place and reverts it in Git.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// End to end on this machine: a throwaway manifests repo, a bad deploy, a firing alert, the revert.
+    Demo,
+    /// Which commit put this image's version in place, and what came before.
+    Trace(TraceArgs),
+    /// Build the revert of a commit, or of whatever made an image's version current, on a new branch.
+    Revert(RevertArgs),
+    /// Check a config file: unknown keys and bad values, with line and column.
+    CheckConfig {
+        /// The config file (YAML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct Scope {
+    /// The repository (bare or not).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Where to search from.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// Only look at files under this path (a file or a directory); repeatable.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("subject").required(true).args(["image", "key"]))]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub scope: Scope,
+    /// The image repository, e.g. ghcr.io/shop/checkout.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub image: Option<String>,
+    /// A dotted key holding the tag, e.g. nexus.imageTag (Helm values, HelmRelease values, Argo CD parameters).
+    #[arg(long, value_name = "DOTTED.KEY")]
+    pub key: Option<String>,
+    /// Trace this tag: the most recent time the image became it (also picks one of several current versions).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Trace this digest (sha256:…).
+    #[arg(long)]
+    pub digest: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["commit", "image", "key"]))]
+pub struct RevertArgs {
+    #[command(flatten)]
+    pub scope: Scope,
+    /// The commit to revert.
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// Revert whatever made this image's current version current.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub image: Option<String>,
+    /// Revert whatever made the tag under this dotted key current.
+    #[arg(long, value_name = "DOTTED.KEY")]
+    pub key: Option<String>,
+    /// auto: whole commit when it changed only this image and applies cleanly, else surgical.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub mode: ModeChoice,
+    /// The branch to create (default metricops/revert-<12 hex of the culprit>).
+    #[arg(long)]
+    pub branch: Option<String>,
+}
+
+/// An error as the user sees it: a kind, a message, and details for `--json`.
+pub struct CliError {
+    pub kind: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl From<RevertError> for CliError {
+    fn from(e: RevertError) -> Self {
+        let details = match &e {
+            RevertError::Trace(TraceError::NotFound { available, .. }) => json!({ "available": available }),
+            RevertError::Trace(TraceError::Ambiguous { versions, .. }) => json!({
+                "versions": versions.iter().map(|(v, files)| json!({"version": v.to_string(), "files": files})).collect::<Vec<_>>()
+            }),
+            RevertError::Git(crate::adapters::git::GitError::Conflict { files, .. }) => json!({ "files": files }),
+            _ => json!({}),
+        };
+        CliError { kind: e.kind(), message: e.to_string(), details }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> Self {
+        CliError { kind: "error", message: format!("{e:#}"), details: json!({}) }
+    }
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let json_mode = match &cli.command {
+        Command::Trace(a) => a.scope.json,
+        Command::Revert(a) => a.scope.json,
+        _ => false,
+    };
+    let result = match cli.command {
+        Command::Demo => crate::demo::run().map_err(CliError::from),
+        Command::Trace(a) => run_trace(a),
+        Command::Revert(a) => run_revert(a),
+        Command::CheckConfig { file } => crate::config::check_file(&file).map_err(CliError::from),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json_mode {
+                let mut err = json!({"kind": e.kind, "message": e.message});
+                if let (Value::Object(m), Value::Object(d)) = (&mut err, e.details) {
+                    m.extend(d);
+                }
+                println!("{}", json!({ "error": err }));
+            } else {
+                eprintln!("error: {}", e.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn query(image: Option<String>, key: Option<String>, tag: Option<String>, digest: Option<String>) -> Query {
+    let subject = match (image, key) {
+        (Some(i), _) => Subject::Image(i),
+        (None, Some(k)) => Subject::Key(k),
+        (None, None) => unreachable!("clap requires --image or --key"),
+    };
+    Query { subject, tag, digest }
+}
+
+fn open(scope: &Scope) -> Result<GitRepo, CliError> {
+    GitRepo::open(&scope.repo).map_err(|e| RevertError::from(e).into())
+}
+
+pub fn culprit_json(c: &Culprit) -> Value {
+    let v = |x: &Option<crate::domain::image_ref::Version>| x.as_ref().map(|v| v.to_string());
+    json!({
+        "image": c.image,
+        "tag": c.version.tag,
+        "digest": c.version.digest,
+        "previous_tag": c.previous.as_ref().and_then(|p| p.tag.clone()),
+        "previous_digest": c.previous.as_ref().and_then(|p| p.digest.clone()),
+        "commit": c.commit.sha,
+        "parent": c.parent,
+        "subject": c.commit.summary,
+        "author": format!("{} <{}>", c.commit.author, c.commit.author_email),
+        "time": c.commit.time.to_rfc3339(),
+        "changes": c.changes.iter().map(|s| json!({
+            "file": s.file, "line": s.line, "old": v(&s.old), "new": s.new.to_string(),
+            "workload": s.workload.as_ref().map(|w| w.to_string()),
+        })).collect::<Vec<_>>(),
+        "other_files": c.other_files,
+    })
+}
+
+pub fn culprit_text(c: &Culprit) -> String {
+    let mut s = format!(
+        "{} {} was made current by commit {}\n  {}\n  by {} <{}> at {}\n",
+        c.image.as_deref().unwrap_or("the tag"),
+        c.version,
+        c.commit.sha,
+        c.commit.summary,
+        c.commit.author,
+        c.commit.author_email,
+        c.commit.time.to_rfc3339()
+    );
+    match &c.previous {
+        Some(p) => s.push_str(&format!("  previous version: {p}\n")),
+        None => s.push_str("  previous version: none (first appearance)\n"),
+    }
+    for ch in &c.changes {
+        let old = ch.old.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let w = ch.workload.as_ref().map(|w| format!("  ({w})")).unwrap_or_default();
+        s.push_str(&format!("  {}:{}  {} -> {}{}\n", ch.file, ch.line, old, ch.new, w));
+    }
+    if !c.other_files.is_empty() {
+        s.push_str(&format!("  also touched: {}\n", c.other_files.join(", ")));
+    }
+    s
+}
+
+fn run_trace(a: TraceArgs) -> Result<(), CliError> {
+    let repo = open(&a.scope)?;
+    let q = query(a.image, a.key, a.tag, a.digest);
+    let c = trace(&repo, &a.scope.rev, &q, &a.scope.paths)?;
+    for n in &c.notes {
+        tracing::warn!("{n}");
+    }
+    if a.scope.json {
+        println!("{}", culprit_json(&c));
+    } else {
+        print!("{}", culprit_text(&c));
+    }
+    Ok(())
+}
+
+fn run_revert(a: RevertArgs) -> Result<(), CliError> {
+    let repo = open(&a.scope)?;
+    let onto = repo.resolve(&a.scope.rev).map_err(RevertError::from)?;
+    let (culprit, subject) = match (&a.commit, a.image.clone(), a.key.clone()) {
+        (Some(sha), image, key) => {
+            let commit = repo.resolve(sha).map_err(RevertError::from)?;
+            if image.is_none() && key.is_none() {
+                return revert_whole_commit(&repo, &commit, &onto, &a);
+            }
+            // An image with a commit: trace from that commit.
+            let q = query(image, key, None, None);
+            let c = trace(&repo, &commit.0, &q, &a.scope.paths)?;
+            (c, q.subject)
+        }
+        (None, image, key) => {
+            let q = query(image, key, None, None);
+            (trace(&repo, &a.scope.rev, &q, &a.scope.paths)?, q.subject)
+        }
+    };
+    let reason = format!(
+        "Requested with `metricops revert`: {} goes back from {} to {}.",
+        culprit.image.as_deref().unwrap_or("the tag"),
+        culprit.version,
+        culprit.previous.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(none)".into())
+    );
+    let built = build_revert(&repo, &culprit, &subject, &onto, a.mode, a.branch.as_deref(), &reason, chrono::Utc::now())?;
+    print_built(&built, a.scope.json);
+    Ok(())
+}
+
+/// `--commit` alone: the tree `git revert` would make.
+fn revert_whole_commit(repo: &GitRepo, commit: &crate::domain::culprit::CommitSha, onto: &crate::domain::culprit::CommitSha, a: &RevertArgs) -> Result<(), CliError> {
+    if a.mode == ModeChoice::Surgical {
+        return Err(CliError {
+            kind: "usage",
+            message: "--mode surgical needs to know which image to set back: add --image or --key".into(),
+            details: json!({}),
+        });
+    }
+    let info = repo.commit_info(commit).map_err(RevertError::from)?;
+    let tree = repo.revert_tree(commit, onto).map_err(RevertError::from)?;
+    let msg = crate::domain::revert::message(&info, crate::domain::revert::Mode::Commit, "Requested with `metricops revert`.", &[]);
+    let new = repo.write_commit(tree, onto, &msg, chrono::Utc::now()).map_err(RevertError::from)?;
+    let branch = a.branch.clone().unwrap_or_else(|| crate::domain::revert::branch_name(&commit.0));
+    repo.create_branch(&branch, &new).map_err(RevertError::from)?;
+    let built = crate::revert::BuiltRevert {
+        commit: new,
+        onto: onto.clone(),
+        branch,
+        mode: crate::domain::revert::Mode::Commit,
+        why: "asked for: whole-commit revert".into(),
+        culprit: commit.clone(),
+        image: String::new(),
+        from: String::new(),
+        to: None,
+        files: Vec::new(),
+        message: msg,
+    };
+    print_built(&built, a.scope.json);
+    Ok(())
+}
+
+fn print_built(b: &crate::revert::BuiltRevert, json_out: bool) {
+    if json_out {
+        println!("{}", serde_json::to_string(b).expect("serialisable"));
+    } else {
+        println!("created {} on branch {} ({} revert of {})", b.commit, b.branch, b.mode.label(), b.culprit.short());
+        println!("  why: {}", b.why);
+        if !b.image.is_empty() {
+            println!("  {}: {} -> {}", b.image, b.from, b.to.as_deref().unwrap_or("(none)"));
+        }
+        if !b.files.is_empty() {
+            println!("  files: {}", b.files.join(", "));
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Demo (filled in next).
+pub fn run() -> anyhow::Result<()> { anyhow::bail!("not yet") }
