@@ -5,3 +5,5 @@ pub mod image_ref;
 pub mod yaml;
 pub mod culprit;
 pub mod revert;
+pub mod alert;
+pub mod policy;
