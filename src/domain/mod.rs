@@ -7,3 +7,4 @@ pub mod culprit;
 pub mod revert;
 pub mod alert;
 pub mod policy;
+pub mod render;

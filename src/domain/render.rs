@@ -1,0 +1,74 @@
+//! Pull-request text from templates (minijinja). Pure: the templates come in as strings.
+
+use minijinja::Environment;
+use serde::Serialize;
+
+pub const PR_TITLE: &str = include_str!("../../templates/pr_title.txt");
+pub const PR_BODY: &str = include_str!("../../templates/pr_body.md");
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertView {
+    pub name: String,
+    pub severity: Option<String>,
+    pub starts_at: String,
+    pub value: Option<String>,
+    pub summary: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeView {
+    pub file: String,
+    pub line: usize,
+    pub workload: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CulpritView {
+    pub sha: String,
+    pub subject: String,
+    pub author: String,
+    pub time: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Link {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PrView {
+    pub workload: String,
+    pub incident: String,
+    pub image: String,
+    pub image_short: String,
+    pub from: String,
+    pub to: String,
+    pub alerts: Vec<AlertView>,
+    pub changes: Vec<ChangeView>,
+    pub culprit: CulpritView,
+    pub decision: String,
+    pub decision_reason: String,
+    pub mode: String,
+    pub mode_reason: String,
+    pub links: Vec<Link>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("template {name}: {source}")]
+pub struct RenderError {
+    pub name: String,
+    #[source]
+    pub source: minijinja::Error,
+}
+
+/// Renders `(title, body)`.
+pub fn render_pr(view: &PrView, title_tpl: &str, body_tpl: &str) -> Result<(String, String), RenderError> {
+    let env = Environment::new();
+    let render = |name: &str, tpl: &str| {
+        env.render_str(tpl, minijinja::value::Serde(view)).map_err(|source| RenderError { name: name.to_string(), source })
+    };
+    let title = render("pr_title.txt", title_tpl)?.trim().to_string();
+    let body = render("pr_body.md", body_tpl)?;
+    Ok((title, body))
+}
