@@ -6,3 +6,4 @@ pub mod revert;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod pipeline;

@@ -151,6 +151,45 @@ impl GitRepo {
         Ok(())
     }
 
+    pub fn delete_branch(&self, name: &str) -> Result<(), GitError> {
+        if let Ok(mut r) = self.repo.find_reference(&format!("refs/heads/{name}")) {
+            r.delete()?;
+        }
+        Ok(())
+    }
+
+    /// Commits these files on top of `parent` (or as a root commit) and moves `refs/heads/<branch>`.
+    pub fn commit_files(&self, branch: &str, files: &[(String, String)], message: &str, author: (&str, &str), when: DateTime<Utc>) -> Result<CommitSha, GitError> {
+        let refname = format!("refs/heads/{branch}");
+        let parent = self.repo.find_reference(&refname).ok().and_then(|r| r.target());
+        let base = match parent {
+            Some(p) => self.repo.find_commit(p)?.tree()?,
+            None => self.repo.find_tree(self.repo.treebuilder(None)?.write()?)?,
+        };
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, text) in files {
+            let blob = self.repo.blob(text.as_bytes())?;
+            b.upsert(path.as_str(), blob, git2::FileMode::Blob);
+        }
+        let tree = self.repo.find_tree(b.create_updated(&self.repo, &base)?)?;
+        let sig = Signature::new(author.0, author.1, &git2::Time::new(when.timestamp(), 0))?;
+        let parents: Vec<git2::Commit<'_>> = parent.map(|p| self.repo.find_commit(p)).transpose()?.into_iter().collect();
+        let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
+        Ok(sha(self.repo.commit(Some(&refname), &sig, &sig, message, &tree, &refs)?))
+    }
+
+    /// The branches at a remote (`git ls-remote --heads`).
+    pub fn remote_heads(&self, url: &str) -> Result<Vec<(String, CommitSha)>, GitError> {
+        let mut remote = self.repo.remote_anonymous(url)?;
+        remote.connect(git2::Direction::Fetch)?;
+        let heads = remote
+            .list()?
+            .iter()
+            .filter_map(|h| h.name().strip_prefix("refs/heads/").map(|n| (n.to_string(), sha(h.oid()))))
+            .collect();
+        Ok(heads)
+    }
+
     pub fn branch_target(&self, name: &str) -> Option<CommitSha> {
         self.repo.find_reference(&format!("refs/heads/{name}")).ok().and_then(|r| r.target()).map(sha)
     }

@@ -15,7 +15,7 @@ pub struct AlertmanagerPayload {
     #[serde(default)]
     pub receiver: String,
     pub alerts: Vec<AmAlert>,
-    #[serde(default)]
+    #[serde(default, rename = "externalURL")]
     pub external_url: String,
     #[serde(default)]
     pub truncated_alerts: u64,
@@ -30,7 +30,7 @@ pub struct AmAlert {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     pub starts_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
     #[serde(default)]
     pub fingerprint: Option<String>,
