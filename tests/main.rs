@@ -1,1 +1,8 @@
+//! The one integration-test binary: real git repositories, the real `metricops` binary.
 
+mod support;
+
+mod architecture;
+mod demo;
+mod revert;
+mod trace;
