@@ -51,13 +51,32 @@ fn sha(oid: Oid) -> CommitSha {
     CommitSha(oid.to_string())
 }
 
+/// Process-wide libgit2 settings, applied once before the first repository is opened:
+/// - no SHA-1 re-verification of every object read (git itself does not do it on reads either; it
+///   cost more than half of a long history walk);
+/// - bounded object cache and pack mapping, so a walk over 100k commits stays within ~100 MB.
+fn tune_libgit2() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        git2::opts::strict_hash_verification(false);
+        // SAFETY: called once, before any repository is opened by this process.
+        unsafe {
+            let _ = git2::opts::set_cache_max_size(32 * 1024 * 1024);
+            let _ = git2::opts::set_mwindow_size(8 * 1024 * 1024);
+            let _ = git2::opts::set_mwindow_mapped_limit(48 * 1024 * 1024);
+        }
+    });
+}
+
 impl GitRepo {
     pub fn open(path: &Path) -> Result<GitRepo, GitError> {
+        tune_libgit2();
         let repo = Repository::open(path).map_err(|source| GitError::NotARepository { path: path.display().to_string(), source })?;
         Ok(GitRepo { repo, path: path.display().to_string() })
     }
 
     pub fn init_bare(path: &Path) -> Result<GitRepo, GitError> {
+        tune_libgit2();
         let repo = Repository::init_bare(path)?;
         Ok(GitRepo { repo, path: path.display().to_string() })
     }
@@ -71,7 +90,7 @@ impl GitRepo {
 
     pub fn history(&self, scope: &[String]) -> GitHistory<'_> {
         let scope = scope.iter().map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty() && p != ".").collect();
-        GitHistory { repo: &self.repo, scope, last: RefCell::new(None) }
+        GitHistory { repo: &self.repo, scope, last: RefCell::new(None), lookups: RefCell::default() }
     }
 
     pub fn commit_info(&self, c: &CommitSha) -> Result<CommitInfo, GitError> {
@@ -250,6 +269,24 @@ impl GitRepo {
     }
 }
 
+/// Finds `name` in a raw tree object (`<mode> <name>\0<20-byte id>`...) without parsing it all.
+fn tree_entry(data: &[u8], name: &[u8]) -> Option<Oid> {
+    let mut i = 0;
+    while i < data.len() {
+        let space = i + data[i..].iter().position(|b| *b == b' ')?;
+        let nul = space + 1 + data[space + 1..].iter().position(|b| *b == 0)?;
+        let id_end = nul + 1 + 20;
+        if id_end > data.len() {
+            return None;
+        }
+        if &data[space + 1..nul] == name {
+            return Oid::from_bytes(&data[nul + 1..id_end]).ok();
+        }
+        i = id_end;
+    }
+    None
+}
+
 fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
     let t = author.when();
@@ -273,21 +310,73 @@ pub struct GitHistory<'r> {
     scope: Vec<String>,
     /// The scope's entry ids of the commit looked at last: the walk asks for each commit twice.
     last: RefCell<Option<(Oid, Vec<Option<Oid>>)>>,
+    /// (tree, name) → entry id: a subtree that did not change is never read twice.
+    lookups: RefCell<std::collections::HashMap<(Oid, String), Option<Oid>>>,
 }
 
 impl GitHistory<'_> {
+    /// A commit's tree and first parent, read from the raw object (no full parse, no object cache).
+    fn raw_commit(&self, c: Oid) -> Result<(Oid, Option<Oid>), git2::Error> {
+        let odb = self.repo.odb()?;
+        let obj = odb.read(c)?;
+        let text = obj.data();
+        let mut tree = None;
+        let mut parent = None;
+        for line in text.split(|b| *b == b'\n') {
+            if line.is_empty() {
+                break;
+            }
+            if let Some(hex) = line.strip_prefix(b"tree ") {
+                tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+            } else if let Some(hex) = line.strip_prefix(b"parent ") {
+                if parent.is_none() {
+                    parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+                }
+            }
+        }
+        let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
+        Ok((tree, parent))
+    }
+
+    /// The ids of every tree level down each scope path, and of the entry itself. Levels that
+    /// match `known` (the same path in the commit looked at before) are not read again.
     fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
         if let Some((c, ids)) = &*self.last.borrow() {
             if *c == commit {
                 return Ok(ids.clone());
             }
         }
-        let tree = self.repo.find_commit(commit)?.tree()?;
-        let ids = if self.scope.is_empty() {
-            vec![Some(tree.id())]
-        } else {
-            self.scope.iter().map(|p| tree.get_path(Path::new(p)).ok().map(|e| e.id())).collect()
-        };
+        let (root, _) = self.raw_commit(commit)?;
+        let mut ids = vec![Some(root)];
+        if !self.scope.is_empty() {
+            let odb = self.repo.odb()?;
+            for p in &self.scope {
+                let mut cur = Some(root);
+                for comp in p.split('/') {
+                    cur = match cur {
+                        Some(t) => {
+                            let mut memo = self.lookups.borrow_mut();
+                            if memo.len() > 200_000 {
+                                memo.clear();
+                            }
+                            match memo.get(&(t, comp.to_string())) {
+                                Some(found) => *found,
+                                None => {
+                                    let found = match odb.read(t) {
+                                        Ok(obj) if obj.kind() == ObjectType::Tree => tree_entry(obj.data(), comp.as_bytes()),
+                                        _ => None,
+                                    };
+                                    memo.insert((t, comp.to_string()), found);
+                                    found
+                                }
+                            }
+                        }
+                        None => None,
+                    };
+                    ids.push(cur);
+                }
+            }
+        }
         *self.last.borrow_mut() = Some((commit, ids.clone()));
         Ok(ids)
     }
@@ -333,8 +422,7 @@ impl History for GitHistory<'_> {
     }
 
     fn first_parent(&self, c: &CommitSha) -> Result<Option<CommitSha>, git2::Error> {
-        let commit = self.repo.find_commit(oid(c)?)?;
-        Ok(commit.parent_ids().next().map(sha))
+        Ok(self.raw_commit(oid(c)?)?.1.map(sha))
     }
 
     fn files(&self, c: &CommitSha) -> Result<Vec<(String, Oid)>, git2::Error> {
@@ -376,7 +464,8 @@ impl History for GitHistory<'_> {
             // Most commits leave the scope alone: compare the scope's entry ids before diffing.
             let new_ids = self.scope_ids(c)?;
             let old_ids = self.scope_ids(p)?;
-            if new_ids == old_ids {
+            let same = if self.scope.is_empty() { new_ids[0] == old_ids[0] } else { new_ids[1..] == old_ids[1..] };
+            if same {
                 return Ok(Vec::new());
             }
         }
