@@ -338,8 +338,8 @@ impl GitHistory<'_> {
         Ok((tree, parent))
     }
 
-    /// The ids of every tree level down each scope path, and of the entry itself. Levels that
-    /// match `known` (the same path in the commit looked at before) are not read again.
+    /// The root tree id, then the entry id at each scope path. Each (tree, name) lookup is
+    /// memoised, so a subtree that did not change is never read again.
     fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
         if let Some((c, ids)) = &*self.last.borrow() {
             if *c == commit {
@@ -373,8 +373,8 @@ impl GitHistory<'_> {
                         }
                         None => None,
                     };
-                    ids.push(cur);
                 }
+                ids.push(cur);
             }
         }
         *self.last.borrow_mut() = Some((commit, ids.clone()));
