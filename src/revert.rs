@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::adapters::git::{GitError, GitRepo};
 use crate::domain::culprit::{CommitSha, Culprit, Query, TraceError, find_culprit};
 use crate::domain::extract::{Occurrence, extract, find_key};
-use crate::domain::culprit::Subject;
+use crate::domain::culprit::{Subject, subject_matches};
 use crate::domain::image_ref::Version;
 use crate::domain::revert::{AutoReason, EditError, Mode, ModeChoice, branch_name, message, only_version_changed, set_version};
 
@@ -70,13 +70,7 @@ fn subject_sites<'a>(subject: &Subject, file: &str, text: &str, version: &Versio
         .occurrences
         .into_iter()
         .filter(|o| &o.version == version)
-        .filter(|o| match subject {
-            Subject::Key(_) => true,
-            Subject::Image(i) => {
-                o.repository.as_deref().is_some_and(|r| crate::domain::image_ref::same_repository(r, i))
-                    || o.aliases.iter().any(|a| crate::domain::image_ref::same_repository(a, i))
-            }
-        })
+        .filter(|o| subject_matches(subject, o))
         .collect();
     keep.iter().collect()
 }

@@ -236,7 +236,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn subject_matches(subject: &Subject, o: &Occurrence) -> bool {
+/// Whether a reference is to the subject (for an image: the repository or a kustomize alias).
+pub fn subject_matches(subject: &Subject, o: &Occurrence) -> bool {
     match subject {
         Subject::Key(_) => true,
         Subject::Image(image) => {
