@@ -54,7 +54,7 @@ impl std::fmt::Display for IgnoreReason {
                 write!(f, "the culprit is {}h old, older than the {}h limit", age.num_hours(), limit.num_hours())
             }
             IgnoreReason::AlertStartedBeforeDeploy { alert_started, deployed } => {
-                write!(f, "the alert started at {} , before the culprit reached the branch at {}", alert_started.to_rfc3339(), deployed.to_rfc3339())
+                write!(f, "the alert started at {}, before the culprit reached the branch at {}", alert_started.to_rfc3339(), deployed.to_rfc3339())
             }
             IgnoreReason::CulpritIsARevert { reverts } => {
                 write!(f, "the culprit is itself a metricops revert (of {reverts}); a revert is never reverted automatically")
