@@ -209,12 +209,8 @@ impl<'h, H: History> Reader<'h, H> {
 
     fn count(&mut self, path: &str, blob: Option<H::Blob>, target: &Target) -> Result<usize, H::Error> {
         match blob {
-            None => Ok(0),
-            Some(b) if !is_manifest_path(path) => {
-                let _ = b;
-                Ok(0)
-            }
-            Some(b) => Ok(self.occurrences(path, b)?.iter().filter(|o| target.matches(&o.version)).count()),
+            Some(b) if is_manifest_path(path) => Ok(self.occurrences(path, b)?.iter().filter(|o| target.matches(&o.version)).count()),
+            _ => Ok(0),
         }
     }
 }
@@ -278,10 +274,10 @@ pub fn find_culprit<H: History>(history: &H, tip: &CommitSha, query: &Query) -> 
     }
     let target = match versions.len() {
         1 => Target::Exact(versions.into_keys().next().expect("one version")),
-        0 if current.is_empty() && query.tag.is_none() && query.digest.is_none() => {
+        // Without a filter every current reference matches, so none at all means not found.
+        0 if query.tag.is_none() && query.digest.is_none() => {
             return Err(TraceError::NotFound { subject, available: nearest_images(history, &files, &query.subject)? });
         }
-        0 if query.tag.is_none() && query.digest.is_none() => unreachable!("no filter matches everything"),
         0 => wanted,
         _ => return Err(TraceError::Ambiguous { subject, versions: versions.into_iter().collect() }),
     };
