@@ -7,7 +7,11 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use secrecy::SecretString;
+
+use crate::adapters::github::{AppSettings, MergeMethod};
 use crate::domain::policy::{Action, Policy};
+use crate::domain::render::{PR_BODY, PR_TITLE};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +23,106 @@ pub struct Config {
     /// Where local mirrors of the repositories live (default: the system temp dir).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// The GitHub App, for repos with `forge: github`.
+    #[serde(default)]
+    pub github: Option<GitHubConfig>,
+    /// A directory with your own `pr_title.txt` and/or `pr_body.md` (minijinja); missing files fall
+    /// back to the built-in ones.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// The PR templates in use (loaded by `Config::load`).
+    #[serde(skip)]
+    pub templates: Templates,
+}
+
+/// PR title and body templates.
+#[derive(Clone, Debug)]
+pub struct Templates {
+    pub title: String,
+    pub body: String,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates { title: PR_TITLE.to_string(), body: PR_BODY.to_string() }
+    }
+}
+
+/// Where pull requests go: a plain git remote (branches only), or GitHub through the App.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    #[default]
+    Git,
+    Github,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    pub app_id: u64,
+    /// The App's private key (PEM, PKCS#1 or PKCS#8).
+    pub private_key_file: PathBuf,
+    /// The webhook secret, for `POST /webhooks/github`.
+    #[serde(default)]
+    pub webhook_secret_file: Option<PathBuf>,
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    #[serde(default = "default_labels")]
+    pub labels: Vec<String>,
+    /// Users asked to review every revert.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    /// Teams (slugs) asked to review every revert.
+    #[serde(default)]
+    pub team_reviewers: Vec<String>,
+    /// Ask the author of the culprit's pull request to review the revert.
+    #[serde(default = "yes")]
+    pub request_review_from_author: bool,
+    #[serde(default)]
+    pub merge_method: MergeMethod,
+    /// Webhook bodies above this many bytes are refused with 413 (GitHub sends at most 25 MB).
+    #[serde(default = "default_webhook_max_bytes")]
+    pub webhook_max_bytes: usize,
+    /// How long one GitHub call may retry 5xx answers and rate limits before it gives up.
+    #[serde(default)]
+    pub retry_budget: Option<Spanned<String>>,
+}
+
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+fn default_labels() -> Vec<String> {
+    vec!["metricops".into(), "rollback".into()]
+}
+fn yes() -> bool {
+    true
+}
+fn default_webhook_max_bytes() -> usize {
+    25 * 1024 * 1024
+}
+
+impl GitHubConfig {
+    pub fn retry_budget(&self) -> std::time::Duration {
+        self.retry_budget.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok()).unwrap_or(std::time::Duration::from_secs(60))
+    }
+
+    /// The App's settings, the key read from its file into a secret.
+    pub fn app_settings(&self) -> anyhow::Result<AppSettings> {
+        Ok(AppSettings { app_id: self.app_id, private_key: read_secret(&self.private_key_file, "github.private_key_file")?, api_url: self.api_url.clone(), retry_budget: self.retry_budget() })
+    }
+
+    pub fn webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
+        self.webhook_secret_file.as_ref().map(|p| read_secret(p, "github.webhook_secret_file")).transpose()
+    }
+}
+
+/// Reads a secret from a file (trailing newline dropped). Errors name the file, never the content.
+pub fn read_secret(path: &Path, key: &str) -> anyhow::Result<SecretString> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{key}: reading {}", path.display()))?;
+    let text = text.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!text.is_empty(), "{key}: {} is empty", path.display());
+    Ok(SecretString::from(text.to_string()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +133,9 @@ pub struct RepoConfig {
     pub url: String,
     #[serde(default = "default_branch")]
     pub branch: String,
+    /// `git` (push branches to `url`) or `github` (the App opens pull requests).
+    #[serde(default)]
+    pub forge: ForgeKind,
 }
 
 fn default_branch() -> String {
@@ -82,7 +189,18 @@ impl Config {
                 problems.push(format!("workload {:?}: `match` needs at least one label, or it would match every alert", w.name));
             }
         }
-        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace].into_iter().flatten() {
+        for r in &c.repos {
+            if r.forge == ForgeKind::Github {
+                if c.github.is_none() {
+                    problems.push(format!("repo {:?} has `forge: github` but there is no `github:` section (app_id, private_key_file)", r.name));
+                }
+                if crate::adapters::github::RepoId::from_url(&r.url).is_none() {
+                    problems.push(format!("repo {:?}: cannot tell owner/name from url {:?} (expected https://github.com/OWNER/NAME.git)", r.name, r.url));
+                }
+            }
+        }
+        let github_budget = c.github.as_ref().and_then(|g| g.retry_budget.as_ref());
+        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &github_budget.cloned()].into_iter().flatten() {
             if parse_duration(&d.value).is_none() {
                 problems.push(format!("line {} column {}: {:?} is not a duration (use e.g. 90s, 30m, 24h, 7d)", d.referenced.line(), d.referenced.column(), d.value));
             }
@@ -92,7 +210,12 @@ impl Config {
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+        let mut c = Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
+        if let Some(dir) = &c.templates_dir {
+            let dir = path.parent().unwrap_or(Path::new(".")).join(dir);
+            c.templates = Templates::load(&dir)?;
+        }
+        Ok(c)
     }
 
     pub fn policy(&self) -> Policy {
@@ -108,6 +231,22 @@ impl Config {
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
         self.repos.iter().find(|r| r.name == name)
+    }
+}
+
+impl Templates {
+    /// Reads `pr_title.txt` and `pr_body.md` from `dir` where present and checks that they compile.
+    pub fn load(dir: &Path) -> anyhow::Result<Templates> {
+        anyhow::ensure!(dir.is_dir(), "templates_dir {} is not a directory", dir.display());
+        let mut t = Templates::default();
+        for (name, slot) in [("pr_title.txt", &mut t.title), ("pr_body.md", &mut t.body)] {
+            let path = dir.join(name);
+            if path.exists() {
+                *slot = std::fs::read_to_string(&path).with_context(|| format!("reading template {}", path.display()))?;
+                crate::domain::render::check_template(name, slot).with_context(|| format!("template {}", path.display()))?;
+            }
+        }
+        Ok(t)
     }
 }
 
@@ -144,7 +283,12 @@ pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
 /// `metricops check-config FILE`.
 pub fn check_file(path: &Path) -> anyhow::Result<()> {
     let c = Config::load(path)?;
-    println!("{}: ok ({} repos, {} workloads, policy: {:?})", path.display(), c.repos.len(), c.workloads.len(), c.policy.action);
+    if let Some(g) = &c.github {
+        let key = g.app_settings()?;
+        crate::adapters::github::GitHubApp::new(&key)?;
+        g.webhook_secret()?;
+    }
+    println!("{}: ok ({} repos, {} workloads, policy: {:?}{})", path.display(), c.repos.len(), c.workloads.len(), c.policy.action, if c.github.is_some() { ", GitHub App key readable" } else { "" });
     Ok(())
 }
 

@@ -91,11 +91,11 @@ pub fn run() -> anyhow::Result<()> {
     print!("{}", indent(pr_body));
 
     heading(8, "On the remote");
-    for (name, sha) in remote.remote_heads(&remote_path.display().to_string())? {
+    for (name, sha) in remote.remote_heads(&remote_path.display().to_string(), None)? {
         println!("   {name:<40} {}", sha.short());
     }
     match &o.delivery {
-        Some(Delivery::Proposed { branch }) => println!("   Pushed {branch}: a person reviews and merges it; Argo CD or Flux then rolls back."),
+        Some(Delivery::Proposed { branch, .. }) => println!("   Pushed {branch}: a person reviews and merges it; Argo CD or Flux then rolls back."),
         Some(d) => println!("   {d:?}"),
         None => {}
     }
@@ -103,7 +103,7 @@ pub fn run() -> anyhow::Result<()> {
     heading(9, "The same alert again");
     let again = engine.handle_alertmanager(&body, now)?;
     match again.outcomes.first().and_then(|o| o.delivery.clone()) {
-        Some(Delivery::AlreadyProposed { branch }) => println!("   {branch} exists already: nothing new is opened (one revert per culprit)."),
+        Some(Delivery::AlreadyProposed { branch, .. }) => println!("   {branch} exists already: nothing new is opened (one revert per culprit)."),
         other => println!("   {other:?}"),
     }
     println!("\nDone. The temp dir is removed on exit.");

@@ -1,29 +1,66 @@
 //! The engine, one incident at a time: alert → incident → target → culprit → decision → revert →
 //! forge. Every entry point (`demo`, later `serve` and `simulate`) goes through here.
 
+mod github;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use secrecy::SecretString;
+
 use crate::adapters::git::{GitError, GitRepo};
-use crate::config::{Config, WorkloadConfig};
+use crate::adapters::github::{GitHubApp, RepoId};
+use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
+use crate::domain::culprit::CommitSha;
 use crate::domain::alert::{Alert, Incident, group, parse_alertmanager};
 use crate::domain::culprit::{Culprit, Query, Subject};
 use crate::domain::policy::{Decision, decide};
-use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, PrView, render_pr, PR_BODY, PR_TITLE};
+use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, OriginalPr, PrView, render_pr};
 use crate::domain::revert::{ModeChoice, branch_name};
+use github::GitHub;
 use crate::revert::{BuiltRevert, build_revert, trace};
+
+/// A pull request, as a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrLink {
+    pub number: u64,
+    pub url: String,
+}
 
 /// Where the revert went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Delivery {
-    /// The branch was pushed for a person to merge.
-    Proposed { branch: String },
-    /// The branch was there already: the alert re-confirms the open revert, nothing new is made.
-    AlreadyProposed { branch: String },
-    /// The revert was pushed straight to the target branch.
-    Merged { branch: String },
+    /// The branch was pushed (and, on GitHub, the pull request opened) for a person to merge.
+    Proposed { branch: String, pr: Option<PrLink> },
+    /// The revert was there already: the alert re-confirms it, nothing new is made.
+    AlreadyProposed { branch: String, pr: Option<PrLink> },
+    /// The revert landed on the target branch.
+    Merged { branch: String, pr: Option<PrLink> },
+    /// GitHub merges it once the required checks pass.
+    AutoMergeEnabled { branch: String, pr: PrLink },
+    /// Policy said merge, GitHub would not (yet); the pull request stays open for a person.
+    MergeRefused { branch: String, pr: PrLink, reason: String },
+}
+
+impl Delivery {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Delivery::Proposed { .. } => "proposed",
+            Delivery::AlreadyProposed { .. } => "already_proposed",
+            Delivery::Merged { .. } => "merged",
+            Delivery::AutoMergeEnabled { .. } => "auto_merge_enabled",
+            Delivery::MergeRefused { .. } => "merge_refused",
+        }
+    }
+    pub fn pr(&self) -> Option<&PrLink> {
+        match self {
+            Delivery::Proposed { pr, .. } | Delivery::AlreadyProposed { pr, .. } | Delivery::Merged { pr, .. } => pr.as_ref(),
+            Delivery::AutoMergeEnabled { pr, .. } | Delivery::MergeRefused { pr, .. } => Some(pr),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -55,12 +92,52 @@ pub struct Report {
 pub struct Engine<'c> {
     pub config: &'c Config,
     pub state_dir: PathBuf,
+    github: Option<GitHub>,
 }
 
 impl<'c> Engine<'c> {
+    /// An engine for plain git remotes only.
     pub fn new(config: &'c Config) -> Self {
         let state_dir = config.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"));
-        Engine { config, state_dir }
+        Engine { config, state_dir, github: None }
+    }
+
+    /// An engine that also speaks to GitHub as the App, its async calls run on `runtime`. Call the
+    /// engine from outside the runtime (a worker thread): it blocks on each GitHub call.
+    pub fn with_github(config: &'c Config, app: Arc<GitHubApp>, runtime: tokio::runtime::Handle) -> Self {
+        let mut e = Engine::new(config);
+        e.github = Some(GitHub { app, rt: runtime });
+        e
+    }
+
+    /// As the config says: with the GitHub App when there is a `github:` section.
+    pub fn from_config(config: &'c Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Self> {
+        match &config.github {
+            None => Ok(Engine::new(config)),
+            Some(g) => {
+                let app = {
+                    let _guard = runtime.enter();
+                    GitHubApp::new(&g.app_settings()?)?
+                };
+                Ok(Engine::with_github(config, Arc::new(app), runtime.clone()))
+            }
+        }
+    }
+
+    fn github(&self) -> anyhow::Result<&GitHub> {
+        self.github.as_ref().context("this repo has `forge: github`, but the engine has no GitHub App (no `github:` section in the config?)")
+    }
+
+    /// The token for git over HTTPS, for repos on GitHub.
+    fn git_auth(&self, repo: &RepoConfig) -> anyhow::Result<Option<SecretString>> {
+        match repo.forge {
+            ForgeKind::Git => Ok(None),
+            ForgeKind::Github => {
+                let gh = self.github()?;
+                let id = RepoId::from_url(&repo.url).with_context(|| format!("owner/name of {}", repo.url))?;
+                Ok(Some(gh.block(gh.app.git_token(&id))?))
+            }
+        }
     }
 
     /// Handles one Alertmanager v4 webhook body.
@@ -108,7 +185,8 @@ impl<'c> Engine<'c> {
         let _enter = span.enter();
 
         let mirror = self.mirror(&repo_cfg.name)?;
-        let tip = mirror.fetch(&repo_cfg.url, &branch).with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
+        let auth = self.git_auth(repo_cfg)?;
+        let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref()).with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
         let query = Query { subject: subject.clone(), tag: None, digest: None };
         let culprit = trace(&mirror, &tip.0, &query, &w.paths)?;
@@ -134,43 +212,64 @@ impl<'c> Engine<'c> {
             return Ok(outcome);
         }
         let revert_branch = branch_name(&outcome.culprit.commit.sha.0);
-        // One revert per culprit: its branch at the remote means it is proposed already.
-        let heads = mirror.remote_heads(&repo_cfg.url)?;
-        if decision == Decision::Propose && heads.iter().any(|(n, _)| *n == revert_branch) {
-            tracing::info!(branch = %revert_branch, "revert already proposed; alert re-confirms it");
-            outcome.delivery = Some(Delivery::AlreadyProposed { branch: revert_branch });
-            return Ok(outcome);
-        }
-        mirror.delete_branch(&revert_branch)?;
-        let reason = reason_text(&outcome);
-        let built = build_revert(&mirror, &outcome.culprit, &subject, &tip, ModeChoice::Auto, Some(&revert_branch), &reason, now)?;
-        tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");
-        outcome.patch = Some(mirror.patch(&tip, &built.commit)?);
-        outcome.pr = Some(self.render(&outcome, &built, &decision)?);
-        let delivery = match decision {
-            Decision::Merge => {
-                push(&mirror, &repo_cfg.url, &built, &branch)?;
-                Delivery::Merged { branch: branch.clone() }
-            }
-            _ => {
-                push(&mirror, &repo_cfg.url, &built, &revert_branch)?;
-                Delivery::Proposed { branch: revert_branch }
-            }
+        let target = Target { mirror: &mirror, repo: repo_cfg, auth: auth.as_ref(), tip: &tip, revert_branch: &revert_branch, now };
+        let delivery = match repo_cfg.forge {
+            ForgeKind::Git => self.deliver_to_git(&target, &mut outcome)?,
+            ForgeKind::Github => self.deliver_to_github(&target, &mut outcome)?,
         };
-        tracing::info!(?delivery, "delivered");
+        tracing::info!(delivery = delivery.label(), pr = ?delivery.pr().map(|p| p.number), "delivered");
         outcome.delivery = Some(delivery);
-        outcome.revert = Some(built);
         Ok(outcome)
     }
 
-    fn render(&self, o: &Outcome, built: &BuiltRevert, decision: &Decision) -> anyhow::Result<(String, String)> {
-        let view = pr_view(o, built, decision);
-        Ok(render_pr(&view, PR_TITLE, PR_BODY)?)
+    /// Plain git: the branch on the remote is the proposal; merging is pushing to the target branch.
+    fn deliver_to_git(&self, t: &Target, outcome: &mut Outcome) -> anyhow::Result<Delivery> {
+        // One revert per culprit: its branch at the remote means it is proposed already.
+        let heads = t.mirror.remote_heads(&t.repo.url, t.auth)?;
+        if outcome.decision == Decision::Propose && heads.iter().any(|(n, _)| n == t.revert_branch) {
+            tracing::info!(branch = %t.revert_branch, "revert already proposed; alert re-confirms it");
+            return Ok(Delivery::AlreadyProposed { branch: t.revert_branch.to_string(), pr: None });
+        }
+        let built = self.build(t, outcome, None)?;
+        let delivery = match outcome.decision {
+            Decision::Merge => {
+                push(t, &built.commit, &outcome.branch)?;
+                Delivery::Merged { branch: outcome.branch.clone(), pr: None }
+            }
+            _ => {
+                push(t, &built.commit, t.revert_branch)?;
+                Delivery::Proposed { branch: t.revert_branch.to_string(), pr: None }
+            }
+        };
+        outcome.revert = Some(built);
+        Ok(delivery)
+    }
+
+    /// Builds the revert commit on the fetched tip, with its patch and PR text.
+    fn build(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
+        t.mirror.delete_branch(t.revert_branch)?;
+        let reason = reason_text(outcome);
+        let built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, t.now)?;
+        tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");
+        outcome.patch = Some(t.mirror.patch(t.tip, &built.commit)?);
+        let view = pr_view(outcome, &built, &outcome.decision, original_pr);
+        outcome.pr = Some(render_pr(&view, &self.config.templates.title, &self.config.templates.body)?);
+        Ok(built)
     }
 }
 
-fn push(mirror: &GitRepo, url: &str, built: &BuiltRevert, branch: &str) -> anyhow::Result<()> {
-    match mirror.push(url, &built.commit, branch) {
+/// What a delivery works on.
+pub(crate) struct Target<'a> {
+    pub mirror: &'a GitRepo,
+    pub repo: &'a RepoConfig,
+    pub auth: Option<&'a SecretString>,
+    pub tip: &'a CommitSha,
+    pub revert_branch: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+fn push(t: &Target, commit: &CommitSha, branch: &str) -> anyhow::Result<()> {
+    match t.mirror.push(&t.repo.url, commit, branch, t.auth) {
         Ok(()) => Ok(()),
         Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e).context("the remote moved on while the revert was built; the next alert re-drives it")),
         Err(e) => Err(e.into()),
@@ -194,7 +293,7 @@ fn reason_text(o: &Outcome) -> String {
     )
 }
 
-pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision) -> PrView {
+pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision, original_pr: Option<OriginalPr>) -> PrView {
     let image = built.image.clone();
     let mut links = Vec::new();
     for a in &o.incident.alerts {
@@ -239,6 +338,7 @@ pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision) -> PrView 
             author: format!("{} <{}>", o.culprit.commit.author, o.culprit.commit.author_email),
             time: o.culprit.commit.time.to_rfc3339(),
         },
+        original_pr,
         decision: decision.label().to_string(),
         decision_reason,
         mode: built.mode.label().to_string(),

@@ -1,11 +1,13 @@
 //! Git through libgit2: history for the culprit search, revert commits built in memory (bare
 //! repositories work, no working tree is touched), branches, fetch and push.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult};
+
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History};
 
@@ -21,6 +23,8 @@ pub enum GitError {
     BranchExists { name: String, target: String },
     #[error("push of {refspec} to {remote} was refused: {message}")]
     PushRejected { remote: String, refspec: String, message: String },
+    #[error("{remote} refused our credentials: {message}")]
+    AuthRefused { remote: String, message: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -33,6 +37,7 @@ impl GitError {
             GitError::Conflict { .. } => "conflict",
             GitError::BranchExists { .. } => "branch_exists",
             GitError::PushRejected { .. } => "push_rejected",
+            GitError::AuthRefused { .. } => "auth_refused",
             GitError::Git(_) => "git",
         }
     }
@@ -41,6 +46,31 @@ impl GitError {
 pub struct GitRepo {
     pub repo: Repository,
     path: String,
+}
+
+/// Callbacks that answer an HTTP authentication challenge once with the token (as GitHub wants it:
+/// user `x-access-token`); a second challenge means the token was refused, and ends the attempt.
+fn callbacks<'a>(auth: Option<&'a SecretString>, tries: &'a Cell<u32>) -> git2::RemoteCallbacks<'a> {
+    let mut cbs = git2::RemoteCallbacks::new();
+    if let Some(token) = auth {
+        cbs.credentials(move |_url, _user, _allowed| {
+            tries.set(tries.get() + 1);
+            if tries.get() > 1 {
+                return Err(git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, "the token was refused"));
+            }
+            git2::Cred::userpass_plaintext("x-access-token", token.expose_secret())
+        });
+    }
+    cbs
+}
+
+/// An authentication failure names the remote (never the token); anything else stays as it was.
+fn auth_error(url: &str, e: git2::Error) -> GitError {
+    if e.code() == git2::ErrorCode::Auth || e.message().contains("authentication") || e.message().contains("401") {
+        GitError::AuthRefused { remote: url.to_string(), message: e.message().to_string() }
+    } else {
+        GitError::Git(e)
+    }
 }
 
 fn oid(sha: &CommitSha) -> Result<Oid, git2::Error> {
@@ -198,9 +228,10 @@ impl GitRepo {
     }
 
     /// The branches at a remote (`git ls-remote --heads`).
-    pub fn remote_heads(&self, url: &str) -> Result<Vec<(String, CommitSha)>, GitError> {
+    pub fn remote_heads(&self, url: &str, auth: Option<&SecretString>) -> Result<Vec<(String, CommitSha)>, GitError> {
         let mut remote = self.repo.remote_anonymous(url)?;
-        remote.connect(git2::Direction::Fetch)?;
+        let tries = Cell::new(0);
+        remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None).map_err(|e| auth_error(url, e))?;
         let heads = remote
             .list()?
             .iter()
@@ -231,22 +262,26 @@ impl GitRepo {
     }
 
     /// Fetches `branch` from `url` into `refs/remotes/origin/<branch>` and returns its tip.
-    pub fn fetch(&self, url: &str, branch: &str) -> Result<CommitSha, GitError> {
+    pub fn fetch(&self, url: &str, branch: &str, auth: Option<&SecretString>) -> Result<CommitSha, GitError> {
         let mut remote = self.repo.remote_anonymous(url)?;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-        remote.fetch(&[&refspec], None, None)?;
+        let tries = Cell::new(0);
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(callbacks(auth, &tries));
+        remote.fetch(&[&refspec], Some(&mut opts), None).map_err(|e| auth_error(url, e))?;
         self.resolve(&format!("refs/remotes/origin/{branch}"))
     }
 
     /// Pushes `commit` to `refs/heads/<branch>` at `url`; non-fast-forward and remote refusals
     /// come back as `PushRejected`.
-    pub fn push(&self, url: &str, commit: &CommitSha, branch: &str) -> Result<(), GitError> {
+    pub fn push(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
         let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
         let refspec = format!("{tmp}:refs/heads/{branch}");
         let mut remote = self.repo.remote_anonymous(url)?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
-        let mut cbs = git2::RemoteCallbacks::new();
+        let tries = Cell::new(0);
+        let mut cbs = callbacks(auth, &tries);
         cbs.push_update_reference(|_, status| {
             if let Some(s) = status {
                 *rejected.borrow_mut() = Some(s.to_string());
@@ -260,6 +295,9 @@ impl GitRepo {
         let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
         let reject = |message: String| GitError::PushRejected { remote: url.to_string(), refspec: format!("{}:refs/heads/{branch}", commit.short()), message };
         if let Err(e) = result {
+            if e.class() == git2::ErrorClass::Http && e.code() == git2::ErrorCode::Auth {
+                return Err(auth_error(url, e));
+            }
             return Err(reject(e.message().to_string()));
         }
         if let Some(m) = rejected.into_inner() {

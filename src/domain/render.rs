@@ -30,6 +30,15 @@ pub struct CulpritView {
     pub time: String,
 }
 
+/// The pull request that brought the culprit in.
+#[derive(Clone, Debug, Serialize)]
+pub struct OriginalPr {
+    pub number: u64,
+    pub url: String,
+    pub title: String,
+    pub author: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Link {
     pub name: String,
@@ -47,6 +56,7 @@ pub struct PrView {
     pub alerts: Vec<AlertView>,
     pub changes: Vec<ChangeView>,
     pub culprit: CulpritView,
+    pub original_pr: Option<OriginalPr>,
     pub decision: String,
     pub decision_reason: String,
     pub mode: String,
@@ -60,6 +70,12 @@ pub struct RenderError {
     pub name: String,
     #[source]
     pub source: minijinja::Error,
+}
+
+/// Whether a template compiles (syntax only; unknown variables render empty).
+pub fn check_template(name: &str, text: &str) -> Result<(), RenderError> {
+    let env = Environment::new();
+    env.template_from_str(text).map(|_| ()).map_err(|source| RenderError { name: name.to_string(), source })
 }
 
 /// Renders `(title, body)`.
