@@ -1,4 +1,4 @@
-//! The command line: `demo`, `trace`, `revert`, `check-config`.
+//! The command line: `demo`, `trace`, `revert`, `serve`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,16 @@ pub enum Command {
     Trace(TraceArgs),
     /// Build the revert of a commit, or of whatever made an image's version current, on a new branch.
     Revert(RevertArgs),
+    /// Run the bot: POST /webhooks/alertmanager and /webhooks/github (when the config has a `github:`
+    /// section with a webhook secret), GET /healthz. Stops on Ctrl-C.
+    Serve {
+        /// The config file (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
+        listen: String,
+    },
     /// Check a config file: unknown keys and bad values, with line and column.
     CheckConfig {
         /// The config file (YAML).
@@ -127,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo => crate::demo::run().map_err(CliError::from),
         Command::Trace(a) => run_trace(a),
         Command::Revert(a) => run_revert(a),
+        Command::Serve { config, listen } => crate::server::run(&config, &listen).map_err(CliError::from),
         Command::CheckConfig { file } => crate::config::check_file(&file).map_err(CliError::from),
     };
     match result {

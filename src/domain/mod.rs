@@ -8,3 +8,4 @@ pub mod revert;
 pub mod alert;
 pub mod policy;
 pub mod render;
+pub mod forge_event;

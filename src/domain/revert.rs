@@ -138,9 +138,12 @@ pub fn reverted_culprit(message: &str) -> Option<String> {
     message.lines().find_map(|l| l.strip_prefix("Metricops-Culprit: ")).map(|s| s.trim().to_string())
 }
 
+/// Every revert branch starts with this.
+pub const BRANCH_PREFIX: &str = "metricops/revert-";
+
 /// The deterministic branch for a culprit: `metricops/revert-<12 hex>`.
 pub fn branch_name(culprit_sha: &str) -> String {
-    format!("metricops/revert-{}", &culprit_sha[..culprit_sha.len().min(12)])
+    format!("{BRANCH_PREFIX}{}", &culprit_sha[..culprit_sha.len().min(12)])
 }
 
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! `POST /webhooks/github`: signature first (over the raw body, constant time), then replay check,
+//! then parse into a `ForgeEvent` and act. Forged or unsigned deliveries get 401, oversized ones 413
+//! (the body limit layer), events we do not act on 202 and a log line.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload, verify_signature};
+use octocrab::models::webhook_events::payload::{InstallationRepositoriesWebhookEventAction, InstallationWebhookEventAction, PullRequestWebhookEventAction, IssueCommentWebhookEventAction};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::adapters::github::{GitHubApp, RepoId};
+use crate::domain::forge_event::{Action, ForgeEvent};
+
+/// What the GitHub webhook endpoint needs.
+pub struct Hook {
+    pub secret: SecretString,
+    pub app: Arc<GitHubApp>,
+    seen: Mutex<Recent>,
+}
+
+impl Hook {
+    pub fn new(secret: SecretString, app: Arc<GitHubApp>) -> Hook {
+        Hook { secret, app, seen: Mutex::new(Recent::new(4096)) }
+    }
+}
+
+/// The last N delivery ids, to ignore GitHub's redeliveries of what we handled.
+struct Recent {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: usize) -> Recent {
+        Recent { order: VecDeque::new(), set: HashSet::new(), cap }
+    }
+    /// True when `id` was seen before; remembers it otherwise.
+    fn seen(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return true;
+        }
+        if self.order.len() == self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        false
+    }
+}
+
+pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(signature) = header("x-hub-signature-256") else {
+        tracing::warn!("GitHub webhook without X-Hub-Signature-256 refused");
+        return (StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256: set the webhook secret in the GitHub App settings\n".into());
+    };
+    if let Err(e) = verify_signature(signature, hook.secret.expose_secret().as_bytes(), &body) {
+        tracing::warn!(error = %e, "GitHub webhook with a bad signature refused");
+        return (StatusCode::UNAUTHORIZED, "X-Hub-Signature-256 does not match the body: is the webhook secret the same on both sides?\n".into());
+    }
+    let delivery = header("x-github-delivery").unwrap_or("").to_string();
+    let Some(event_name) = header("x-github-event") else {
+        return (StatusCode::BAD_REQUEST, "missing X-GitHub-Event\n".into());
+    };
+    let span = tracing::info_span!("github_webhook", delivery = %delivery, event = %event_name);
+    let _enter = span.enter();
+    if !delivery.is_empty() && hook.seen.lock().expect("seen lock").seen(&delivery) {
+        tracing::info!("redelivery of a delivery already handled; ignored");
+        return (StatusCode::OK, format!("delivery {delivery} was handled already\n"));
+    }
+    let event = match WebhookEvent::try_from_header_and_body(event_name, &body) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "GitHub webhook body does not parse");
+            return (StatusCode::BAD_REQUEST, format!("not a valid {event_name} payload: {e}\n"));
+        }
+    };
+    let event = to_forge_event(event_name, event);
+    match event.action() {
+        Action::Acknowledge(why) => {
+            tracing::info!(why = %why, "GitHub event acknowledged");
+            let status = if matches!(event, ForgeEvent::Ping) { StatusCode::OK } else { StatusCode::ACCEPTED };
+            (status, format!("{why}\n"))
+        }
+        Action::Remember { installation, repos } => {
+            for r in repos.iter().filter_map(|r| parse_full_name(r)) {
+                if let Err(e) = hook.app.installed(&r, installation) {
+                    tracing::warn!(error = %e, repo = %r, "could not record the installation");
+                }
+            }
+            tracing::info!(installation, repos = ?repos, "installation recorded");
+            (StatusCode::OK, format!("installation {installation}: {} repos recorded\n", repos.len()))
+        }
+        Action::Forget { installation, repos } => {
+            match &repos {
+                Some(list) => list.iter().filter_map(|r| parse_full_name(r)).for_each(|r| hook.app.forget(Some(&r), installation)),
+                None => hook.app.forget(None, installation),
+            }
+            tracing::info!(installation, repos = ?repos, "installation forgotten");
+            (StatusCode::OK, format!("installation {installation}: forgotten\n"))
+        }
+        Action::DeleteBranch { repo, branch, merged } => {
+            let Some(id) = parse_full_name(&repo) else {
+                return (StatusCode::BAD_REQUEST, format!("repository {repo:?} is not owner/name\n"));
+            };
+            let app = hook.app.clone();
+            let b = branch.clone();
+            tokio::spawn(async move {
+                match app.delete_branch(&id, &b).await {
+                    Ok(()) => tracing::info!(repo = %id, branch = %b, merged, "revert PR closed; branch deleted"),
+                    Err(e) => tracing::warn!(repo = %id, branch = %b, error = %e, "revert PR closed; could not delete its branch"),
+                }
+            });
+            (StatusCode::OK, format!("revert PR closed ({}); deleting {branch}\n", if merged { "merged" } else { "not merged" }))
+        }
+    }
+}
+
+fn parse_full_name(s: &str) -> Option<RepoId> {
+    let (owner, name) = s.split_once('/')?;
+    Some(RepoId { owner: owner.to_string(), name: name.to_string() })
+}
+
+/// The wire event, in the bot's terms.
+pub fn to_forge_event(event_name: &str, e: WebhookEvent) -> ForgeEvent {
+    let installation = e.installation.as_ref().map(|i| i.id().0).unwrap_or(0);
+    let repo = e.repository.as_ref().and_then(|r| r.full_name.clone()).unwrap_or_default();
+    let other = |action: Option<String>| ForgeEvent::Other { event: event_name.to_string(), action };
+    match e.specific {
+        WebhookEventPayload::Ping(_) => ForgeEvent::Ping,
+        WebhookEventPayload::Installation(p) => {
+            let repos = p.repositories.unwrap_or_default().into_iter().map(|r| r.full_name).collect();
+            match p.action {
+                InstallationWebhookEventAction::Created | InstallationWebhookEventAction::NewPermissionsAccepted | InstallationWebhookEventAction::Unsuspend => ForgeEvent::Installed { installation, repos },
+                InstallationWebhookEventAction::Deleted | InstallationWebhookEventAction::Suspend => ForgeEvent::Uninstalled { installation },
+                _ => other(None),
+            }
+        }
+        WebhookEventPayload::InstallationRepositories(p) => match p.action {
+            InstallationRepositoriesWebhookEventAction::Added => ForgeEvent::ReposAdded { installation, repos: p.repositories_added.into_iter().map(|r| r.full_name).collect() },
+            InstallationRepositoriesWebhookEventAction::Removed => ForgeEvent::ReposRemoved { installation, repos: p.repositories_removed.into_iter().map(|r| r.full_name).collect() },
+            _ => other(None),
+        },
+        WebhookEventPayload::PullRequest(p) => match p.action {
+            PullRequestWebhookEventAction::Closed => ForgeEvent::PullClosed {
+                repo,
+                number: p.number,
+                head_ref: p.pull_request.head.ref_field.clone(),
+                head_repo: p.pull_request.head.repo.as_ref().and_then(|r| r.full_name.clone()),
+                merged: p.pull_request.merged_at.is_some() || p.pull_request.merged == Some(true),
+            },
+            a => other(serde_json::to_value(&a).ok().and_then(|v| v.as_str().map(str::to_string))),
+        },
+        WebhookEventPayload::IssueComment(p) => match p.action {
+            IssueCommentWebhookEventAction::Created => ForgeEvent::Comment {
+                repo,
+                number: p.issue.number,
+                on_pull: p.issue.pull_request.is_some(),
+                author: p.comment.user.login.clone(),
+                body: p.comment.body.clone().unwrap_or_default(),
+            },
+            a => other(serde_json::to_value(&a).ok().and_then(|v| v.as_str().map(str::to_string))),
+        },
+        _ => other(None),
+    }
+}
