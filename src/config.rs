@@ -285,6 +285,8 @@ pub fn check_file(path: &Path) -> anyhow::Result<()> {
     let c = Config::load(path)?;
     if let Some(g) = &c.github {
         let key = g.app_settings()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let _guard = rt.enter();
         crate::adapters::github::GitHubApp::new(&key)?;
         g.webhook_secret()?;
     }

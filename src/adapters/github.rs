@@ -187,8 +187,12 @@ pub struct GitHubApp {
 }
 
 impl GitHubApp {
+    /// Needs a tokio runtime context (octocrab spawns its connection buffer).
     pub fn new(s: &AppSettings) -> Result<GitHubApp, GitHubError> {
-        let key = octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(s.private_key.expose_secret().as_bytes()).map_err(|e| GitHubError::Key(e.to_string()))?;
+        use octocrab::jsonwebtoken as jwt;
+        let key = jwt::EncodingKey::from_rsa_pem(s.private_key.expose_secret().as_bytes()).map_err(|e| GitHubError::Key(e.to_string()))?;
+        // The key is only used when signing: sign once now, so a wrong file fails at start-up.
+        jwt::encode(&jwt::Header::new(jwt::Algorithm::RS256), &json!({ "iss": s.app_id.to_string(), "iat": 0, "exp": 1 }), &key).map_err(|e| GitHubError::Key(e.to_string()))?;
         let app = Octocrab::builder()
             .base_uri(s.api_url.as_str())
             .map_err(|e| GitHubError::Decode { what: format!("api_url {:?}", s.api_url), message: e.to_string() })?

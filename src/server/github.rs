@@ -171,3 +171,39 @@ pub fn to_forge_event(event_name: &str, e: WebhookEvent) -> ForgeEvent {
         _ => other(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, file: &str) -> ForgeEvent {
+        let body = std::fs::read(format!("{}/fixtures/github/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        to_forge_event(name, WebhookEvent::try_from_header_and_body(name, &body).unwrap())
+    }
+
+    #[test]
+    fn real_deliveries_become_forge_events() {
+        assert_eq!(event("installation", "octokit.installation.created.payload.json"), ForgeEvent::Installed { installation: 957387, repos: vec!["Codertocat/Hello-World".into()] });
+        assert_eq!(event("installation_repositories", "octokit.installation_repositories.added.payload.json"), ForgeEvent::ReposAdded { installation: 957387, repos: vec!["Codertocat/Space".into()] });
+        assert_eq!(
+            event("pull_request", "octokit.pull_request.closed.unmerged.payload.json"),
+            ForgeEvent::PullClosed { repo: "Codertocat/Hello-World".into(), number: 2, head_ref: "changes".into(), head_repo: Some("Codertocat/Hello-World".into()), merged: false }
+        );
+        assert!(matches!(event("pull_request", "bors.pull_request.closed.merged.json"), ForgeEvent::PullClosed { number: 5, merged: true, .. }));
+        assert_eq!(
+            event("issue_comment", "bors.issue_comment.created.on-pull-request.json"),
+            ForgeEvent::Comment { repo: "Kobzol/bors-kindergarten".into(), number: 5, on_pull: true, author: "Kobzol".into(), body: "hello bors".into() }
+        );
+        assert!(matches!(event("pull_request", "octokit.pull_request.opened.payload.json"), ForgeEvent::Other { action: Some(a), .. } if a == "opened"));
+    }
+
+    #[test]
+    fn recent_remembers_the_last_n_ids() {
+        let mut r = Recent::new(2);
+        assert!(!r.seen("a"));
+        assert!(r.seen("a"));
+        assert!(!r.seen("b"));
+        assert!(!r.seen("c"));
+        assert!(!r.seen("a"), "a fell out of the window");
+    }
+}
