@@ -6,6 +6,7 @@ use chrono::{Duration, Utc};
 
 use crate::adapters::git::GitRepo;
 use crate::config::Config;
+use crate::domain::revert::branch_name;
 use crate::pipeline::{Delivery, Engine};
 
 const DEPLOYMENT: &str = include_str!("../fixtures/demo/apps/checkout/base/deployment.yaml");
@@ -86,9 +87,8 @@ pub fn run() -> anyhow::Result<()> {
     print!("{}", indent(o.patch.as_deref().unwrap_or("")));
 
     let (title, pr_body) = o.pr.as_ref().context("no PR text")?;
-    heading(7, "The pull request text");
-    println!("   title: {title}\n");
-    print!("{}", indent(pr_body));
+    heading(7, "The pull request, as GitHub shows it (with `forge: github`, the App opens it)");
+    print!("{}", indent(&github_view(title, pr_body, &o.branch, &branch_name(&o.culprit.commit.sha.0), &config)));
 
     heading(8, "On the remote");
     for (name, sha) in remote.remote_heads(&remote_path.display().to_string(), None)? {
@@ -108,6 +108,19 @@ pub fn run() -> anyhow::Result<()> {
     }
     println!("\nDone. The temp dir is removed on exit.");
     Ok(())
+}
+
+/// The PR page's header and body, as the App would open it: title, state line, labels, reviewers,
+/// then the Markdown body exactly as sent.
+fn github_view(title: &str, body: &str, base: &str, head: &str, config: &Config) -> String {
+    let labels = config.github.as_ref().map(|g| g.labels.clone()).unwrap_or_else(|| vec!["metricops".into(), "rollback".into()]);
+    let rule = "─".repeat(72);
+    let mut out = format!("┌{rule}\n│ {title} #1\n│ [Open] metricops[bot] wants to merge 1 commit into {base} from {head}\n│ Labels: {}   Reviewers: the culprit PR's author (on GitHub)\n├{rule}\n", labels.join(", "));
+    for line in body.lines() {
+        out.push_str(&format!("│ {line}\n"));
+    }
+    out.push_str(&format!("└{rule}\n"));
+    out
 }
 
 fn remote_log(repo: &GitRepo) -> anyhow::Result<String> {
