@@ -12,7 +12,7 @@ fn demo_runs_end_to_end_and_shows_each_step() {
         "propose",
         "-  newTag: \"1.5.0\" # promoted by CI",
         "+  newTag: \"1.4.2\" # promoted by CI",
-        "title: Revert shop/checkout: checkout 1.5.0 → 1.4.2",
+        "Revert shop/checkout: checkout 1.5.0 → 1.4.2 #1",
         "metricops/revert-",
         "nothing new is opened",
     ] {

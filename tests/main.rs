@@ -6,3 +6,4 @@ mod architecture;
 mod demo;
 mod revert;
 mod trace;
+mod github;
