@@ -5,4 +5,5 @@ mod support;
 mod architecture;
 mod demo;
 mod revert;
+mod standin;
 mod trace;

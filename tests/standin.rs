@@ -1,0 +1,1 @@
+//! Self-tests of the GitHub stand-in (`support::github`).
