@@ -423,13 +423,14 @@ fn team(base: &str, slug: &str) -> Value {
     v["name"] = json!(slug);
     v["url"] = json!(format!("{base}/teams/{id}"));
     v["html_url"] = json!(format!("https://github.com/orgs/org/teams/{slug}"));
+    v["parent"] = Value::Null;
     v
 }
 
 fn label_json(base: &str, r: &RepoState, name: &str) -> Value {
     let id = r.labels.get(name).copied().unwrap_or(0);
     json!({"id": id, "node_id": format!("LA_kwDO{id}"), "url": format!("{base}/repos/{}/{}/labels/{}", r.owner, r.name, name),
-           "name": name, "description": null, "color": "ededed", "default": false})
+           "name": name, "description": "", "color": "ededed", "default": false})
 }
 
 fn association(r: &RepoState, login: &str) -> &'static str {

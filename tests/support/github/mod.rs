@@ -493,8 +493,15 @@ fn verify_jwt(token: &str) -> bool {
     }
     let Ok(key) = DecodingKey::from_rsa_pem(fixture("test-app-key.pub.pem").as_bytes()) else { return false };
     let mut v = Validation::new(Algorithm::RS256);
-    v.set_required_spec_claims(&["exp", "iat", "iss"]);
-    let Ok(data) = decode::<Claims>(token, &key, &v) else { return false };
+    // `iss` is checked below: octocrab sends it as a number, which jsonwebtoken does not see as present.
+    v.set_required_spec_claims(&["exp", "iat"]);
+    let data = match decode::<Claims>(token, &key, &v) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("github stand-in: JWT rejected: {e:?}");
+            return false;
+        }
+    };
     let c = data.claims;
     let iss_ok = c.iss.as_u64() == Some(APP_ID) || c.iss.as_str() == Some(&APP_ID.to_string());
     iss_ok && c.exp > chrono::Utc::now().timestamp() && c.exp - c.iat <= 600
