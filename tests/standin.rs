@@ -371,3 +371,71 @@ fn webhook_signature_matches_githubs_test_vector() {
     assert_eq!(sig, v["X-Hub-Signature-256"].as_str().unwrap());
     assert_ne!(GitHub::sign_webhook("other", b"Hello, World!"), sig);
 }
+
+#[test]
+fn libgit2_pushes_after_its_credentials_callback() {
+    let f = Fixture::new();
+    let repo = git2::Repository::open(f.work.path()).unwrap();
+    let mut remote = repo.remote_anonymous(&f.gh.git_url("acme", "deploy")).unwrap();
+    let calls = std::cell::Cell::new(0);
+    let rejected = std::cell::RefCell::new(vec![]);
+    let mut cb = git2::RemoteCallbacks::new();
+    cb.credentials(|_url, _user, _allowed| {
+        calls.set(calls.get() + 1);
+        if calls.get() > 3 {
+            return Err(git2::Error::from_str("too many credential attempts"));
+        }
+        git2::Cred::userpass_plaintext("x-access-token", &f.token)
+    });
+    cb.push_update_reference(|r, status| {
+        if let Some(s) = status {
+            rejected.borrow_mut().push(format!("{r}: {s}"));
+        }
+        Ok(())
+    });
+    let mut po = git2::PushOptions::new();
+    po.remote_callbacks(cb);
+    remote.push(&["refs/heads/feature:refs/heads/metricops/revert-abc"], Some(&mut po)).expect("libgit2 push");
+    drop(po);
+    assert_eq!(calls.get(), 1, "asked for credentials once, after the first 401");
+    assert!(rejected.borrow().is_empty(), "{:?}", rejected.borrow());
+    assert_eq!(f.tip("metricops/revert-abc"), f.tip("feature"));
+    let statuses: Vec<(u16, String)> = f.gh.requests().iter().filter(|r| r.path.contains(".git/")).map(|r| (r.status, r.auth.clone())).collect();
+    assert_eq!(statuses.first(), Some(&(401, "none".to_string())), "{statuses:?}");
+    f.gh.assert_faithful();
+}
+
+#[test]
+fn rebase_merge_replays_the_head_commit() {
+    let f = Fixture::new();
+    let w = f.work.path();
+    // main moves on (another file), so the rebase really replays
+    git(w, &["checkout", "-q", "main"]).unwrap();
+    std::fs::write(w.join("other.txt"), "x\n").unwrap();
+    git(w, &["add", "-A"]).unwrap();
+    git(w, &["commit", "-q", "-m", "other"]).unwrap();
+    git(w, &["push", "-q", "origin", "main"]).unwrap();
+    let main = f.tip("main");
+    let (_, pr) = f.create_pull("feature");
+    let (st, _, v) = http(&f.gh, "PUT", &format!("/repos/acme/deploy/pulls/{}/merge", pr["number"]), Some(&f.auth()), Some(&json!({"merge_method": "rebase"})));
+    assert_eq!(st, 200, "{v}");
+    git(w, &["fetch", "-q", "origin"]).unwrap();
+    assert_eq!(git(w, &["log", "-1", "--format=%P|%s|%an", "origin/main"]).unwrap(), format!("{main}|bump shop to 1.1|Dana"));
+    assert_eq!(git(w, &["show", "origin/main:app.yaml"]).unwrap(), "image: shop:1.1");
+    f.gh.assert_faithful();
+}
+
+#[test]
+fn a_jwt_for_another_app_or_too_long_lived_is_refused() {
+    let f = Fixture::new();
+    let key = octocrab::jsonwebtoken::EncodingKey::from_rsa_pem(f.gh.private_key_pem().as_bytes()).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| octocrab::jsonwebtoken::encode(&octocrab::jsonwebtoken::Header::new(octocrab::jsonwebtoken::Algorithm::RS256), &claims, &key).unwrap();
+    let path = format!("/app/installations/{INST}/access_tokens");
+    let ok = sign(json!({"iss": APP_ID.to_string(), "iat": now - 30, "exp": now + 500}));
+    assert_eq!(http(&f.gh, "POST", &path, Some(&bearer(&ok)), None).0, 201, "iss as a string is fine");
+    for bad in [json!({"iss": 1, "iat": now - 30, "exp": now + 500}), json!({"iss": APP_ID, "iat": now - 30, "exp": now + 3600}), json!({"iss": APP_ID, "iat": now - 900, "exp": now - 300})] {
+        assert_eq!(http(&f.gh, "POST", &path, Some(&bearer(&sign(bad.clone()))), None).0, 401, "{bad}");
+    }
+    f.gh.assert_faithful();
+}
