@@ -439,3 +439,24 @@ fn a_jwt_for_another_app_or_too_long_lived_is_refused() {
     }
     f.gh.assert_faithful();
 }
+
+#[test]
+fn listing_pulls_filters_by_state_and_head_and_paginates() {
+    let f = Fixture::new();
+    let w = f.work.path();
+    for b in ["b1", "b2", "b3"] {
+        git(w, &["push", "-q", "origin", &format!("feature:refs/heads/{b}")]).unwrap();
+        assert_eq!(f.create_pull(b).0, 201);
+    }
+    let a = Some(f.auth());
+    let (st, head, v) = http(&f.gh, "GET", "/repos/acme/deploy/pulls?state=open&per_page=2", a.as_deref(), None);
+    assert_eq!((st, v.as_array().unwrap().len()), (200, 2));
+    assert!(head.contains("page=2>; rel=\"next\""), "{head}");
+    let (_, _, v) = http(&f.gh, "GET", "/repos/acme/deploy/pulls?state=open&per_page=2&page=2", a.as_deref(), None);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let (_, _, v) = http(&f.gh, "GET", "/repos/acme/deploy/pulls?state=all&head=acme%3Ab2", a.as_deref(), None);
+    assert_eq!((v.as_array().unwrap().len(), v[0]["head"]["ref"].as_str()), (1, Some("b2")));
+    let (_, _, v) = http(&f.gh, "GET", "/repos/acme/deploy/pulls?state=closed", a.as_deref(), None);
+    assert_eq!(v, json!([]));
+    f.gh.assert_faithful();
+}

@@ -137,7 +137,28 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
                 .collect();
             list.sort_by_key(|pl| std::cmp::Reverse(pl.p.number));
             let v: Vec<Value> = list.iter().skip((page - 1) * per_page).take(per_page).map(|pl| pull_json(&base, r, pl, &branches, false)).collect();
-            Reply::json(200, Value::Array(v))
+            let last = list.len().div_ceil(per_page).max(1);
+            let reply = Reply::json(200, Value::Array(v));
+            if last <= 1 {
+                return reply;
+            }
+            // Pagination as GitHub does it: a Link header with the other pages.
+            let others: Vec<(String, String)> = q.iter().filter(|(k, _)| k != "page").cloned().collect();
+            let link_to = |n: usize, rel: &str| {
+                let mut qs: Vec<String> = others.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                qs.push(format!("page={n}"));
+                format!("<{base}/repos/{}/{}/pulls?{}>; rel=\"{rel}\"", r.owner, r.name, qs.join("&"))
+            };
+            let mut links = vec![];
+            if page < last {
+                links.push(link_to(page + 1, "next"));
+                links.push(link_to(last, "last"));
+            }
+            if page > 1 {
+                links.push(link_to(1, "first"));
+                links.push(link_to(page - 1, "prev"));
+            }
+            reply.header("link", &links.join(", "))
         }
         ("POST", "/repos/{owner}/{repo}/pulls") => create_pull(&base, r, &branches, &body, new_id()),
         ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}") => match r.pull(num("pull_number")) {

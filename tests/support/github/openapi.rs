@@ -258,5 +258,5 @@ pub fn validate(v: &Value, schema: &'static Value, at: &str, errs: &mut Vec<Stri
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 { format!("{}…", &s[..s.floor_char_boundary(60)]) } else { s }
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
 }
