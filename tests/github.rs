@@ -19,7 +19,6 @@ const SECRET: &str = "webhook secret for tests";
 struct World {
     gh: GitHub,
     bare: PathBuf,
-    _work: Repo,
     culprit: String,
     original_pr: u64,
     dir: tempfile::TempDir,
@@ -56,7 +55,7 @@ impl World {
         std::fs::write(dir.path().join("app.pem"), gh.private_key_pem()).unwrap();
         std::fs::write(dir.path().join("webhook-secret"), format!("{SECRET}\n")).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        World { gh, bare, _work: work, culprit, original_pr, dir, rt }
+        World { gh, bare, culprit, original_pr, dir, rt }
     }
 
     fn config(&self, action: &str, extra_github: &str, state: &str) -> Config {
@@ -227,7 +226,7 @@ fn protected_branches_get_auto_merge_and_the_closed_webhook_deletes_the_branch()
     let d = delivery(&w.run(&config, &alert("fp-1")));
     let Delivery::AutoMergeEnabled { pr, .. } = d else { panic!("no auto-merge: {d:?}") };
     let p = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr.number).unwrap();
-    assert_eq!(p.auto_merge.as_deref(), Some("REBASE"));
+    assert_eq!(p.auto_merge.as_deref().map(str::to_lowercase).as_deref(), Some("rebase"));
     assert!(!p.merged);
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.5.0"), "nothing lands before the checks pass");
     w.gh.complete_checks("shop", "manifests", pr.number);
@@ -286,7 +285,7 @@ fn the_webhook_refuses_forgeries_replays_and_oversized_bodies() {
     let w = World::new();
     let config = w.config("propose", "  webhook_max_bytes: 65536\n", "server");
     let server = w.rt.block_on(metricops::server::start(std::sync::Arc::new(config), "127.0.0.1:0")).unwrap();
-    let ping = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"active":true,"events":["pull_request"],"config":{"content_type":"json","url":"http://x"},"updated_at":"2026-01-01T00:00:00Z","created_at":"2026-01-01T00:00:00Z","app_id":4242}}"#;
+    let ping = r#"{"zen":"Keep it logically awesome.","hook_id":1,"hook":{"type":"App","id":1,"name":"web","active":true,"events":["pull_request"],"config":{"content_type":"json","url":"http://x"},"updated_at":"2026-01-01T00:00:00Z","created_at":"2026-01-01T00:00:00Z","app_id":4242}}"#;
     let good = GitHub::sign_webhook(SECRET, ping.as_bytes());
     let (s, t) = post_webhook(server.addr, "ping", "d-1", ping, None);
     assert_eq!(s, 401, "unsigned: {t}");
@@ -333,6 +332,7 @@ fn closed_payload(number: u64, branch: &str, merged: bool) -> String {
 fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &str, signature: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
     let sig = signature.map(|v| format!("X-Hub-Signature-256: {v}\r\n")).unwrap_or_default();
     write!(
         s,
@@ -340,13 +340,25 @@ fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &
         body.len()
     )
     .unwrap();
-    // An oversized body is refused from its Content-Length alone; not sending it keeps the answer
-    // from being lost to a reset of a connection with unread data.
-    if body.len() <= 65_536 {
-        s.write_all(body.as_bytes()).unwrap();
-    }
+    // The server may answer (413) before it has read all of an oversized body.
+    let _ = s.write_all(body.as_bytes());
+    // Read the answer: headers, then Content-Length bytes (the server may keep the connection open).
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            if len.is_some_and(|n| rest.len() >= n) {
+                break;
+            }
+        }
+    }
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();

@@ -5,5 +5,6 @@ mod support;
 mod architecture;
 mod demo;
 mod revert;
+mod standin;
 mod trace;
 mod github;

@@ -243,10 +243,11 @@ impl GitHubApp {
         v
     }
 
-    /// An installation token for git over HTTPS (cached by octocrab, refreshed before it expires).
+    /// An installation token for git over HTTPS: cached by octocrab, and refreshed when it has less
+    /// than five minutes left, so a fetch or push never starts with a token about to expire.
     pub async fn git_token(&self, repo: &RepoId) -> Result<SecretString, GitHubError> {
         let client = self.installation(repo).await?;
-        client.installation_token().await.map_err(|source| GitHubError::Transport { method: Method::POST, path: "/app/installations/{id}/access_tokens".into(), source })
+        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| GitHubError::Transport { method: Method::POST, path: "/app/installations/{id}/access_tokens".into(), source })
     }
 
     pub async fn open_pull_for(&self, repo: &RepoId, branch: &str) -> Result<Option<PullRequest>, GitHubError> {

@@ -1,5 +1,7 @@
 //! Test support: throwaway git repositories built with the real git CLI.
 
+pub mod github;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,0 +1,619 @@
+//! A stateful stand-in for GitHub: the REST endpoints the bot uses, the one GraphQL mutation it sends,
+//! and git smart HTTP (bridged to the real `git http-backend`). Every REST request is checked against
+//! GitHub's OpenAPI description, and so is every answer the stand-in gives; see [`GitHub::violations`].
+
+#![allow(dead_code)]
+
+pub mod openapi;
+
+mod api;
+mod git_http;
+mod graphql;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Value, json};
+
+pub const APP_ID: u64 = 4242;
+
+/// The login the App's installation tokens act as (authors the PRs and comments made through the API).
+const BOT_LOGIN: &str = "metricops-test[bot]";
+
+#[derive(Clone, Debug)]
+pub struct Pull {
+    pub number: u64,
+    pub node_id: String,
+    pub title: String,
+    pub body: String,
+    /// "open" | "closed"
+    pub state: String,
+    pub merged: bool,
+    pub merge_commit_sha: Option<String>,
+    pub head_ref: String,
+    pub head_sha: String,
+    pub base_ref: String,
+    pub author: String,
+    pub labels: Vec<String>,
+    pub requested_reviewers: Vec<String>,
+    pub requested_teams: Vec<String>,
+    pub comments: Vec<String>,
+    /// The merge method ("merge" | "squash" | "rebase") while auto-merge is enabled.
+    pub auto_merge: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// path + ?query
+    pub path: String,
+    pub status: u16,
+    /// "jwt" | "token" | "none" | "bad"
+    pub auth: String,
+}
+
+pub struct GitHub {
+    url: String,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+struct Fault {
+    method: String,
+    prefix: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    left: usize,
+}
+
+struct Comment {
+    id: u64,
+    body: String,
+    author: String,
+    created_at: String,
+}
+
+struct PullState {
+    p: Pull,
+    id: u64,
+    created_at: String,
+    updated_at: String,
+    closed_at: Option<String>,
+    merged_at: Option<String>,
+    checks_passed: bool,
+    comments: Vec<Comment>,
+    /// commit headline/body given when auto-merge was enabled
+    auto_merge_text: (Option<String>, Option<String>),
+}
+
+struct RepoState {
+    id: u64,
+    owner: String,
+    name: String,
+    path: PathBuf,
+    installation: Option<u64>,
+    collaborators: BTreeSet<String>,
+    pulls: Vec<PullState>,
+    next_number: u64,
+    protection: BTreeMap<String, Vec<String>>,
+    labels: BTreeMap<String, u64>,
+}
+
+struct State {
+    base_url: String,
+    root: PathBuf,
+    repos: BTreeMap<(String, String), RepoState>,
+    installations: BTreeSet<u64>,
+    /// token -> (installation id, expiry as unix seconds)
+    tokens: HashMap<String, (u64, i64)>,
+    requests: Vec<Recorded>,
+    violations: Vec<String>,
+    faults: Vec<Fault>,
+    next_id: u64,
+    rng: u64,
+}
+
+fn lock(s: &Mutex<State>) -> MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn alnum(&mut self, n: usize) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..n)
+            .map(|_| {
+                // xorshift64*
+                self.rng ^= self.rng >> 12;
+                self.rng ^= self.rng << 25;
+                self.rng ^= self.rng >> 27;
+                let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+                A[(x >> 33) as usize % A.len()] as char
+            })
+            .collect()
+    }
+
+    fn mint(&mut self, installation: u64) -> String {
+        let token = format!("ghs_{}", self.alnum(36));
+        self.tokens.insert(token.clone(), (installation, chrono::Utc::now().timestamp() + 3600));
+        token
+    }
+
+    fn repo(&self, owner: &str, name: &str) -> &RepoState {
+        self.repos.get(&(owner.to_string(), name.to_string())).unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
+    }
+
+    fn repo_mut(&mut self, owner: &str, name: &str) -> &mut RepoState {
+        self.repos.get_mut(&(owner.to_string(), name.to_string())).unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
+    }
+}
+
+impl RepoState {
+    /// Branch name -> tip, read from the bare repo.
+    fn branches(&self) -> BTreeMap<String, String> {
+        git(&self.path, &["for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/heads"])
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect()
+    }
+
+    /// Open PRs follow their head branch.
+    fn refresh(&mut self) {
+        let b = self.branches();
+        for p in self.pulls.iter_mut().filter(|p| p.p.state == "open") {
+            if let Some(sha) = b.get(&p.p.head_ref) {
+                p.p.head_sha = sha.clone();
+            }
+        }
+    }
+
+    fn pull(&self, n: u64) -> Option<&PullState> {
+        self.pulls.iter().find(|p| p.p.number == n)
+    }
+
+    fn pull_mut(&mut self, n: u64) -> Option<&mut PullState> {
+        self.pulls.iter_mut().find(|p| p.p.number == n)
+    }
+
+    fn is_collaborator(&self, login: &str) -> bool {
+        login == self.owner || self.collaborators.contains(login)
+    }
+
+    fn pending_check(&self, p: &PullState) -> Option<String> {
+        let checks = self.protection.get(&p.p.base_ref)?;
+        if p.checks_passed { None } else { checks.first().cloned() }
+    }
+}
+
+/// Runs git in `dir`; Ok(stdout trimmed) or Err(stderr).
+fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    git_env(dir, args, &[])
+}
+
+fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_COMMITTER_NAME", "GitHub")
+        .env("GIT_COMMITTER_EMAIL", "noreply@github.com")
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn fixture(name: &str) -> String {
+    let p = format!("{}/fixtures/github/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// An error body in GitHub's shape.
+fn error(message: &str) -> Value {
+    json!({"message": message, "documentation_url": "https://docs.github.com/rest"})
+}
+
+fn validation_failed(errors: Value) -> Value {
+    json!({"message": "Validation Failed", "errors": errors, "documentation_url": "https://docs.github.com/rest"})
+}
+
+impl GitHub {
+    pub fn start() -> GitHub {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        let state = Arc::new(Mutex::new(State {
+            base_url: url.clone(),
+            root: dir.path().to_path_buf(),
+            repos: BTreeMap::new(),
+            installations: BTreeSet::new(),
+            tokens: HashMap::new(),
+            requests: vec![],
+            violations: vec![],
+            faults: vec![],
+            next_id: 1000,
+            rng: seed ^ (&dir as *const _ as u64),
+        }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("github-standin".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    let app = axum::Router::new().fallback(entry).with_state(st);
+                    tokio::select! {
+                        r = axum::serve(l, app) => r.expect("serve"),
+                        _ = rx => {}
+                    }
+                });
+                rt.shutdown_background();
+            })
+            .expect("spawn server thread");
+        GitHub { url, state, shutdown: Some(tx), thread: Some(thread), dir }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn private_key_pem(&self) -> String {
+        fixture("test-app-key.pkcs1.pem")
+    }
+
+    pub fn add_repo(&self, owner: &str, name: &str, installation_id: u64) -> PathBuf {
+        let path = self.dir.path().join(owner).join(format!("{name}.git"));
+        std::fs::create_dir_all(&path).unwrap();
+        for args in [&["init", "-q", "--bare", "-b", "main"][..], &["config", "http.receivepack", "true"]] {
+            git(&path, args).unwrap_or_else(|e| panic!("git {args:?}: {e}"));
+        }
+        let mut s = lock(&self.state);
+        let id = s.id();
+        s.installations.insert(installation_id);
+        s.repos.insert(
+            (owner.to_string(), name.to_string()),
+            RepoState {
+                id,
+                owner: owner.to_string(),
+                name: name.to_string(),
+                path: path.clone(),
+                installation: Some(installation_id),
+                collaborators: BTreeSet::new(),
+                pulls: vec![],
+                next_number: 1,
+                protection: BTreeMap::new(),
+                labels: BTreeMap::new(),
+            },
+        );
+        path
+    }
+
+    pub fn git_url(&self, owner: &str, name: &str) -> String {
+        format!("{}/{owner}/{name}.git", self.url)
+    }
+
+    pub fn uninstall(&self, owner: &str, name: &str) {
+        lock(&self.state).repo_mut(owner, name).installation = None;
+    }
+
+    pub fn add_collaborator(&self, owner: &str, name: &str, login: &str) {
+        lock(&self.state).repo_mut(owner, name).collaborators.insert(login.to_string());
+    }
+
+    pub fn add_merged_pull(&self, owner: &str, name: &str, author: &str, title: &str, head_ref: &str, merge_commit_sha: &str) -> u64 {
+        let mut s = lock(&self.state);
+        let id = s.id();
+        let suffix = s.alnum(10);
+        let r = s.repo_mut(owner, name);
+        let number = r.next_number;
+        r.next_number += 1;
+        let t = now();
+        r.pulls.push(PullState {
+            p: Pull {
+                number,
+                node_id: format!("PR_kwDO{suffix}"),
+                title: title.to_string(),
+                body: String::new(),
+                state: "closed".into(),
+                merged: true,
+                merge_commit_sha: Some(merge_commit_sha.to_string()),
+                head_ref: head_ref.to_string(),
+                head_sha: merge_commit_sha.to_string(),
+                base_ref: "main".into(),
+                author: author.to_string(),
+                labels: vec![],
+                requested_reviewers: vec![],
+                requested_teams: vec![],
+                comments: vec![],
+                auto_merge: None,
+            },
+            id,
+            created_at: t.clone(),
+            updated_at: t.clone(),
+            closed_at: Some(t.clone()),
+            merged_at: Some(t),
+            checks_passed: true,
+            comments: vec![],
+            auto_merge_text: (None, None),
+        });
+        number
+    }
+
+    pub fn protect(&self, owner: &str, name: &str, branch: &str, required_checks: &[&str]) {
+        lock(&self.state).repo_mut(owner, name).protection.insert(branch.to_string(), required_checks.iter().map(|c| c.to_string()).collect());
+    }
+
+    pub fn complete_checks(&self, owner: &str, name: &str, number: u64) {
+        let mut s = lock(&self.state);
+        let r = s.repo_mut(owner, name);
+        r.refresh();
+        let p = r.pull_mut(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
+        p.checks_passed = true;
+        if let (Some(method), "open") = (p.p.auto_merge.clone(), p.p.state.as_str()) {
+            let (title, message) = p.auto_merge_text.clone();
+            if let Err((status, msg)) = api::merge(r, number, &method, None, title, message) {
+                drop(s);
+                lock(&self.state).violations.push(format!("auto-merge of {owner}/{name}#{number} failed after checks passed: {status} {msg}"));
+            }
+        }
+    }
+
+    pub fn pulls(&self, owner: &str, name: &str) -> Vec<Pull> {
+        let mut s = lock(&self.state);
+        let r = s.repo_mut(owner, name);
+        r.refresh();
+        r.pulls.iter().map(|p| p.p.clone()).collect()
+    }
+
+    pub fn branches(&self, owner: &str, name: &str) -> Vec<(String, String)> {
+        lock(&self.state).repo(owner, name).branches().into_iter().collect()
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state).requests.clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        lock(&self.state).violations.clone()
+    }
+
+    pub fn assert_faithful(&self) {
+        let v = self.violations();
+        assert!(v.is_empty(), "the GitHub stand-in saw {} violation(s):\n  {}", v.len(), v.join("\n  "));
+    }
+
+    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, headers: &[(&str, &str)], times: usize) {
+        lock(&self.state).faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            prefix: path_prefix.to_string(),
+            status,
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            left: times,
+        });
+    }
+
+    pub fn mint_token(&self, installation_id: u64) -> String {
+        lock(&self.state).mint(installation_id)
+    }
+
+    pub fn sign_webhook(secret: &str, body: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(body);
+        let bytes = mac.finalize().into_bytes();
+        format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+}
+
+impl Drop for GitHub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the stand-in answers.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    json: Option<Value>,
+}
+
+impl Reply {
+    fn json(status: u16, v: Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+            body: serde_json::to_vec(&v).unwrap(),
+            json: Some(v),
+        }
+    }
+
+    fn empty(status: u16) -> Reply {
+        Reply { status, headers: vec![], body: vec![], json: None }
+    }
+
+    fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+/// How a request authenticated.
+#[derive(Clone, Debug, PartialEq)]
+enum Auth {
+    None,
+    Jwt,
+    Token(u64),
+    Bad,
+}
+
+impl Auth {
+    fn label(&self) -> &'static str {
+        match self {
+            Auth::None => "none",
+            Auth::Jwt => "jwt",
+            Auth::Token(_) => "token",
+            Auth::Bad => "bad",
+        }
+    }
+}
+
+fn verify_jwt(token: &str) -> bool {
+    use octocrab::jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        iss: Value,
+        iat: i64,
+        exp: i64,
+    }
+    let Ok(key) = DecodingKey::from_rsa_pem(fixture("test-app-key.pub.pem").as_bytes()) else { return false };
+    let mut v = Validation::new(Algorithm::RS256);
+    // `iss` is checked below: octocrab sends it as a number, which jsonwebtoken does not see as present.
+    v.set_required_spec_claims(&["exp", "iat"]);
+    let data = match decode::<Claims>(token, &key, &v) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("github stand-in: JWT rejected: {e:?}");
+            return false;
+        }
+    };
+    let c = data.claims;
+    let iss_ok = c.iss.as_u64() == Some(APP_ID) || c.iss.as_str() == Some(&APP_ID.to_string());
+    iss_ok && c.exp > chrono::Utc::now().timestamp() && c.exp - c.iat <= 600
+}
+
+/// Classifies a bearer credential (JWT or installation token).
+fn classify_secret(s: &State, secret: &str) -> Auth {
+    if secret.split('.').count() == 3 {
+        return if verify_jwt(secret) { Auth::Jwt } else { Auth::Bad };
+    }
+    match s.tokens.get(secret) {
+        Some((inst, exp)) if *exp > chrono::Utc::now().timestamp() => Auth::Token(*inst),
+        _ => Auth::Bad,
+    }
+}
+
+fn classify(s: &State, headers: &axum::http::HeaderMap) -> Auth {
+    let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) else { return Auth::None };
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" | "token" => classify_secret(s, rest.trim()),
+        "basic" => match git_http::basic_password(rest.trim()) {
+            Some(p) => classify_secret(s, &p),
+            None => Auth::Bad,
+        },
+        _ => Auth::Bad,
+    }
+}
+
+async fn entry(axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>, req: axum::extract::Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let reply = tokio::task::spawn_blocking(move || handle(&state, &parts.method, &parts.uri, &parts.headers, &bytes)).await.unwrap_or_else(|e| {
+        Reply::json(500, error(&format!("stand-in panicked: {e}")))
+    });
+    let mut b = axum::response::Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(axum::body::Body::from(reply.body)).unwrap()
+}
+
+fn handle(state: &Mutex<State>, method: &axum::http::Method, uri: &axum::http::Uri, headers: &axum::http::HeaderMap, body: &[u8]) -> Reply {
+    let path = uri.path().to_string();
+    let full = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let method = method.as_str().to_string();
+    let is_git = path.contains(".git/");
+    let auth = classify(&lock(state), headers);
+    let fault = {
+        let mut s = lock(state);
+        let f = s.faults.iter_mut().find(|f| f.left > 0 && (f.method == method || f.method == "*") && path.starts_with(&f.prefix));
+        f.map(|f| {
+            f.left -= 1;
+            (f.status, f.headers.clone())
+        })
+    };
+    let reply = if let Some((status, hs)) = fault {
+        let msg = match status {
+            403 | 429 if hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("retry-after")) => {
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".to_string()
+            }
+            403 | 429 => "API rate limit exceeded for installation.".to_string(),
+            _ => axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error").to_string(),
+        };
+        let mut r = Reply::json(status, error(&msg));
+        for (k, v) in hs {
+            r = r.header(&k, &v);
+        }
+        r
+    } else if is_git {
+        git_http::serve(state, &auth, &method, &path, uri.query().unwrap_or(""), headers, body)
+    } else if path == "/graphql" {
+        graphql::serve(&mut lock(state), &auth, &method, body)
+    } else {
+        api::serve(&mut lock(state), &auth, &method, &path, uri.query().unwrap_or(""), body)
+    };
+    lock(state).requests.push(Recorded { method, path: full, status: reply.status, auth: auth.label().to_string() });
+    reply
+}
+
+/// Percent-decodes (and turns `+` into a space when `plus` is set).
+fn pct_decode(s: &str, plus: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(x) => {
+                    out.push(x);
+                    i += 3;
+                    continue;
+                }
+                None => out.push(b'%'),
+            },
+            b'+' if plus => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (pct_decode(k, true), pct_decode(v, true))
+        })
+        .collect()
+}
