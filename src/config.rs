@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use crate::adapters::github::{AppSettings, MergeMethod};
 use crate::domain::policy::{Action, Policy};
 use crate::domain::render::{PR_BODY, PR_TITLE};
+use crate::domain::rules::{Rule, check_promql, parse_objective, slo_expr};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,9 +31,111 @@ pub struct Config {
     /// back to the built-in ones.
     #[serde(default)]
     pub templates_dir: Option<PathBuf>,
+    /// Alert labels that name a workload (with `namespace`), for workloads without `match`.
+    #[serde(default = "default_workload_labels")]
+    pub workload_labels: Vec<String>,
+    /// `metricops serve`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The built-in evaluator's Prometheus.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+    /// Rules the built-in evaluator watches.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
     /// The PR templates in use (loaded by `Config::load`).
     #[serde(skip)]
     pub templates: Templates,
+}
+
+fn default_workload_labels() -> Vec<String> {
+    ["deployment", "statefulset", "daemonset", "app", "app_kubernetes_io_name"].map(String::from).to_vec()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Alerts waiting for the engine; a full queue answers 503 (default 256).
+    #[serde(default)]
+    pub queue: Option<usize>,
+    /// Auth for the alert webhooks (Alertmanager's `http_config`): a bearer token, or basic auth.
+    #[serde(default)]
+    pub webhook_auth: Option<WebhookAuthConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAuthConfig {
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// What the alert webhooks accept, secrets read from their files.
+pub enum WebhookAuth {
+    Open,
+    Bearer(SecretString),
+    Basic { username: String, password: SecretString },
+}
+
+impl ServerConfig {
+    pub fn webhook_auth(&self) -> anyhow::Result<WebhookAuth> {
+        match &self.webhook_auth {
+            None => Ok(WebhookAuth::Open),
+            Some(WebhookAuthConfig { bearer_token_file: Some(f), username: None, password_file: None }) => Ok(WebhookAuth::Bearer(read_secret(f, "server.webhook_auth.bearer_token_file")?)),
+            Some(WebhookAuthConfig { bearer_token_file: None, username: Some(u), password_file: Some(f) }) => Ok(WebhookAuth::Basic { username: u.clone(), password: read_secret(f, "server.webhook_auth.password_file")? }),
+            Some(_) => anyhow::bail!("server.webhook_auth: give either bearer_token_file, or username and password_file"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// e.g. http://prometheus:9090
+    pub url: String,
+    /// How often rules are evaluated (default 15s).
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+}
+
+impl PrometheusConfig {
+    pub fn interval(&self) -> std::time::Duration {
+        self.interval.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok()).unwrap_or(std::time::Duration::from_secs(15))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// The configured workload this rule guards.
+    pub workload: String,
+    /// A PromQL condition: any sample in the result means the rule holds.
+    #[serde(default)]
+    pub expr: Option<String>,
+    /// Or an SLO, turned into multi-window, multi-burn-rate conditions.
+    #[serde(default)]
+    pub slo: Option<SloConfig>,
+    /// How long the condition must hold before the rule fires (default 0s).
+    #[serde(default, rename = "for")]
+    pub for_: Option<Spanned<String>>,
+    #[serde(default)]
+    pub severity: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// e.g. "99.9%"
+    pub objective: String,
+    /// PromQL for good events per second over `{{window}}`, e.g. `sum(rate(http_requests_total{code!~"5.."}[{{window}}]))`.
+    pub good: String,
+    /// PromQL for all events per second over `{{window}}`.
+    pub total: String,
 }
 
 /// PR title and body templates.
@@ -146,8 +249,10 @@ fn default_branch() -> String {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadConfig {
     pub name: String,
-    /// Alert labels that all must be equal for an alert to be about this workload.
-    #[serde(rename = "match")]
+    /// Alert labels that all must be equal for an alert to be about this workload. Without it, a
+    /// workload named `NAMESPACE/NAME` matches alerts with `namespace: NAMESPACE` and any of the
+    /// `workload_labels` equal to NAME.
+    #[serde(rename = "match", default)]
     pub match_labels: BTreeMap<String, String>,
     pub repo: Spanned<String>,
     #[serde(default)]
@@ -185,8 +290,8 @@ impl Config {
                 (Some(_), Some(_)) => problems.push(format!("workload {:?}: give `image` or `key`, not both", w.name)),
                 _ => {}
             }
-            if w.match_labels.is_empty() {
-                problems.push(format!("workload {:?}: `match` needs at least one label, or it would match every alert", w.name));
+            if w.match_labels.is_empty() && w.name.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
+                problems.push(format!("workload {:?}: give `match` labels, or name it NAMESPACE/NAME so alerts are matched by namespace and workload labels", w.name));
             }
         }
         for r in &c.repos {
@@ -199,8 +304,20 @@ impl Config {
                 }
             }
         }
+        for r in &c.rules {
+            if !c.workloads.iter().any(|w| w.name == r.workload) {
+                problems.push(format!("rule {:?}: workload {:?} is not under `workloads`", r.name, r.workload));
+            }
+            if let Err(e) = c.compile_rule(r) {
+                problems.push(e);
+            }
+        }
+        if !c.rules.is_empty() && c.prometheus.is_none() {
+            problems.push("`rules` need a `prometheus:` section with the url to query".into());
+        }
         let github_budget = c.github.as_ref().and_then(|g| g.retry_budget.as_ref());
-        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &github_budget.cloned()].into_iter().flatten() {
+        let interval = c.prometheus.as_ref().and_then(|p| p.interval.clone());
+        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &github_budget.cloned(), &interval].into_iter().flatten() {
             if parse_duration(&d.value).is_none() {
                 problems.push(format!("line {} column {}: {:?} is not a duration (use e.g. 90s, 30m, 24h, 7d)", d.referenced.line(), d.referenced.column(), d.value));
             }
@@ -224,9 +341,40 @@ impl Config {
         Policy { action: self.policy.action, max_culprit_age: dur(&self.policy.max_culprit_age, d.max_culprit_age), causality_grace: dur(&self.policy.causality_grace, d.causality_grace) }
     }
 
-    /// The workload whose `match` labels all appear in `labels`.
+    /// The workload an alert's labels are about: the first whose `match` labels all appear in
+    /// `labels`, or, for a workload without `match` named `NS/NAME`, `namespace` = NS and one of the
+    /// `workload_labels` = NAME.
     pub fn workload_for(&self, labels: &BTreeMap<String, String>) -> Option<&WorkloadConfig> {
-        self.workloads.iter().find(|w| w.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        self.workloads.iter().find(|w| {
+            if !w.match_labels.is_empty() {
+                return w.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
+            }
+            let Some((ns, name)) = w.name.split_once('/') else { return false };
+            labels.get("namespace").map(String::as_str) == Some(ns) && self.workload_labels.iter().any(|l| labels.get(l).map(String::as_str) == Some(name))
+        })
+    }
+
+    /// A configured rule, ready to evaluate (PromQL checked, SLO expanded).
+    pub fn compile_rule(&self, r: &RuleConfig) -> Result<Rule, String> {
+        let expr = match (&r.expr, &r.slo) {
+            (Some(e), None) => e.clone(),
+            (None, Some(slo)) => {
+                let objective = parse_objective(&slo.objective).ok_or_else(|| format!("rule {:?}: objective {:?} is not a ratio below 100% (e.g. \"99.9%\")", r.name, slo.objective))?;
+                for (k, q) in [("good", &slo.good), ("total", &slo.total)] {
+                    if !q.contains("{{window}}") {
+                        return Err(format!("rule {:?}: slo.{k} must contain {{{{window}}}} where the range goes, e.g. rate(x[{{{{window}}}}])", r.name));
+                    }
+                }
+                slo_expr(objective, &slo.good, &slo.total)
+            }
+            _ => return Err(format!("rule {:?}: give `expr` (PromQL) or `slo`, one of them", r.name)),
+        };
+        check_promql(&r.name, &expr)?;
+        let for_ = match &r.for_ {
+            None => chrono::Duration::zero(),
+            Some(f) => parse_duration(&f.value).ok_or_else(|| format!("line {} column {}: rule {:?}: `for` {:?} is not a duration (use e.g. 90s, 30m)", f.referenced.line(), f.referenced.column(), r.name, f.value))?,
+        };
+        Ok(Rule { name: r.name.clone(), workload: r.workload.clone(), expr, for_, severity: r.severity.clone(), origin: "config".into() })
     }
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
@@ -313,6 +461,32 @@ mod tests {
         let c = Config::parse(GOOD).unwrap();
         assert_eq!(c.policy().max_culprit_age, chrono::Duration::hours(12));
         assert_eq!(c.policy().action, Action::Merge);
+    }
+
+    #[test]
+    fn workloads_match_by_labels_or_by_namespace_and_name() {
+        let c = Config::parse(&GOOD.replace("  match: {namespace: shop, deployment: api}\n", "").replace("name: api", "name: shop/api")).unwrap();
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        assert!(c.workload_for(&labels(&[("namespace", "shop"), ("app_kubernetes_io_name", "api")])).is_some());
+        assert!(c.workload_for(&labels(&[("namespace", "shop"), ("statefulset", "api")])).is_some());
+        assert!(c.workload_for(&labels(&[("namespace", "other"), ("deployment", "api")])).is_none());
+        assert!(c.workload_for(&labels(&[("deployment", "api")])).is_none());
+        let p = problems(&GOOD.replace("  match: {namespace: shop, deployment: api}\n", ""));
+        assert!(p.contains("give `match` labels, or name it NAMESPACE/NAME"), "{p}");
+    }
+
+    #[test]
+    fn rules_are_checked_at_load() {
+        let with = |rules: &str| problems(&format!("{GOOD}prometheus:\n  url: http://127.0.0.1:9090\nrules:\n{rules}"));
+        assert_eq!(with("- {name: errors, workload: api, expr: 'rate(x[5m]) > 0', for: 2m}\n"), "ok");
+        assert_eq!(with("- name: slo\n  workload: api\n  slo: {objective: 99.9%, good: 'sum(rate(ok[{{window}}]))', total: 'sum(rate(all[{{window}}]))'}\n"), "ok");
+        let p = with("- {name: errors, workload: api, expr: 'rate(x[5m] > 0'}\n");
+        assert!(p.starts_with("rule \"errors\": invalid PromQL"), "{p}");
+        assert_eq!(with("- {name: e, workload: nope, expr: 'up'}\n"), "rule \"e\": workload \"nope\" is not under `workloads`");
+        assert!(with("- {name: e, workload: api}\n").contains("give `expr` (PromQL) or `slo`"));
+        assert!(with("- {name: e, workload: api, expr: up, for: soon}\n").contains("`for` \"soon\" is not a duration"));
+        assert!(with("- name: s\n  workload: api\n  slo: {objective: 120%, good: a, total: b}\n").contains("objective \"120%\""));
+        assert!(problems(&format!("{GOOD}rules:\n- {{name: e, workload: api, expr: up}}\n")).contains("need a `prometheus:` section"));
     }
 
     #[test]

@@ -62,6 +62,37 @@ pub enum AlertError {
     Version(String),
 }
 
+/// Where an alert came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Alertmanager,
+    Grafana,
+    Generic,
+    Evaluator,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "alertmanager",
+            Source::Grafana => "grafana",
+            Source::Generic => "generic",
+            Source::Evaluator => "evaluator",
+        }
+    }
+
+    /// Parses a webhook body from this source; `now` stands in for a missing start time (generic).
+    pub fn parse(self, body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, AlertError> {
+        match self {
+            Source::Alertmanager => parse_alertmanager(body),
+            Source::Grafana => parse_grafana(body),
+            Source::Generic => parse_generic(body, now),
+            Source::Evaluator => Err(AlertError::Malformed("the evaluator makes its alerts itself; it has no webhook".into())),
+        }
+    }
+}
+
 /// Parses an Alertmanager v4 webhook body. `status` is trusted, never `endsAt`.
 pub fn parse_alertmanager(body: &str) -> Result<Vec<Alert>, AlertError> {
     let p: AlertmanagerPayload = serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
@@ -71,6 +102,110 @@ pub fn parse_alertmanager(body: &str) -> Result<Vec<Alert>, AlertError> {
         }
     }
     Ok(p.alerts.into_iter().map(normalise).collect())
+}
+
+/// Grafana's unified alerting webhook: Alertmanager's shape with `version: "1"`, plus per-alert
+/// `values` (kept as the `value` annotation when the alert has none).
+pub fn parse_grafana(body: &str) -> Result<Vec<Alert>, AlertError> {
+    #[derive(Deserialize)]
+    struct Grafana {
+        version: Option<String>,
+        alerts: Vec<GrafanaAlert>,
+    }
+    #[derive(Deserialize)]
+    struct GrafanaAlert {
+        #[serde(flatten)]
+        alert: AmAlert,
+        #[serde(default)]
+        values: Option<BTreeMap<String, serde_json::Value>>,
+    }
+    let p: Grafana = serde_json::from_str(body).map_err(|e| AlertError::Malformed(format!("not a Grafana webhook payload: {e}")))?;
+    if let Some(v) = &p.version {
+        if v != "1" {
+            return Err(AlertError::Malformed(format!("unsupported Grafana webhook version {v:?} (this speaks version 1)")));
+        }
+    }
+    Ok(p
+        .alerts
+        .into_iter()
+        .map(|g| {
+            let mut a = normalise(g.alert);
+            if let Some(values) = g.values.filter(|v| !v.is_empty()) {
+                let text: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                a.annotations.entry("value".into()).or_insert(text.join(", "));
+            }
+            a
+        })
+        .collect())
+}
+
+/// The generic webhook: `{"alerts": [ALERT, ...]}` or one ALERT, where ALERT is
+/// `{"name", "status"?, "severity"?, "labels"?, "annotations"?, "startsAt"?, "fingerprint"?, "url"?}`.
+/// `status` is `firing` (default; also `triggered`, `re-triggered`, `alerting`) or `resolved` (also
+/// `recovered`, `ok`); `startsAt` is RFC 3339 or epoch milliseconds (Datadog's `$DATE`), `now` when absent.
+pub fn parse_generic(body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, AlertError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Generic {
+        name: String,
+        #[serde(default)]
+        status: Option<String>,
+        #[serde(default)]
+        severity: Option<String>,
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+        #[serde(default)]
+        starts_at: Option<serde_json::Value>,
+        #[serde(default)]
+        fingerprint: Option<String>,
+        #[serde(default)]
+        url: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Body {
+        Many { alerts: Vec<Generic> },
+        One(Generic),
+    }
+    let body: Body = serde_json::from_str(body).map_err(|e| AlertError::Malformed(format!("not a generic alert payload ({{\"alerts\": [{{\"name\": …, \"labels\": {{…}}}}]}}): {e}")))?;
+    let list = match body {
+        Body::Many { alerts } => alerts,
+        Body::One(a) => vec![a],
+    };
+    list.into_iter()
+        .map(|g| {
+            let status = match g.status.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("firing" | "triggered" | "re-triggered" | "alerting" | "alert") => Status::Firing,
+                Some("resolved" | "recovered" | "ok") => Status::Resolved,
+                Some(other) => return Err(AlertError::Malformed(format!("alert {:?}: status {other:?} is neither firing (firing, triggered, alerting) nor resolved (resolved, recovered, ok)", g.name))),
+            };
+            let starts_at = match &g.starts_at {
+                None | Some(serde_json::Value::Null) => now,
+                Some(serde_json::Value::Number(n)) => n.as_i64().and_then(DateTime::<Utc>::from_timestamp_millis).ok_or_else(|| AlertError::Malformed(format!("alert {:?}: startsAt {n} is not epoch milliseconds", g.name)))?,
+                Some(serde_json::Value::String(s)) => match s.parse::<i64>() {
+                    Ok(ms) => DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| AlertError::Malformed(format!("alert {:?}: startsAt {s} is out of range", g.name)))?,
+                    Err(_) => DateTime::parse_from_rfc3339(s).map_err(|e| AlertError::Malformed(format!("alert {:?}: startsAt {s:?} is not RFC 3339 nor epoch milliseconds: {e}", g.name)))?.with_timezone(&Utc),
+                },
+                Some(other) => return Err(AlertError::Malformed(format!("alert {:?}: startsAt {other} is not a time", g.name))),
+            };
+            let mut labels = g.labels;
+            labels.entry("alertname".into()).or_insert(g.name.clone());
+            if let Some(s) = &g.severity {
+                labels.entry("severity".into()).or_insert(s.clone());
+            }
+            let am = AmAlert {
+                status: if status == Status::Resolved { "resolved".into() } else { "firing".into() },
+                labels,
+                annotations: g.annotations,
+                starts_at,
+                generator_url: g.url.unwrap_or_default(),
+                fingerprint: g.fingerprint,
+            };
+            Ok(normalise(am))
+        })
+        .collect()
 }
 
 fn normalise(a: AmAlert) -> Alert {
@@ -167,6 +302,31 @@ mod tests {
         let (none, unplaced) = group(&alerts[..1], |_| None);
         assert!(none.is_empty());
         assert!(unplaced[0].1.starts_with("no configured workload matches the labels {"), "{}", unplaced[0].1);
+    }
+
+    #[test]
+    fn grafana_and_generic_payloads_normalise_to_the_same_alerts() {
+        let g = parse_grafana(include_str!("../../fixtures/grafana/webhook-notifier.example.json")).unwrap();
+        assert_eq!(g.len(), 2);
+        assert_eq!((g[0].name.as_str(), g[0].fingerprint.as_str(), g[0].status), ("High memory usage", "c6eadffa33fcdf37", Status::Firing));
+        assert_eq!(g[0].annotations["value"], "B=44.23943737541908, C=1");
+        assert_eq!(g[0].starts_at.to_rfc3339(), "2021-10-12T07:51:03.157076+00:00");
+        let now = Utc::now();
+        let one = parse_generic(r#"{"name":"CheckoutErrors","severity":"critical","labels":{"namespace":"shop","deployment":"checkout"},"startsAt":1406662672000}"#, now).unwrap();
+        assert_eq!((one[0].name.as_str(), one[0].severity.as_deref(), one[0].status), ("CheckoutErrors", Some("critical"), Status::Firing));
+        assert_eq!(one[0].starts_at.timestamp_millis(), 1406662672000);
+        let many = parse_generic(r#"{"alerts":[{"name":"A","status":"Recovered","labels":{"app":"x"}},{"name":"B","startsAt":"2026-11-25T10:00:00Z"}]}"#, now).unwrap();
+        assert_eq!((many[0].status, many[1].starts_at.to_rfc3339().as_str(), many[0].starts_at), (Status::Resolved, "2026-11-25T10:00:00+00:00", now));
+        assert_eq!(many[0].fingerprint, "labels:alertname=A,app=x", "a fingerprint is derived from the labels when absent");
+        for (bad, says) in [
+            (r#"{"name":"A","status":"exploding"}"#, "status \"exploding\""),
+            (r#"{"name":"A","startsAt":"yesterday"}"#, "not RFC 3339"),
+            (r#"{"nam":"A"}"#, "not a generic alert payload"),
+        ] {
+            let e = parse_generic(bad, now).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(parse_grafana(r#"{"version":"4","alerts":[]}"#).unwrap_err().to_string().contains("version 1"));
     }
 
     #[test]

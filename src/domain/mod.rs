@@ -9,3 +9,4 @@ pub mod alert;
 pub mod policy;
 pub mod render;
 pub mod forge_event;
+pub mod rules;
