@@ -8,3 +8,5 @@ pub mod config;
 pub mod demo;
 pub mod pipeline;
 pub mod server;
+pub mod metrics;
+pub mod evaluator;

@@ -15,13 +15,23 @@ use crate::adapters::git::{GitError, GitRepo};
 use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::culprit::CommitSha;
-use crate::domain::alert::{Alert, Incident, group, parse_alertmanager};
+use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager};
+use crate::domain::rules::{Rule, annotated_rules, check_promql};
+use crate::metrics::Metrics;
 use crate::domain::culprit::{Culprit, Query, Subject};
 use crate::domain::policy::{Decision, decide};
 use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, OriginalPr, PrView, render_pr};
 use crate::domain::revert::{ModeChoice, branch_name};
 use github::GitHub;
 use crate::revert::{BuiltRevert, build_revert, trace};
+
+/// Alerts waiting for the engine, from one webhook delivery or one rule.
+pub struct Job {
+    pub source: Source,
+    pub alerts: Vec<Alert>,
+    /// When they arrived (the duration metric starts here).
+    pub received: std::time::Instant,
+}
 
 /// A pull request, as a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +102,9 @@ pub struct Report {
 pub struct Engine<'c> {
     pub config: &'c Config,
     pub state_dir: PathBuf,
+    /// Build the revert and its PR text, deliver nothing (`simulate` without `--execute`).
+    pub dry_run: bool,
+    pub metrics: Arc<Metrics>,
     github: Option<GitHub>,
 }
 
@@ -99,7 +112,7 @@ impl<'c> Engine<'c> {
     /// An engine for plain git remotes only.
     pub fn new(config: &'c Config) -> Self {
         let state_dir = config.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"));
-        Engine { config, state_dir, github: None }
+        Engine { config, state_dir, dry_run: false, metrics: Arc::new(Metrics::default()), github: None }
     }
 
     /// An engine that also speaks to GitHub as the App, its async calls run on `runtime`. Call the
@@ -143,23 +156,81 @@ impl<'c> Engine<'c> {
     /// Handles one Alertmanager v4 webhook body.
     pub fn handle_alertmanager(&self, body: &str, now: DateTime<Utc>) -> anyhow::Result<Report> {
         let alerts = parse_alertmanager(body)?;
-        let (incidents, unplaced) = group(&alerts, |a| self.config.workload_for(&a.labels).map(|w| w.name.clone()));
+        Ok(self.handle_alerts(Source::Alertmanager, &alerts, std::time::Instant::now(), now))
+    }
+
+    /// Handles the alerts of one delivery: grouped per workload, one incident each. `received` is
+    /// when they arrived (for the duration metric), `now` the clock the policy uses.
+    pub fn handle_alerts(&self, source: Source, alerts: &[Alert], received: std::time::Instant, now: DateTime<Utc>) -> Report {
+        let (incidents, unplaced) = group(alerts, |a| self.config.workload_for(&a.labels).map(|w| w.name.clone()));
         let mut report = Report::default();
         for (alert, reason) in unplaced {
-            tracing::info!(alert = %alert.name, reason = %reason, "alert passed over");
+            let outcome = if alert.status == Status::Resolved { "resolved" } else { "unmatched" };
+            self.metrics.alert(source.label(), outcome);
+            tracing::info!(source = source.label(), alert = %alert.name, reason = %reason, "alert passed over");
             report.passed_over.push((alert.clone(), reason));
         }
         for incident in incidents {
+            for _ in &incident.alerts {
+                self.metrics.alert(source.label(), "acted");
+            }
             let id = incident.id.clone();
             match self.handle_incident(incident, now) {
-                Ok(o) => report.outcomes.push(o),
+                Ok(o) => {
+                    self.metrics.incident(o.decision.label(), received.elapsed().as_secs_f64());
+                    if let Some(r) = &o.revert {
+                        self.metrics.revert(r.mode.label());
+                    }
+                    if let Some(d) = &o.delivery {
+                        self.metrics.delivery(d.label());
+                    }
+                    report.outcomes.push(o)
+                }
                 Err(e) => {
+                    self.metrics.incident("failed", received.elapsed().as_secs_f64());
+                    self.metrics.error(error_kind(&e));
                     tracing::error!(incident = %id, error = %format!("{e:#}"), "incident failed");
                     report.failed.push((id, format!("{e:#}")));
                 }
             }
         }
-        Ok(report)
+        report
+    }
+
+    /// Rules that workloads carry in their manifests (`metricops.dev/rule`, with
+    /// `metricops.dev/rule-for`), read at each workload's branch tip. Problems are logged and skipped.
+    pub fn annotation_rules(&self) -> Vec<Rule> {
+        use crate::domain::culprit::History;
+        let mut rules = Vec::new();
+        for w in &self.config.workloads {
+            let found = (|| -> anyhow::Result<Vec<Rule>> {
+                let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
+                let branch = w.branch.clone().unwrap_or_else(|| repo_cfg.branch.clone());
+                let mirror = self.mirror(&repo_cfg.name)?;
+                let auth = self.git_auth(repo_cfg)?;
+                let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
+                let history = mirror.history(&w.paths);
+                let mut out = Vec::new();
+                for (path, blob) in history.files(&tip)? {
+                    let text = String::from_utf8_lossy(&history.read(blob)?).into_owned();
+                    for (name, expr, for_) in annotated_rules(&text) {
+                        let rule_name = format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
+                        if let Err(e) = check_promql(&rule_name, &expr) {
+                            tracing::error!(file = %path, error = %e, "annotation rule skipped");
+                            continue;
+                        }
+                        let for_ = for_.as_deref().and_then(crate::config::parse_duration).unwrap_or_else(chrono::Duration::zero);
+                        out.push(Rule { name: rule_name, workload: w.name.clone(), expr, for_, severity: Some("critical".into()), origin: path.clone() });
+                    }
+                }
+                Ok(out)
+            })();
+            match found {
+                Ok(r) => rules.extend(r),
+                Err(e) => tracing::error!(workload = %w.name, error = %format!("{e:#}"), "could not read annotation rules"),
+            }
+        }
+        rules
     }
 
     fn mirror(&self, name: &str) -> anyhow::Result<GitRepo> {
@@ -213,6 +284,12 @@ impl<'c> Engine<'c> {
         }
         let revert_branch = branch_name(&outcome.culprit.commit.sha.0);
         let target = Target { mirror: &mirror, repo: repo_cfg, auth: auth.as_ref(), tip: &tip, revert_branch: &revert_branch, now };
+        if self.dry_run {
+            let built = self.build(&target, &mut outcome, None)?;
+            outcome.revert = Some(built);
+            tracing::info!("dry run: nothing delivered");
+            return Ok(outcome);
+        }
         let delivery = match repo_cfg.forge {
             ForgeKind::Git => self.deliver_to_git(&target, &mut outcome)?,
             ForgeKind::Github => self.deliver_to_github(&target, &mut outcome)?,
@@ -274,6 +351,18 @@ fn push(t: &Target, commit: &CommitSha, branch: &str) -> anyhow::Result<()> {
         Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e).context("the remote moved on while the revert was built; the next alert re-drives it")),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The metric label of what made an incident fail.
+fn error_kind(e: &anyhow::Error) -> &'static str {
+    e.chain()
+        .find_map(|c| {
+            c.downcast_ref::<GitError>()
+                .map(|g| g.metric_label())
+                .or_else(|| c.downcast_ref::<crate::adapters::github::GitHubError>().map(|g| g.metric_label()))
+                .or_else(|| c.downcast_ref::<crate::revert::RevertError>().map(|r| r.kind()))
+        })
+        .unwrap_or("other")
 }
 
 fn reason_text(o: &Outcome) -> String {

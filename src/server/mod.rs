@@ -1,34 +1,44 @@
 //! `metricops serve`: one HTTP listener (axum) in front of the engine. Handlers verify, parse and
 //! enqueue; the engine works on a bounded queue on its own thread, and a full queue answers 503 so
-//! the sender retries (nothing is dropped silently).
+//! the sender retries (nothing is dropped silently). Also `/healthz`, `/readyz`, `/metrics`.
 
 pub mod github;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret;
 use axum::routing::{get, post};
 
 use crate::adapters::github::GitHubApp;
-use crate::config::Config;
-use crate::pipeline::Engine;
+use crate::adapters::prometheus::Prometheus;
+use crate::config::{Config, WebhookAuth};
+use crate::domain::alert::Source;
+use crate::metrics::Metrics;
+use crate::pipeline::{Engine, Job};
 
-/// Alertmanager bodies waiting for the engine.
+/// Alert deliveries waiting for the engine, unless the config says otherwise.
 const QUEUE: usize = 256;
 
-struct Alerts {
-    queue: SyncSender<String>,
+/// What the alert endpoints share.
+struct Shared {
+    queue: SyncSender<Job>,
+    auth: WebhookAuth,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
 }
 
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -45,21 +55,39 @@ impl Running {
     }
 }
 
-/// Binds `listen`, starts the engine thread and serves until stopped. Call inside the runtime.
+/// Binds `listen`, starts the engine thread (and the evaluator, when there are rules) and serves
+/// until stopped. Call inside the runtime.
 pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running> {
     let handle = tokio::runtime::Handle::current();
     let app = match &config.github {
         Some(g) => Some(Arc::new(GitHubApp::new(&g.app_settings()?)?)),
         None => None,
     };
-    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(config.server.queue.unwrap_or(QUEUE));
+    let shared = Arc::new(Shared { queue: tx.clone(), auth: config.server.webhook_auth()?, metrics: metrics.clone(), ready: AtomicBool::new(false) });
+    if matches!(shared.auth, WebhookAuth::Open) {
+        tracing::warn!("server.webhook_auth is not set: the alert webhooks accept anyone who can reach them");
+    }
+    let prometheus = match &config.prometheus {
+        Some(p) => Some((Prometheus::new(&p.url)?, p.interval())),
+        None => None,
+    };
     {
-        let (config, app, handle) = (config.clone(), app.clone(), handle.clone());
-        std::thread::Builder::new().name("metricops-engine".into()).spawn(move || work(config, app, handle, rx)).context("starting the engine thread")?;
+        let (config, app, handle, shared) = (config.clone(), app.clone(), handle.clone(), shared.clone());
+        std::thread::Builder::new()
+            .name("metricops-engine".into())
+            .spawn(move || work(config, app, handle, rx, tx, prometheus, shared))
+            .context("starting the engine thread")?;
     }
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/webhooks/alertmanager", post(alertmanager).with_state(Arc::new(Alerts { queue: tx })));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/webhooks/alertmanager", post(|s, h, b| receive_alerts(Source::Alertmanager, s, h, b)))
+        .route("/webhooks/grafana", post(|s, h, b| receive_alerts(Source::Grafana, s, h, b)))
+        .route("/webhooks/generic", post(|s, h, b| receive_alerts(Source::Generic, s, h, b)))
+        .with_state(shared);
     if let (Some(g), Some(app)) = (&config.github, &app) {
         match g.webhook_secret()? {
             Some(secret) => {
@@ -81,7 +109,7 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         }
     });
     tracing::info!(%addr, "listening");
-    Ok(Running { addr, shutdown: Some(stop_tx), task: Some(task) })
+    Ok(Running { addr, metrics, shutdown: Some(stop_tx), task: Some(task) })
 }
 
 /// `metricops serve`: runs until Ctrl-C.
@@ -98,38 +126,91 @@ pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
     })
 }
 
-async fn alertmanager(State(alerts): State<Arc<Alerts>>, body: Bytes) -> (StatusCode, String) {
-    let Ok(text) = String::from_utf8(body.to_vec()) else {
-        return (StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON\n".into());
-    };
-    if let Err(e) = crate::domain::alert::parse_alertmanager(&text) {
-        tracing::warn!(error = %e, "Alertmanager webhook refused");
-        return (StatusCode::BAD_REQUEST, format!("{e}\n"));
-    }
-    match alerts.queue.try_send(text) {
-        Ok(()) => (StatusCode::OK, "queued\n".into()),
-        Err(TrySendError::Full(_)) => {
-            tracing::warn!("engine queue full; Alertmanager will retry");
-            (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if s.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") }
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+}
+
+/// Whether the request carries the configured credentials (compared in constant time).
+fn authorised(auth: &WebhookAuth, headers: &HeaderMap) -> bool {
+    let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match auth {
+        WebhookAuth::Open => true,
+        WebhookAuth::Bearer(token) => given.strip_prefix("Bearer ").is_some_and(|g| same(g.trim().as_bytes(), token.expose_secret().as_bytes())),
+        WebhookAuth::Basic { username, password } => {
+            use base64::Engine as _;
+            let expected = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose_secret()));
+            given.strip_prefix("Basic ").is_some_and(|g| same(g.trim().as_bytes(), expected.as_bytes()))
         }
-        Err(TrySendError::Disconnected(_)) => (StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into()),
     }
 }
 
-/// The engine thread: one delivery at a time, GitHub calls blocking on the runtime.
-fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime::Handle, rx: Receiver<String>) {
-    let engine = match app {
-        Some(app) => Engine::with_github(&config, app, handle),
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An alert webhook: check credentials, parse, enqueue, answer. The engine does the rest.
+async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let endpoint = source.label();
+    let answer = |code: StatusCode, text: String| {
+        s.metrics.webhook(endpoint, code.as_u16());
+        (code, text)
+    };
+    if !authorised(&s.auth, &headers) {
+        tracing::warn!(source = endpoint, "alert webhook without valid credentials refused");
+        s.metrics.error("webhook_unauthorised");
+        return answer(StatusCode::UNAUTHORIZED, "missing or wrong credentials: set the bearer token or basic auth configured in server.webhook_auth\n".into());
+    }
+    let received = std::time::Instant::now();
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return answer(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON\n".into());
+    };
+    let alerts = match source.parse(text, chrono::Utc::now()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(source = endpoint, error = %e, "alert webhook refused");
+            s.metrics.error("webhook_malformed");
+            return answer(StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+    };
+    let n = alerts.len();
+    match s.queue.try_send(Job { source, alerts, received }) {
+        Ok(()) => answer(StatusCode::OK, format!("queued {n} alerts\n")),
+        Err(TrySendError::Full(_)) => {
+            tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
+            s.metrics.error("queue_full");
+            answer(StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
+        }
+        Err(TrySendError::Disconnected(_)) => answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into()),
+    }
+}
+
+/// The engine thread: starts the evaluator (config and annotation rules), then handles one job at
+/// a time, GitHub calls blocking on the runtime.
+fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime::Handle, rx: Receiver<Job>, tx: SyncSender<Job>, prometheus: Option<(Prometheus, std::time::Duration)>, shared: Arc<Shared>) {
+    let mut engine = match app {
+        Some(app) => Engine::with_github(&config, app, handle.clone()),
         None => Engine::new(&config),
     };
-    for body in rx {
-        match engine.handle_alertmanager(&body, chrono::Utc::now()) {
-            Ok(report) => {
-                for o in &report.outcomes {
-                    tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), "incident handled");
-                }
-            }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "Alertmanager delivery failed"),
+    engine.metrics = shared.metrics.clone();
+    if let Some((prom, interval)) = prometheus {
+        let mut rules: Vec<_> = config.rules.iter().filter_map(|r| config.compile_rule(r).ok()).collect();
+        rules.extend(engine.annotation_rules());
+        for r in &rules {
+            tracing::info!(rule = %r.name, workload = %r.workload, origin = %r.origin, expr = %r.expr, "rule loaded");
+        }
+        handle.spawn(crate::evaluator::run(config.clone(), rules, prom, interval, tx, shared.metrics.clone()));
+    } else {
+        drop(tx);
+    }
+    shared.ready.store(true, Ordering::Relaxed);
+    for job in rx {
+        let report = engine.handle_alerts(job.source, &job.alerts, job.received, chrono::Utc::now());
+        for o in &report.outcomes {
+            tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = job.received.elapsed().as_millis() as u64, "incident handled");
         }
     }
 }

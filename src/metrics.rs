@@ -1,0 +1,98 @@
+//! `/metrics`: what the bot did, in Prometheus text (prometheus-client). Counters by source, outcome,
+//! decision, revert mode, delivery and error kind, and how long an incident took from the webhook's
+//! arrival to its delivery.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+fn incident_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    alerts: Family<Labels, Counter>,
+    incidents: Counter,
+    decisions: Family<Labels, Counter>,
+    reverts: Family<Labels, Counter>,
+    deliveries: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    webhooks: Family<Labels, Counter>,
+    rule_evaluations: Family<Labels, Counter>,
+    incident_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("metricops")),
+            alerts: Family::default(),
+            incidents: Counter::default(),
+            decisions: Family::default(),
+            reverts: Family::default(),
+            deliveries: Family::default(),
+            errors: Family::default(),
+            webhooks: Family::default(),
+            rule_evaluations: Family::default(),
+            incident_seconds: Family::new_with_constructor(incident_histogram as fn() -> Histogram),
+        };
+        {
+            let mut r = m.registry.lock().expect("registry lock");
+            r.register("alerts_received", "Alerts received, by source and outcome (acted, resolved, unmatched)", m.alerts.clone());
+            r.register("incidents", "Incidents handled", m.incidents.clone());
+            r.register("decisions", "Decisions, by decision or ignore reason", m.decisions.clone());
+            r.register("reverts", "Revert commits built, by mode", m.reverts.clone());
+            r.register("deliveries", "Reverts delivered, by outcome (proposed, already_proposed, merged, auto_merge_enabled, merge_refused)", m.deliveries.clone());
+            r.register("errors", "Failed incidents and refused requests, by kind", m.errors.clone());
+            r.register("webhook_requests", "Webhook requests, by endpoint and status code", m.webhooks.clone());
+            r.register("rule_evaluations", "Evaluator rule evaluations, by rule and result (holds, clear, unknown)", m.rule_evaluations.clone());
+            r.register("incident_duration_seconds", "From the alert's arrival to the incident's end (delivered, ignored or failed)", m.incident_seconds.clone());
+        }
+        m
+    }
+}
+
+impl Metrics {
+    pub fn alert(&self, source: &str, outcome: &str) {
+        self.alerts.get_or_create(&l(&[("source", source), ("outcome", outcome)])).inc();
+    }
+    pub fn incident(&self, decision: &str, seconds: f64) {
+        self.incidents.inc();
+        self.decisions.get_or_create(&l(&[("decision", decision)])).inc();
+        self.incident_seconds.get_or_create(&l(&[("decision", decision)])).observe(seconds);
+    }
+    pub fn revert(&self, mode: &str) {
+        self.reverts.get_or_create(&l(&[("mode", mode)])).inc();
+    }
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries.get_or_create(&l(&[("outcome", outcome)])).inc();
+    }
+    pub fn error(&self, kind: &str) {
+        self.errors.get_or_create(&l(&[("kind", kind)])).inc();
+    }
+    pub fn webhook(&self, endpoint: &str, status: u16) {
+        self.webhooks.get_or_create(&l(&[("endpoint", endpoint), ("code", &status.to_string())])).inc();
+    }
+    pub fn rule(&self, rule: &str, result: &str) {
+        self.rule_evaluations.get_or_create(&l(&[("rule", rule), ("result", result)])).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().expect("registry lock");
+        let _ = encode(&mut out, &r);
+        out
+    }
+}
