@@ -1,4 +1,4 @@
-//! The command line: `demo`, `trace`, `revert`, `serve`, `check-config`.
+//! The command line: `demo`, `trace`, `revert`, `serve`, `simulate`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +14,17 @@ use crate::revert::{RevertError, build_revert, trace};
 #[derive(Parser, Debug)]
 #[command(name = "metricops", version, about = "GitOps-native rollback bot: finds the commit that put a failing image in place and reverts it in Git.")]
 pub struct Cli {
+    /// Log lines on stderr as text or JSON (one object per line, with the incident id of the span).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "METRICOPS_LOG_FORMAT")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,6 +44,25 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
         listen: String,
+    },
+    /// Run one alert payload through the whole pipeline and print every step; nothing is pushed and
+    /// no PR is opened unless --execute.
+    Simulate {
+        /// The config file (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The webhook body (JSON), as the source would send it.
+        #[arg(long, value_name = "FILE")]
+        alert: PathBuf,
+        /// Which webhook the body is for.
+        #[arg(long, value_enum, default_value = "alertmanager")]
+        source: crate::domain::alert::Source,
+        /// Deliver for real: push the branch, open or merge the PR, as `serve` would.
+        #[arg(long)]
+        execute: bool,
+        /// The time the policy sees, RFC 3339 (default: now).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
     },
     /// Check a config file: unknown keys and bad values, with line and column.
     CheckConfig {
@@ -138,6 +166,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(a) => run_trace(a),
         Command::Revert(a) => run_revert(a),
         Command::Serve { config, listen } => crate::server::run(&config, &listen).map_err(CliError::from),
+        Command::Simulate { config, alert, source, execute, at } => crate::simulate::run(&config, &alert, source, execute, at.as_deref()).map_err(CliError::from),
         Command::CheckConfig { file } => crate::config::check_file(&file).map_err(CliError::from),
     };
     match result {

@@ -10,3 +10,4 @@ pub mod pipeline;
 pub mod server;
 pub mod metrics;
 pub mod evaluator;
+pub mod simulate;

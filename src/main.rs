@@ -1,11 +1,15 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use metricops::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("METRICOPS_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    metricops::cli::run(metricops::cli::Cli::parse())
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("METRICOPS_LOG").unwrap_or_else(|_| "warn".into());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => log.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => log.init(),
+    }
+    metricops::cli::run(cli)
 }

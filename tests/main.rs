@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod demo;
+mod e2e;
 mod revert;
 mod standin;
 mod trace;

@@ -1,6 +1,8 @@
 //! Test support: throwaway git repositories built with the real git CLI.
 
 pub mod github;
+pub mod http;
+pub mod monitoring;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
