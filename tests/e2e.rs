@@ -15,16 +15,16 @@ use crate::support::http::{get, request, sample};
 use crate::support::monitoring::{App, SyncLoop, alertmanager, prometheus, require, wait};
 
 const KUSTOMIZATION: &str = "apps/checkout/overlays/prod/kustomization.yaml";
-const TOKEN: &str = "alertmanager-token-for-tests";
+pub(crate) const TOKEN: &str = "alertmanager-token-for-tests";
 
 /// The manifests repository: a bare repo (the remote) and a clone to commit in, with real dates.
-struct Manifests {
-    dir: tempfile::TempDir,
-    bare: PathBuf,
+pub(crate) struct Manifests {
+    pub dir: tempfile::TempDir,
+    pub bare: PathBuf,
     work: PathBuf,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").args(args).current_dir(dir).output().expect("git runs");
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -35,7 +35,7 @@ fn kustomization(tag: &str) -> String {
 }
 
 impl Manifests {
-    fn new(rule_annotation: Option<&str>) -> Manifests {
+    pub fn new(rule_annotation: Option<&str>) -> Manifests {
         let dir = tempfile::tempdir().unwrap();
         let bare = dir.path().join("manifests.git");
         let work = dir.path().join("work");
@@ -63,16 +63,21 @@ impl Manifests {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
-    fn deploy(&self, tag: &str) -> String {
+    pub fn deploy(&self, tag: &str) -> String {
         std::fs::write(self.work.join(KUSTOMIZATION), kustomization(tag)).unwrap();
         self.commit(&format!("deploy checkout {tag} to prod"))
     }
 
-    fn main(&self) -> String {
+    pub fn main(&self) -> String {
         git(&self.bare, &["rev-parse", "main"])
     }
 
-    fn config(&self, extra: &str) -> Config {
+    pub fn config(&self, extra: &str) -> Config {
+        Config::parse(&self.config_text(extra)).unwrap_or_else(|e| panic!("{e}\n{}", self.config_text(extra)))
+    }
+
+    /// The config's text: plain git forge on the bare repo, merge policy, bearer-token webhooks.
+    pub fn config_text(&self, extra: &str) -> String {
         std::fs::write(self.dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
         let text = format!(
             "repos:\n- name: shop\n  url: {bare}\nworkloads:\n- name: shop/checkout\n  repo: shop\n  paths: [apps/checkout]\n  image: ghcr.io/shop/checkout\npolicy:\n  action: merge\n  max_culprit_age: 24h\nserver:\n  webhook_auth:\n    bearer_token_file: {token}\nstate_dir: {state}\n{extra}",
@@ -80,11 +85,11 @@ impl Manifests {
             token = self.dir.path().join("token").display(),
             state = self.dir.path().join("state").display(),
         );
-        Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        text
     }
 }
 
-fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
+pub(crate) fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
     sample(&get(addr, "/metrics").1, series).unwrap_or(0.0)
 }
 

@@ -6,6 +6,7 @@ mod architecture;
 mod demo;
 mod e2e;
 mod revert;
+mod serve;
 mod standin;
 mod trace;
 mod github;

@@ -214,3 +214,26 @@ fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_and_basic_credentials_are_checked() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+            m
+        };
+        let bearer = WebhookAuth::Bearer("s3cret".to_string().into());
+        assert!(authorised(&bearer, &h("Bearer s3cret")));
+        assert!(!authorised(&bearer, &h("Bearer s3cre")));
+        assert!(!authorised(&bearer, &HeaderMap::new()));
+        let basic = WebhookAuth::Basic { username: "am".into(), password: "pw".to_string().into() };
+        assert!(authorised(&basic, &h("Basic YW06cHc=")), "am:pw");
+        assert!(!authorised(&basic, &h("Basic YW06cHg=")));
+        assert!(!authorised(&basic, &h("Bearer pw")));
+        assert!(authorised(&WebhookAuth::Open, &HeaderMap::new()));
+    }
+}

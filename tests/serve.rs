@@ -1,0 +1,132 @@
+//! `metricops serve` as a sender sees it: credentials, every alert source, bad bodies, a full queue,
+//! the health and metrics endpoints; and `metricops simulate`.
+
+use std::sync::Arc;
+
+use crate::e2e::{Manifests, TOKEN, git, metric};
+use crate::support::http::{get, request, wait_until};
+use crate::support::metricops;
+
+const BEARER: &str = "Bearer alertmanager-token-for-tests";
+
+fn generic(deployment: &str) -> String {
+    format!(r#"{{"name":"CheckoutErrors","severity":"critical","labels":{{"namespace":"shop","deployment":"{deployment}"}},"annotations":{{"summary":"5xx above 1%"}}}}"#)
+}
+
+#[test]
+fn alert_webhooks_check_credentials_parse_every_source_and_revert() {
+    assert_eq!(format!("Bearer {TOKEN}"), BEARER);
+    let m = Manifests::new(None);
+    let bad = m.deploy("1.5.0");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(metricops::server::start(Arc::new(m.config("")), "127.0.0.1:0")).unwrap();
+    let a = server.addr;
+    let json = ("Content-Type", "application/json");
+
+    assert_eq!(get(a, "/healthz").0, 200);
+    wait_until("ready", std::time::Duration::from_secs(30), || get(a, "/readyz").0 == 200);
+
+    // Credentials first.
+    let (s, t) = request(a, "POST", "/webhooks/generic", &[json], &generic("checkout"));
+    assert_eq!(s, 401, "{t}");
+    assert!(t.contains("server.webhook_auth"), "{t}");
+    assert_eq!(request(a, "POST", "/webhooks/generic", &[json, ("Authorization", "Bearer wrong")], &generic("checkout")).0, 401);
+    assert_eq!(request(a, "POST", "/webhooks/generic", &[json, ("Authorization", "Basic YTpi")], &generic("checkout")).0, 401);
+
+    // Bodies that are not what the endpoint speaks: 400, saying why.
+    let (s, t) = request(a, "POST", "/webhooks/alertmanager", &[json, ("Authorization", BEARER)], r#"{"version":"3","status":"firing","alerts":[]}"#);
+    assert_eq!((s, t.trim()), (400, "unsupported Alertmanager webhook version \"3\" (this speaks version 4)"));
+    let (s, t) = request(a, "POST", "/webhooks/generic", &[json, ("Authorization", BEARER)], r#"{"name":"x","status":"sideways"}"#);
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("\"sideways\""), "{t}");
+
+    // Grafana's own example maps to no workload: 200 (so it is not retried forever), counted.
+    let grafana = std::fs::read_to_string(format!("{}/fixtures/grafana/webhook-notifier.example.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (s, t) = request(a, "POST", "/webhooks/grafana", &[json, ("Authorization", BEARER)], &grafana);
+    assert_eq!((s, t.trim()), (200, "queued 2 alerts"));
+    wait_until("the unmatched Grafana alerts to be counted", std::time::Duration::from_secs(30), || metric(a, "metricops_alerts_received_total{source=\"grafana\",outcome=\"unmatched\"}") == 2.0);
+    assert_eq!(m.main(), bad);
+
+    // A generic alert for the workload: the revert lands on main (merge policy).
+    let (s, _) = request(a, "POST", "/webhooks/generic", &[json, ("Authorization", BEARER)], &generic("checkout"));
+    assert_eq!(s, 200);
+    wait_until("the revert on main", std::time::Duration::from_secs(60), || m.main() != bad);
+    let msg = git(&m.bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(msg.contains(&format!("Metricops-Culprit: {bad}")), "{msg}");
+
+    let (s, text) = get(a, "/metrics");
+    assert_eq!(s, 200);
+    for want in [
+        "metricops_alerts_received_total{source=\"generic\",outcome=\"acted\"} 1",
+        "metricops_decisions_total{decision=\"merge\"} 1",
+        "metricops_reverts_total{mode=\"commit\"} 1",
+        "metricops_deliveries_total{outcome=\"merged\"} 1",
+        "metricops_webhook_requests_total{endpoint=\"generic\",code=\"401\"} 3",
+        "metricops_webhook_requests_total{endpoint=\"alertmanager\",code=\"400\"} 1",
+        "metricops_incident_duration_seconds_count{decision=\"merge\"} 1",
+    ] {
+        assert!(text.contains(want), "/metrics lacks {want:?}:\n{text}");
+    }
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn a_full_queue_answers_503_so_the_sender_retries() {
+    // A git remote that accepts connections and never answers keeps the engine busy on job one.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming().flatten() {
+            let _ = seen_tx.send(());
+            held.push(c);
+        }
+    });
+    let m = Manifests::new(None);
+    let text = m.config_text("server:\n  queue: 1\n").replace(&format!("url: {}", m.bare.display()), &format!("url: http://127.0.0.1:{port}/shop.git"));
+    // The generated text already has a `server:` section: fold the queue into it.
+    let text = text.replace("server:\n  queue: 1\n", "").replace("server:\n", "server:\n  queue: 1\n");
+    let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
+    let post = || request(server.addr, "POST", "/webhooks/generic", &[("Content-Type", "application/json"), ("Authorization", BEARER)], &generic("checkout")).0;
+    assert_eq!(post(), 200);
+    seen_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the engine to start fetching");
+    assert_eq!(post(), 200, "one delivery fits in the queue");
+    assert_eq!(post(), 503, "the next is refused, not dropped");
+    assert!(metric(server.addr, "metricops_errors_total{kind=\"queue_full\"}") >= 1.0);
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
+    let m = Manifests::new(None);
+    let bad = m.deploy("1.5.0");
+    let config = m.dir.path().join("metricops.yaml");
+    std::fs::write(&config, m.config_text("")).unwrap();
+    let alert = m.dir.path().join("alert.json");
+    std::fs::write(&alert, generic("checkout")).unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec!["simulate", "--config", config.to_str().unwrap(), "--alert", alert.to_str().unwrap(), "--source", "generic"];
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| metricops(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = run(args(&[]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for want in ["1. Alerts (generic, 1 in the payload)", "3. Incident shop/checkout@", "deploy checkout 1.5.0 to prod", "5. Decision: merge", "-  newTag: \"1.5.0\"", "+  newTag: \"1.4.2\"", "title: Revert shop/checkout: checkout 1.5.0 → 1.4.2", "8. Dry run: nothing pushed"] {
+        assert!(r.stdout.contains(want), "simulate output lacks {want:?}:\n{}", r.stdout);
+    }
+    assert_eq!(m.main(), bad, "a dry run pushes nothing");
+
+    let r = run(args(&["--execute"]));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("8. Delivered: merged"), "{}", r.stdout);
+    assert_ne!(m.main(), bad);
+
+    std::fs::write(&alert, "{\"alerts\": 7}").unwrap();
+    let r = run(args(&[]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("as a generic webhook") && r.stderr.contains("not a generic alert payload"), "{}", r.stderr);
+}
