@@ -61,6 +61,16 @@ pub struct ServerConfig {
     /// Auth for the alert webhooks (Alertmanager's `http_config`): a bearer token, or basic auth.
     #[serde(default)]
     pub webhook_auth: Option<WebhookAuthConfig>,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]

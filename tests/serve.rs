@@ -130,3 +130,34 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("as a generic webhook") && r.stderr.contains("not a generic alert payload"), "{}", r.stderr);
 }
+
+#[test]
+fn serve_speaks_https_when_configured() {
+    let m = Manifests::new(None);
+    let dir = m.dir.path();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("openssl runs (apt-get install -y openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tls = format!("  tls:\n    cert_file: {}\n    key_file: {}\n", dir.join("cert.pem").display(), dir.join("key.pem").display());
+    let text = m.config_text("").replace("server:\n", &format!("server:\n{tls}"));
+    let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
+    let port = server.addr.port();
+    let cert = reqwest::Certificate::from_pem(&std::fs::read(dir.join("cert.pem")).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(cert).resolve("localhost", server.addr).build().unwrap();
+    let (status, body) = rt.block_on(async {
+        let r = client.get(format!("https://localhost:{port}/healthz")).send().await.expect("an HTTPS answer");
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    assert_ne!(get(server.addr, "/healthz").0, 200);
+    rt.block_on(server.stop());
+}

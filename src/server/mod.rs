@@ -100,15 +100,34 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let r = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        if let Err(e) = r.await {
-            tracing::error!(error = %e, "server stopped");
+    let task = match &config.server.tls {
+        None => tokio::spawn(async move {
+            let r = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "server stopped");
+            }
+        }),
+        Some(tls) => {
+            crate::adapters::install_crypto_provider();
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                .await
+                .with_context(|| format!("server.tls: reading {} and {}", tls.cert_file.display(), tls.key_file.display()))?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?.handle(handle.clone());
+            tokio::spawn(async move {
+                let _ = stop_rx.await;
+                handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(router.into_make_service()).await {
+                    tracing::error!(error = %e, "server stopped");
+                }
+            })
         }
-    });
-    tracing::info!(%addr, "listening");
+    };
+    tracing::info!(%addr, tls = config.server.tls.is_some(), "listening");
     Ok(Running { addr, metrics, shutdown: Some(stop_tx), task: Some(task) })
 }
 
