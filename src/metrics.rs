@@ -27,6 +27,7 @@ pub struct Metrics {
     webhooks: Family<Labels, Counter>,
     rule_evaluations: Family<Labels, Counter>,
     incident_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    step_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -46,6 +47,7 @@ impl Default for Metrics {
             webhooks: Family::default(),
             rule_evaluations: Family::default(),
             incident_seconds: Family::new_with_constructor(incident_histogram as fn() -> Histogram),
+            step_seconds: Family::new_with_constructor(incident_histogram as fn() -> Histogram),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -57,6 +59,7 @@ impl Default for Metrics {
             r.register("errors", "Failed incidents and refused requests, by kind", m.errors.clone());
             r.register("webhook_requests", "Webhook requests, by endpoint and status code", m.webhooks.clone());
             r.register("rule_evaluations", "Evaluator rule evaluations, by rule and result (holds, clear, unknown)", m.rule_evaluations.clone());
+            r.register("step_duration_seconds", "Engine steps: fetch, trace, build (revert commit and PR text), deliver (push, PR, merge; build included)", m.step_seconds.clone());
             r.register("incident_duration_seconds", "From the alert's arrival to the incident's end (delivered, ignored or failed)", m.incident_seconds.clone());
         }
         m
@@ -71,6 +74,9 @@ impl Metrics {
         self.incidents.inc();
         self.decisions.get_or_create(&l(&[("decision", decision)])).inc();
         self.incident_seconds.get_or_create(&l(&[("decision", decision)])).observe(seconds);
+    }
+    pub fn step(&self, step: &str, seconds: f64) {
+        self.step_seconds.get_or_create(&l(&[("step", step)])).observe(seconds);
     }
     pub fn revert(&self, mode: &str) {
         self.reverts.get_or_create(&l(&[("mode", mode)])).inc();

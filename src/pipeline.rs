@@ -257,10 +257,14 @@ impl<'c> Engine<'c> {
 
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
+        let step = std::time::Instant::now();
         let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref()).with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
         let query = Query { subject: subject.clone(), tag: None, digest: None };
+        self.metrics.step("fetch", step.elapsed().as_secs_f64());
+        let step = std::time::Instant::now();
         let culprit = trace(&mirror, &tip.0, &query, &w.paths)?;
+        self.metrics.step("trace", step.elapsed().as_secs_f64());
         tracing::info!(culprit = %culprit.commit.sha.short(), version = %culprit.version, "culprit found");
         let decision = decide(&self.config.policy(), &culprit.commit, incident.started_at(), now);
         tracing::info!(decision = decision.label(), "decided");
@@ -290,10 +294,12 @@ impl<'c> Engine<'c> {
             tracing::info!("dry run: nothing delivered");
             return Ok(outcome);
         }
+        let step = std::time::Instant::now();
         let delivery = match repo_cfg.forge {
             ForgeKind::Git => self.deliver_to_git(&target, &mut outcome)?,
             ForgeKind::Github => self.deliver_to_github(&target, &mut outcome)?,
         };
+        self.metrics.step("deliver", step.elapsed().as_secs_f64());
         tracing::info!(delivery = delivery.label(), pr = ?delivery.pr().map(|p| p.number), "delivered");
         outcome.delivery = Some(delivery);
         Ok(outcome)
@@ -324,6 +330,13 @@ impl<'c> Engine<'c> {
 
     /// Builds the revert commit on the fetched tip, with its patch and PR text.
     fn build(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
+        let step = std::time::Instant::now();
+        let built = self.build_inner(t, outcome, original_pr);
+        self.metrics.step("build", step.elapsed().as_secs_f64());
+        built
+    }
+
+    fn build_inner(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
         t.mirror.delete_branch(t.revert_branch)?;
         let reason = reason_text(outcome);
         let built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, t.now)?;

@@ -146,11 +146,16 @@ fn a_bad_deploy_is_reverted_on_main_through_prometheus_and_alertmanager() {
     // Figures for tests/bench/README.md (printed, never asserted).
     let first_failure = app.first_failure.lock().unwrap().expect("the app failed");
     let bot = metric(server.addr, "metricops_incident_duration_seconds_sum{decision=\"merge\"}");
+    let steps: Vec<String> = ["fetch", "trace", "build", "deliver"]
+        .iter()
+        .map(|s| format!("{s} {:.0} ms", 1000.0 * metric(server.addr, &format!("metricops_step_duration_seconds_sum{{step=\"{s}\"}}")) / metric(server.addr, &format!("metricops_step_duration_seconds_count{{step=\"{s}\"}}")).max(1.0)))
+        .collect();
     let line = format!(
-        "e2e alertmanager: deploy→first failure {:.2}s; first failure→revert on main {:.2}s (metricops webhook→revert pushed {:.0} ms; the rest is scrape, rule `for`, Alertmanager); revert→app on 1.4.2 {:.2}s; →alert resolved {:.2}s",
+        "e2e alertmanager: deploy→first failure {:.2}s; first failure→revert on main {:.2}s (metricops webhook→revert pushed {:.0} ms [mean per incident: {}]; the rest is scrape, rule `for`, Alertmanager); revert→app on 1.4.2 {:.2}s; →alert resolved {:.2}s",
         (first_failure - deployed).as_secs_f64(),
         (reverted - first_failure).as_secs_f64(),
         bot * 1000.0,
+        steps.join(", "),
         (rolled_back - reverted).as_secs_f64(),
         (resolved - reverted).as_secs_f64(),
     );
