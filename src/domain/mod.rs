@@ -10,3 +10,4 @@ pub mod policy;
 pub mod render;
 pub mod forge_event;
 pub mod rules;
+pub mod schedule;
