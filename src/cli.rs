@@ -286,7 +286,7 @@ fn run_revert(a: RevertArgs) -> Result<(), CliError> {
         culprit.version,
         culprit.previous.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(none)".into())
     );
-    let built = build_revert(&repo, &culprit, &subject, &onto, a.mode, a.branch.as_deref(), &reason, chrono::Utc::now())?;
+    let built = build_revert(&repo, &culprit, &subject, &onto, a.mode, a.branch.as_deref(), &reason, &[], chrono::Utc::now())?;
     print_built(&built, a.scope.json);
     Ok(())
 }

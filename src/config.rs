@@ -10,7 +10,8 @@ use serde_saphyr::Spanned;
 use secrecy::SecretString;
 
 use crate::adapters::github::{AppSettings, MergeMethod};
-use crate::domain::policy::{Action, Policy};
+use crate::domain::policy::{Action, MergeRule, Policy};
+use crate::domain::schedule::Window;
 use crate::domain::render::{PR_BODY, PR_TITLE};
 use crate::domain::rules::{Rule, check_promql, parse_objective, slo_expr};
 
@@ -284,6 +285,40 @@ pub struct PolicyConfig {
     pub max_culprit_age: Option<Spanned<String>>,
     #[serde(default)]
     pub causality_grace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cooldown: Option<Spanned<String>>,
+    /// Per repo, in 24 hours (default 10; 0 turns the cap off).
+    #[serde(default)]
+    pub max_reverts_per_day_per_repo: Option<u32>,
+    /// Over all repos, in 24 hours (default 20; 0 turns the cap off).
+    #[serde(default)]
+    pub max_reverts_per_day: Option<u32>,
+    /// IANA timezone for `freeze` and `merge_rules[].when` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// 5-field cron windows in which nothing is reverted.
+    #[serde(default)]
+    pub freeze: Vec<String>,
+    #[serde(default)]
+    pub merge_rules: Vec<MergeRuleConfig>,
+    /// A label on the culprit's pull request that turns rollback off for it (default `metricops/no-rollback`).
+    #[serde(default)]
+    pub opt_out_label: Option<String>,
+    /// After `/metricops cancel`, the culprit is not proposed again for this long (default 24h).
+    #[serde(default)]
+    pub cancel_suppress: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergeRuleConfig {
+    #[serde(default)]
+    pub severity: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// 5-field cron window, e.g. `"* 0-8,18-23 * * MON-FRI"`.
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 impl Config {
@@ -326,8 +361,17 @@ impl Config {
             problems.push("`rules` need a `prometheus:` section with the url to query".into());
         }
         let github_budget = c.github.as_ref().and_then(|g| g.retry_budget.as_ref());
+        let tz = c.policy.timezone.as_deref();
+        for w in c.policy.freeze.iter().chain(c.policy.merge_rules.iter().filter_map(|r| r.when.as_ref())) {
+            if let Err(e) = Window::parse(w, tz) {
+                problems.push(format!("policy: {e}"));
+            }
+        }
+        if c.policy.merge_rules.iter().any(|r| r.severity.is_empty() && r.labels.is_empty() && r.when.is_none()) {
+            problems.push("policy.merge_rules: a rule with no severity, labels or when would merge everything; use `action: merge` for that".into());
+        }
         let interval = c.prometheus.as_ref().and_then(|p| p.interval.clone());
-        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &github_budget.cloned(), &interval].into_iter().flatten() {
+        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &c.policy.cooldown, &c.policy.cancel_suppress, &github_budget.cloned(), &interval].into_iter().flatten() {
             if parse_duration(&d.value).is_none() {
                 problems.push(format!("line {} column {}: {:?} is not a duration (use e.g. 90s, 30m, 24h, 7d)", d.referenced.line(), d.referenced.column(), d.value));
             }
@@ -345,10 +389,39 @@ impl Config {
         Ok(c)
     }
 
+    /// The policy (windows were checked by `parse`; one that fails here is left out).
     pub fn policy(&self) -> Policy {
         let d = Policy::default();
+        let p = &self.policy;
         let dur = |s: &Option<Spanned<String>>, default| s.as_ref().and_then(|s| parse_duration(&s.value)).unwrap_or(default);
-        Policy { action: self.policy.action, max_culprit_age: dur(&self.policy.max_culprit_age, d.max_culprit_age), causality_grace: dur(&self.policy.causality_grace, d.causality_grace) }
+        let tz = p.timezone.as_deref();
+        let cap = |c: Option<u32>, default: Option<u32>| match c {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => default,
+        };
+        Policy {
+            action: p.action,
+            merge_rules: p
+                .merge_rules
+                .iter()
+                .map(|r| MergeRule { severity: r.severity.clone(), labels: r.labels.clone(), when: r.when.as_deref().and_then(|w| Window::parse(w, tz).ok()) })
+                .collect(),
+            max_culprit_age: dur(&p.max_culprit_age, d.max_culprit_age),
+            causality_grace: dur(&p.causality_grace, d.causality_grace),
+            cooldown: dur(&p.cooldown, d.cooldown),
+            max_reverts_per_day_per_repo: cap(p.max_reverts_per_day_per_repo, d.max_reverts_per_day_per_repo),
+            max_reverts_per_day: cap(p.max_reverts_per_day, d.max_reverts_per_day),
+            freeze: p.freeze.iter().filter_map(|w| Window::parse(w, tz).ok()).collect(),
+        }
+    }
+
+    pub fn opt_out_label(&self) -> &str {
+        self.policy.opt_out_label.as_deref().unwrap_or("metricops/no-rollback")
+    }
+
+    pub fn cancel_suppress(&self) -> chrono::Duration {
+        self.policy.cancel_suppress.as_ref().and_then(|s| parse_duration(&s.value)).unwrap_or(chrono::Duration::hours(24))
     }
 
     /// The workload an alert's labels are about: the first whose `match` labels all appear in
@@ -483,6 +556,20 @@ mod tests {
         assert!(c.workload_for(&labels(&[("deployment", "api")])).is_none());
         let p = problems(&GOOD.replace("  match: {namespace: shop, deployment: api}\n", ""));
         assert!(p.contains("give `match` labels, or name it NAMESPACE/NAME"), "{p}");
+    }
+
+    #[test]
+    fn policy_windows_and_caps_are_read_and_checked() {
+        let text = format!("{GOOD}  cooldown: 30m\n  timezone: Europe/Berlin\n  freeze: ['* * 24-26 12 *']\n  max_reverts_per_day: 0\n  merge_rules:\n  - {{severity: [critical], when: '* 0-8,18-23 * * MON-FRI'}}\n");
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let p = c.policy();
+        assert_eq!((p.cooldown, p.max_reverts_per_day, p.max_reverts_per_day_per_repo), (chrono::Duration::minutes(30), None, Some(10)));
+        assert_eq!(p.freeze[0].tz, chrono_tz::Europe::Berlin);
+        assert_eq!(p.merge_rules[0].severity, ["critical"]);
+        let bad = problems(&text.replace("MON-FRI", "MON-FUN"));
+        assert!(bad.contains("policy:") && bad.contains("day of week"), "{bad}");
+        assert!(problems(&text.replace("Europe/Berlin", "Moon/Base")).contains("IANA timezone"));
+        assert!(problems(&format!("{GOOD}  merge_rules: [{{}}]\n")).contains("would merge everything"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertma
 use crate::domain::rules::{Rule, annotated_rules, check_promql};
 use crate::metrics::Metrics;
 use crate::domain::culprit::{Culprit, Query, Subject};
-use crate::domain::policy::{Decision, decide};
+use crate::domain::policy::{Decision, Facts, decide, most_severe};
 use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, OriginalPr, PrView, render_pr};
 use crate::domain::revert::{ModeChoice, branch_name};
 use github::GitHub;
@@ -87,6 +87,8 @@ pub struct Outcome {
     pub patch: Option<String>,
     pub delivery: Option<Delivery>,
     pub pr: Option<(String, String)>,
+    /// The culprit's merged pull request (GitHub).
+    pub original_pr: Option<crate::adapters::github::PullRequest>,
 }
 
 /// What happened to one webhook delivery.
@@ -233,6 +235,76 @@ impl<'c> Engine<'c> {
         rules
     }
 
+    /// The culprit's merged pull request on GitHub (for the PR body, the author's review and the
+    /// opt-out label). A failure is logged: the revert does not depend on it.
+    fn original_pr(&self, repo: &RepoConfig, sha: &str) -> Option<crate::adapters::github::PullRequest> {
+        let gh = self.github.as_ref()?;
+        let id = RepoId::from_url(&repo.url)?;
+        match gh.block(gh.app.pulls_with_commit(&id, sha)) {
+            Ok(prs) => prs.into_iter().find(|p| p.is_merged()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the culprit's pull request; going on without it");
+                None
+            }
+        }
+    }
+
+    /// Everything the policy needs to know, read from git, the alerts and the forge.
+    #[allow(clippy::too_many_arguments)]
+    fn facts(&self, mirror: &GitRepo, repo: &RepoConfig, tip: &CommitSha, w: &WorkloadConfig, incident: &Incident, culprit: &Culprit, original: Option<&crate::adapters::github::PullRequest>, now: DateTime<Utc>) -> anyhow::Result<FactsOwned> {
+        let policy = self.config.policy();
+        let since = now - policy.cooldown.max(chrono::Duration::hours(24));
+        let day_ago = now - chrono::Duration::hours(24);
+        let mut last_revert = None;
+        let mut reverts_today_repo = 0;
+        for (info, workload) in recent_reverts(mirror, tip, since)? {
+            if info.time.with_timezone(&Utc) >= day_ago {
+                reverts_today_repo += 1;
+            }
+            if workload.as_deref() == Some(w.name.as_str()) {
+                last_revert = last_revert.max(Some(info.time.with_timezone(&Utc)));
+            }
+        }
+        // Other repos: their mirrors as last fetched (not fetched again for this).
+        let mut reverts_today = reverts_today_repo;
+        for other in self.config.repos.iter().filter(|r| r.name != repo.name) {
+            let path = self.state_dir.join("mirrors").join(format!("{}.git", other.name));
+            let branch = format!("refs/remotes/origin/{}", other.branch);
+            if let Ok(m) = GitRepo::open(&path) {
+                if let Ok(t) = m.resolve(&branch) {
+                    reverts_today += recent_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
+                }
+            }
+        }
+        let alerts = &incident.alerts;
+        let mut labels = alerts.first().map(|a| a.labels.clone()).unwrap_or_default();
+        labels.retain(|k, v| alerts.iter().all(|a| a.labels.get(k) == Some(v)));
+        let opted_out = if let Some(a) = alerts.iter().find(|a| a.labels.get(OPT_OUT_ALERT_LABEL).is_some_and(|v| v == "off")) {
+            Some(format!("label {OPT_OUT_ALERT_LABEL}=\"off\" on alert {}", a.name))
+        } else if let Some(file) = opted_out_in_manifests(mirror, tip, &w.paths)? {
+            Some(format!("annotation metricops.dev/rollback: \"off\" in {file}"))
+        } else {
+            original.filter(|p| p.labels.iter().any(|l| l.name == self.config.opt_out_label())).map(|p| format!("label {:?} on #{}", self.config.opt_out_label(), p.number))
+        };
+        let running_version = alerts.iter().find_map(|a| {
+            let image = a.labels.get("image")?;
+            let r = crate::domain::image_ref::ImageRef::parse(image)?;
+            let subject = culprit.image.as_deref().or(w.image.as_deref())?;
+            crate::domain::image_ref::same_repository(subject, &r.repository).then(|| r.version.to_string())
+        });
+        Ok(FactsOwned {
+            culprit_version: culprit.version.to_string(),
+            running_version,
+            alert_started: incident.started_at(),
+            severity: most_severe(alerts.iter().filter_map(|a| a.severity.as_deref())),
+            labels,
+            last_revert,
+            reverts_today_repo,
+            reverts_today,
+            opted_out,
+        })
+    }
+
     fn mirror(&self, name: &str) -> anyhow::Result<GitRepo> {
         let path = self.state_dir.join("mirrors").join(format!("{name}.git"));
         if path.join("HEAD").exists() {
@@ -266,7 +338,12 @@ impl<'c> Engine<'c> {
         let culprit = trace(&mirror, &tip.0, &query, &w.paths)?;
         self.metrics.step("trace", step.elapsed().as_secs_f64());
         tracing::info!(culprit = %culprit.commit.sha.short(), version = %culprit.version, "culprit found");
-        let decision = decide(&self.config.policy(), &culprit.commit, incident.started_at(), now);
+        let original_pr = match repo_cfg.forge {
+            ForgeKind::Github => self.original_pr(repo_cfg, &culprit.commit.sha.0),
+            ForgeKind::Git => None,
+        };
+        let facts_owned = self.facts(&mirror, repo_cfg, &tip, w, &incident, &culprit, original_pr.as_ref(), now)?;
+        let decision = decide(&self.config.policy(), &facts_owned.facts(&culprit.commit), now);
         tracing::info!(decision = decision.label(), "decided");
         let mut outcome = Outcome {
             workload: w.name.clone(),
@@ -280,6 +357,7 @@ impl<'c> Engine<'c> {
             patch: None,
             delivery: None,
             pr: None,
+            original_pr,
             incident,
         };
         if let Decision::Ignore(reason) = &decision {
@@ -339,13 +417,84 @@ impl<'c> Engine<'c> {
     fn build_inner(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
         t.mirror.delete_branch(t.revert_branch)?;
         let reason = reason_text(outcome);
-        let built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, t.now)?;
+        let built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, &[(WORKLOAD_TRAILER, outcome.workload.clone())], t.now)?;
         tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");
         outcome.patch = Some(t.mirror.patch(t.tip, &built.commit)?);
         let view = pr_view(outcome, &built, &outcome.decision, original_pr);
         outcome.pr = Some(render_pr(&view, &self.config.templates.title, &self.config.templates.body)?);
         Ok(built)
     }
+}
+
+/// The trailer naming the workload a revert was for (cooldown reads it back).
+const WORKLOAD_TRAILER: &str = "Metricops-Workload";
+
+/// The alert label that turns rollback off (label names cannot carry `metricops.dev/rollback`).
+const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";
+
+/// `Facts` without the borrow of the culprit.
+struct FactsOwned {
+    culprit_version: String,
+    running_version: Option<String>,
+    alert_started: DateTime<Utc>,
+    severity: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    last_revert: Option<DateTime<Utc>>,
+    reverts_today_repo: u32,
+    reverts_today: u32,
+    opted_out: Option<String>,
+}
+
+impl FactsOwned {
+    fn facts<'a>(&self, culprit: &'a crate::domain::culprit::CommitInfo) -> Facts<'a> {
+        Facts {
+            culprit,
+            culprit_version: self.culprit_version.clone(),
+            running_version: self.running_version.clone(),
+            alert_started: self.alert_started,
+            severity: self.severity.clone(),
+            labels: self.labels.clone(),
+            last_revert: self.last_revert,
+            reverts_today_repo: self.reverts_today_repo,
+            reverts_today: self.reverts_today,
+            opted_out: self.opted_out.clone(),
+        }
+    }
+}
+
+/// Metricops reverts on the first-parent history from `tip` back to `since`, with the workload each
+/// names (commits landed by a squash or rebase merge keep the trailers).
+fn recent_reverts(mirror: &GitRepo, tip: &CommitSha, since: DateTime<Utc>) -> anyhow::Result<Vec<(crate::domain::culprit::CommitInfo, Option<String>)>> {
+    let mut out = Vec::new();
+    let mut cur = Some(tip.clone());
+    while let Some(c) = cur {
+        let info = mirror.commit_info(&c)?;
+        if info.time.with_timezone(&Utc) < since {
+            break;
+        }
+        if crate::domain::revert::reverted_culprit(&info.message).is_some() {
+            let workload = info.message.lines().find_map(|l| l.strip_prefix(&format!("{WORKLOAD_TRAILER}: ")).map(|s| s.trim().to_string()));
+            out.push((info.clone(), workload));
+        }
+        cur = info.parents.first().cloned();
+    }
+    Ok(out)
+}
+
+/// The first manifest in scope whose metadata says `metricops.dev/rollback: "off"`.
+fn opted_out_in_manifests(mirror: &GitRepo, tip: &CommitSha, paths: &[String]) -> anyhow::Result<Option<String>> {
+    use crate::domain::culprit::History;
+    let history = mirror.history(paths);
+    for (path, blob) in history.files(tip)? {
+        let bytes = history.read(blob)?;
+        if !bytes.windows(18).any(|w| w == b"metricops.dev/roll") {
+            continue;
+        }
+        if crate::domain::rules::rollback_off(&String::from_utf8_lossy(&bytes)) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
 }
 
 /// What a delivery works on.

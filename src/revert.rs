@@ -127,6 +127,7 @@ pub fn build_revert(
     choice: ModeChoice,
     branch: Option<&str>,
     reason: &str,
+    trailers: &[(&str, String)],
     now: DateTime<Utc>,
 ) -> Result<BuiltRevert, RevertError> {
     let image = c.image.clone().unwrap_or_else(|| match subject {
@@ -183,7 +184,7 @@ pub fn build_revert(
     if tree == repo.tree_of(onto)? {
         return Err(RevertError::AlreadyReverted { image, version: c.version.to_string(), files: files.join(", "), onto: onto.short().to_string() });
     }
-    let msg = message(&c.commit, mode, reason, &[]);
+    let msg = message(&c.commit, mode, reason, trailers);
     let commit = repo.write_commit(tree, onto, &msg, now)?;
     let branch = branch.map(str::to_string).unwrap_or_else(|| branch_name(&c.commit.sha.0));
     repo.create_branch(&branch, &commit)?;

@@ -110,6 +110,13 @@ pub struct PullRequest {
     pub head: GitRef,
     pub base: GitRef,
     pub user: Option<User>,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Label {
+    pub name: String,
 }
 
 impl PullRequest {

@@ -32,6 +32,15 @@ pub fn annotated_rules(text: &str) -> Vec<(String, String, Option<String>)> {
         .collect()
 }
 
+/// Whether a manifest turns rollback off: `metadata.annotations["metricops.dev/rollback"]` or
+/// `metadata.labels[...]` is `"off"`.
+pub fn rollback_off(text: &str) -> bool {
+    let Ok(docs) = crate::domain::yaml::parse_documents(text) else { return false };
+    docs.iter().any(|d| {
+        ["annotations", "labels"].iter().any(|k| d.path(&["metadata", k]).and_then(|m| m.str_at("metricops.dev/rollback")).is_some_and(|v| v.eq_ignore_ascii_case("off")))
+    })
+}
+
 /// Checks PromQL syntax; the error names the rule.
 pub fn check_promql(rule: &str, expr: &str) -> Result<(), String> {
     promql_parser::parser::parse(expr).map(|_| ()).map_err(|e| format!("rule {rule:?}: invalid PromQL {expr:?}: {e}"))
@@ -142,6 +151,9 @@ mod tests {
         let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: checkout\n  annotations:\n    metricops.dev/rule: rate(http_requests_total{code=~\"5..\"}[5m]) > 0\n    metricops.dev/rule-for: 2m\nspec: {}\n---\nkind: Service\nmetadata: {name: checkout}\n";
         assert_eq!(annotated_rules(text), [("checkout".to_string(), "rate(http_requests_total{code=~\"5..\"}[5m]) > 0".to_string(), Some("2m".to_string()))]);
         assert!(annotated_rules("not: [valid").is_empty());
+        assert!(rollback_off("metadata:\n  name: x\n  annotations:\n    metricops.dev/rollback: \"off\"\n"));
+        assert!(rollback_off("metadata:\n  labels: {metricops.dev/rollback: \"OFF\"}\n"));
+        assert!(!rollback_off("metadata:\n  annotations:\n    metricops.dev/rollback: \"on\"\n"));
     }
 
     #[test]

@@ -58,13 +58,7 @@ impl Engine<'_> {
             return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
         }
 
-        let original = match gh.block(gh.app.pulls_with_commit(&repo, &outcome.culprit.commit.sha.0)) {
-            Ok(prs) => prs.into_iter().find(|p| p.is_merged()),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look up the culprit's pull request; going on without it");
-                None
-            }
-        };
+        let original = outcome.original_pr.clone();
         let original_view = original.as_ref().map(|p| OriginalPr { number: p.number, url: p.html_url.clone(), title: p.title.clone(), author: p.author().map(str::to_string) });
         let built = self.build(t, outcome, original_view)?;
         let message = t.mirror.commit_info(&built.commit)?.message;
