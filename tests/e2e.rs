@@ -63,7 +63,22 @@ impl Manifests {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// Writes one file and commits it to main.
+    /// Takes what others (the bot) pushed to main.
+    fn pull(&self) {
+        git(&self.work, &["pull", "-q", "--ff-only", self.bare.to_str().unwrap(), "main"]);
+    }
+
+    pub fn write(&self, path: &str, text: &str, msg: &str) -> String {
+        self.pull();
+        let p = self.work.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self.commit(msg)
+    }
+
     pub fn deploy(&self, tag: &str) -> String {
+        self.pull();
         std::fs::write(self.work.join(KUSTOMIZATION), kustomization(tag)).unwrap();
         self.commit(&format!("deploy checkout {tag} to prod"))
     }

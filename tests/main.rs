@@ -5,6 +5,7 @@ mod support;
 mod architecture;
 mod demo;
 mod e2e;
+mod policy;
 mod revert;
 mod serve;
 mod standin;
