@@ -11,3 +11,4 @@ pub mod render;
 pub mod forge_event;
 pub mod rules;
 pub mod schedule;
+pub mod chatops;
