@@ -195,6 +195,9 @@ pub struct GitHubConfig {
     pub request_review_from_author: bool,
     #[serde(default)]
     pub merge_method: MergeMethod,
+    /// People obeyed by ChatOps whatever their repository role.
+    #[serde(default)]
+    pub chatops_users: Vec<String>,
     /// Webhook bodies above this many bytes are refused with 413 (GitHub sends at most 25 MB).
     #[serde(default = "default_webhook_max_bytes")]
     pub webhook_max_bytes: usize,

@@ -93,7 +93,7 @@ pub async fn run(config: Arc<Config>, rules: Vec<Rule>, prom: Prometheus, interv
             };
             if let Some(since) = send {
                 tracing::info!(rule = %rule.name, workload = %rule.workload, since = %since, "rule fires");
-                let job = Job { source: Source::Evaluator, alerts: vec![alert(&config, rule, since)], received: std::time::Instant::now() };
+                let job = Job::Alerts { source: Source::Evaluator, alerts: vec![alert(&config, rule, since)], received: std::time::Instant::now() };
                 match queue.try_send(job) {
                     Ok(()) => last_sent[i] = Some(std::time::Instant::now()),
                     Err(std::sync::mpsc::TrySendError::Full(_)) => tracing::warn!(rule = %rule.name, "engine queue full; the rule is sent again next interval"),

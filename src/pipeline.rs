@@ -1,6 +1,7 @@
 //! The engine, one incident at a time: alert → incident → target → culprit → decision → revert →
 //! forge. Every entry point (`demo`, later `serve` and `simulate`) goes through here.
 
+mod chatops;
 mod github;
 
 use std::path::PathBuf;
@@ -25,12 +26,12 @@ use crate::domain::revert::{ModeChoice, branch_name};
 use github::GitHub;
 use crate::revert::{BuiltRevert, build_revert, trace};
 
-/// Alerts waiting for the engine, from one webhook delivery or one rule.
-pub struct Job {
-    pub source: Source,
-    pub alerts: Vec<Alert>,
-    /// When they arrived (the duration metric starts here).
-    pub received: std::time::Instant,
+/// Work waiting for the engine.
+pub enum Job {
+    /// The alerts of one webhook delivery or one rule; `received` starts the duration metric.
+    Alerts { source: Source, alerts: Vec<Alert>, received: std::time::Instant },
+    /// A comment with `/metricops` commands.
+    Comment(crate::domain::forge_event::Comment),
 }
 
 /// A pull request, as a link.
@@ -53,6 +54,8 @@ pub enum Delivery {
     AutoMergeEnabled { branch: String, pr: PrLink },
     /// Policy said merge, GitHub would not (yet); the pull request stays open for a person.
     MergeRefused { branch: String, pr: PrLink, reason: String },
+    /// A person cancelled this culprit's revert recently: nothing is proposed again.
+    Suppressed { branch: String, pr: PrLink },
 }
 
 impl Delivery {
@@ -63,12 +66,13 @@ impl Delivery {
             Delivery::Merged { .. } => "merged",
             Delivery::AutoMergeEnabled { .. } => "auto_merge_enabled",
             Delivery::MergeRefused { .. } => "merge_refused",
+            Delivery::Suppressed { .. } => "suppressed",
         }
     }
     pub fn pr(&self) -> Option<&PrLink> {
         match self {
             Delivery::Proposed { pr, .. } | Delivery::AlreadyProposed { pr, .. } | Delivery::Merged { pr, .. } => pr.as_ref(),
-            Delivery::AutoMergeEnabled { pr, .. } | Delivery::MergeRefused { pr, .. } => Some(pr),
+            Delivery::AutoMergeEnabled { pr, .. } | Delivery::MergeRefused { pr, .. } | Delivery::Suppressed { pr, .. } => Some(pr),
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct PullRequest {
     #[serde(default)]
     pub merged_at: Option<String>,
     #[serde(default)]
+    pub closed_at: Option<String>,
+    #[serde(default)]
     pub merge_commit_sha: Option<String>,
     pub head: GitRef,
     pub base: GitRef,
@@ -258,9 +260,44 @@ impl GitHubApp {
     }
 
     pub async fn open_pull_for(&self, repo: &RepoId, branch: &str) -> Result<Option<PullRequest>, GitHubError> {
-        let path = format!("/repos/{}/{}/pulls?state=open&head={}:{}&per_page=10", repo.owner, repo.name, repo.owner, encode(branch));
+        Ok(self.pulls_for(repo, branch, "open").await?.into_iter().next())
+    }
+
+    /// Pull requests whose head is `branch` of this repo, in `state` (open, closed, all).
+    pub async fn pulls_for(&self, repo: &RepoId, branch: &str, state: &str) -> Result<Vec<PullRequest>, GitHubError> {
+        let path = format!("/repos/{}/{}/pulls?state={state}&head={}:{}&per_page=30", repo.owner, repo.name, repo.owner, encode(branch));
         let prs: Vec<PullRequest> = decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)?;
-        Ok(prs.into_iter().find(|p| p.head.name == branch))
+        Ok(prs.into_iter().filter(|p| p.head.name == branch).collect())
+    }
+
+    /// A reaction on an issue comment (`eyes`: seen, working on it).
+    pub async fn react(&self, repo: &RepoId, comment_id: u64, content: &str) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/{}/issues/comments/{comment_id}/reactions", repo.owner, repo.name);
+        self.repo_call(repo, Method::POST, &path, Some(&json!({ "content": content }))).await.map(|_| ())
+    }
+
+    /// A user's role on the repository (`role_name`, else the legacy `permission`).
+    pub async fn permission(&self, repo: &RepoId, login: &str) -> Result<String, GitHubError> {
+        let path = format!("/repos/{}/{}/collaborators/{}/permission", repo.owner, repo.name, encode(login));
+        let v = match self.repo_call(repo, Method::GET, &path, None).await {
+            Err(GitHubError::Status { status: 404, .. }) => return Ok("none".into()),
+            r => r?,
+        };
+        Ok(v.get("role_name").or_else(|| v.get("permission")).and_then(Value::as_str).unwrap_or("none").to_string())
+    }
+
+    pub async fn close_pull(&self, repo: &RepoId, number: u64) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/{}/pulls/{number}", repo.owner, repo.name);
+        self.repo_call(repo, Method::PATCH, &path, Some(&json!({ "state": "closed" }))).await.map(|_| ())
+    }
+
+    /// Removes a label; one that is not there is fine.
+    pub async fn remove_label(&self, repo: &RepoId, number: u64, label: &str) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/{}/issues/{number}/labels/{}", repo.owner, repo.name, encode(label).replace('/', "%2F"));
+        match self.repo_call(repo, Method::DELETE, &path, None).await {
+            Ok(_) | Err(GitHubError::Status { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn pull(&self, repo: &RepoId, number: u64) -> Result<PullRequest, GitHubError> {

@@ -15,10 +15,24 @@ pub enum ForgeEvent {
     ReposRemoved { installation: u64, repos: Vec<String> },
     /// A pull request was closed (merged or not).
     PullClosed { repo: String, number: u64, head_ref: String, head_repo: Option<String>, merged: bool },
-    /// A new comment on an issue or pull request (ChatOps, not acted on yet).
-    Comment { repo: String, number: u64, on_pull: bool, author: String, body: String },
+    /// A new comment on an issue or pull request.
+    Comment(Comment),
     /// Anything else GitHub sends; answered 202 and logged.
     Other { event: String, action: Option<String> },
+}
+
+/// A newly created comment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    pub repo: String,
+    pub number: u64,
+    pub on_pull: bool,
+    pub id: u64,
+    pub author: String,
+    /// The author is a bot (GitHub's user type, or a `[bot]` login): never obeyed.
+    pub author_is_bot: bool,
+    pub body: String,
+    pub url: String,
 }
 
 /// What to do with an event.
@@ -31,6 +45,8 @@ pub enum Action {
     Forget { installation: u64, repos: Option<Vec<String>> },
     /// A metricops revert PR was closed: its branch goes.
     DeleteBranch { repo: String, branch: String, merged: bool },
+    /// A comment with commands for the bot.
+    Obey(Comment),
 }
 
 impl ForgeEvent {
@@ -48,9 +64,10 @@ impl ForgeEvent {
                     Action::Acknowledge(format!("#{number} is not a metricops revert; nothing to do"))
                 }
             }
-            ForgeEvent::Comment { on_pull, .. } => {
-                Action::Acknowledge(if *on_pull { "comment commands are not handled yet".into() } else { "a comment on an issue, not a pull request".into() })
-            }
+            ForgeEvent::Comment(c) if !c.on_pull => Action::Acknowledge("a comment on an issue, not a pull request".into()),
+            ForgeEvent::Comment(c) if c.author_is_bot => Action::Acknowledge(format!("{} is a bot; bots are not obeyed", c.author)),
+            ForgeEvent::Comment(c) if crate::domain::chatops::parse(&c.body).is_empty() => Action::Acknowledge("no /metricops command in the comment".into()),
+            ForgeEvent::Comment(c) => Action::Obey(c.clone()),
             ForgeEvent::Other { event, action } => Action::Acknowledge(format!("{event}{} is not an event metricops acts on", action.as_deref().map(|a| format!(".{a}")).unwrap_or_default())),
         }
     }

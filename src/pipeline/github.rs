@@ -29,6 +29,11 @@ impl GitHub {
     }
 }
 
+/// The label `/metricops hold` puts on a revert PR: no automatic merge while it is there.
+pub(crate) const HOLD_LABEL: &str = "metricops:hold";
+/// The label `/metricops cancel` leaves on the closed PR: the culprit is not proposed again for a while.
+pub(crate) const CANCELLED_LABEL: &str = "metricops:cancelled";
+
 /// The hidden marker that says which alerts a PR body or comment already reports.
 fn alerts_marker(outcome: &Outcome) -> String {
     let mut fps: Vec<&str> = outcome.incident.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
@@ -37,7 +42,7 @@ fn alerts_marker(outcome: &Outcome) -> String {
     format!("<!-- metricops: alerts={} -->", fps.join(","))
 }
 
-fn link(pr: &PullRequest) -> PrLink {
+pub(super) fn link(pr: &PullRequest) -> PrLink {
     PrLink { number: pr.number, url: pr.html_url.clone() }
 }
 
@@ -51,13 +56,25 @@ impl Engine<'_> {
         if let Some(pr) = gh.block(gh.app.open_pull_for(&repo, branch))? {
             tracing::info!(pr = pr.number, "revert PR open already; the alert re-confirms it");
             self.reconfirm(gh, &repo, &pr, outcome)?;
-            if outcome.decision == Decision::Merge {
+            if pr.labels.iter().any(|l| l.name == HOLD_LABEL) {
+                tracing::info!(pr = pr.number, "held by a person: no automatic merge");
+            } else if outcome.decision == Decision::Merge {
                 let message = self.head_message(t, branch)?;
                 return self.merge(gh, cfg, &repo, &pr, &message, branch);
             }
             return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
         }
 
+        // `/metricops cancel` on this culprit's revert, recently: people said no.
+        let suppress = self.config.cancel_suppress();
+        let cancelled = gh.block(gh.app.pulls_for(&repo, branch, "closed"))?.into_iter().find(|p| {
+            p.labels.iter().any(|l| l.name == CANCELLED_LABEL)
+                && p.closed_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).is_some_and(|c| t.now - c.with_timezone(&chrono::Utc) < suppress)
+        });
+        if let Some(pr) = cancelled {
+            tracing::info!(pr = pr.number, "a person cancelled this culprit's revert recently; not proposed again");
+            return Ok(Delivery::Suppressed { branch: branch.to_string(), pr: link(&pr) });
+        }
         let original = outcome.original_pr.clone();
         let original_view = original.as_ref().map(|p| OriginalPr { number: p.number, url: p.html_url.clone(), title: p.title.clone(), author: p.author().map(str::to_string) });
         let built = self.build(t, outcome, original_view)?;
@@ -142,13 +159,13 @@ impl Engine<'_> {
     }
 
     /// The revert commit's message, for the merge commit (it carries the `Metricops-*` trailers).
-    fn head_message(&self, t: &Target, branch: &str) -> anyhow::Result<String> {
+    pub(super) fn head_message(&self, t: &Target, branch: &str) -> anyhow::Result<String> {
         let head = t.mirror.fetch(&t.repo.url, branch, t.auth)?;
         Ok(t.mirror.commit_info(&head)?.message)
     }
 
     /// Merge by policy: auto-merge where checks are required, else merge now, guarded by the head sha.
-    fn merge(&self, gh: &GitHub, cfg: &GitHubConfig, repo: &RepoId, pr: &PullRequest, message: &str, branch: &str) -> anyhow::Result<Delivery> {
+    pub(super) fn merge(&self, gh: &GitHub, cfg: &GitHubConfig, repo: &RepoId, pr: &PullRequest, message: &str, branch: &str) -> anyhow::Result<Delivery> {
         let (headline, body) = message.split_once('\n').map(|(h, b)| (h.trim(), b.trim())).unwrap_or((message.trim(), ""));
         let headline = format!("{headline} (#{})", pr.number);
         if gh.block(gh.app.requires_checks(repo, &pr.base.name))? {

@@ -13,18 +13,21 @@ use octocrab::models::webhook_events::payload::{InstallationRepositoriesWebhookE
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::adapters::github::{GitHubApp, RepoId};
-use crate::domain::forge_event::{Action, ForgeEvent};
+use crate::domain::forge_event::{Action, Comment, ForgeEvent};
+use crate::pipeline::Job;
 
 /// What the GitHub webhook endpoint needs.
 pub struct Hook {
     pub secret: SecretString,
     pub app: Arc<GitHubApp>,
+    /// The engine's queue, for comment commands.
+    queue: std::sync::mpsc::SyncSender<Job>,
     seen: Mutex<Recent>,
 }
 
 impl Hook {
-    pub fn new(secret: SecretString, app: Arc<GitHubApp>) -> Hook {
-        Hook { secret, app, seen: Mutex::new(Recent::new(4096)) }
+    pub fn new(secret: SecretString, app: Arc<GitHubApp>, queue: std::sync::mpsc::SyncSender<Job>) -> Hook {
+        Hook { secret, app, queue, seen: Mutex::new(Recent::new(4096)) }
     }
 }
 
@@ -115,6 +118,10 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
             tracing::info!(installation, repos = ?repos, "installation forgotten");
             (StatusCode::OK, format!("installation {installation}: forgotten\n"))
         }
+        Action::Obey(comment) => match hook.queue.try_send(Job::Comment(comment)) {
+            Ok(()) => (StatusCode::OK, "command queued\n".into()),
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, redeliver later\n".into()),
+        },
         Action::DeleteBranch { repo, branch, merged } => {
             let Some(id) = parse_full_name(&repo) else {
                 return (StatusCode::BAD_REQUEST, format!("repository {repo:?} is not owner/name\n"));
@@ -168,13 +175,16 @@ pub fn to_forge_event(event_name: &str, e: WebhookEvent) -> ForgeEvent {
             a => other(serde_json::to_value(&a).ok().and_then(|v| v.as_str().map(str::to_string))),
         },
         WebhookEventPayload::IssueComment(p) => match p.action {
-            IssueCommentWebhookEventAction::Created => ForgeEvent::Comment {
+            IssueCommentWebhookEventAction::Created => ForgeEvent::Comment(Comment {
                 repo,
                 number: p.issue.number,
                 on_pull: p.issue.pull_request.is_some(),
+                id: p.comment.id.0,
+                author_is_bot: p.comment.user.r#type == "Bot" || p.comment.user.login.ends_with("[bot]"),
                 author: p.comment.user.login.clone(),
                 body: p.comment.body.clone().unwrap_or_default(),
-            },
+                url: p.comment.html_url.to_string(),
+            }),
             a => other(serde_json::to_value(&a).ok().and_then(|v| v.as_str().map(str::to_string))),
         },
         _ => other(None),
@@ -201,7 +211,16 @@ mod tests {
         assert!(matches!(event("pull_request", "bors.pull_request.closed.merged.json"), ForgeEvent::PullClosed { number: 5, merged: true, .. }));
         assert_eq!(
             event("issue_comment", "bors.issue_comment.created.on-pull-request.json"),
-            ForgeEvent::Comment { repo: "Kobzol/bors-kindergarten".into(), number: 5, on_pull: true, author: "Kobzol".into(), body: "hello bors".into() }
+            ForgeEvent::Comment(Comment {
+                repo: "Kobzol/bors-kindergarten".into(),
+                number: 5,
+                on_pull: true,
+                id: 1_420_770_715,
+                author: "Kobzol".into(),
+                author_is_bot: false,
+                body: "hello bors".into(),
+                url: "https://github.com/Kobzol/bors-kindergarten/pull/5#issuecomment-1420770715".into()
+            })
         );
         assert!(matches!(event("pull_request", "octokit.pull_request.opened.payload.json"), ForgeEvent::Other { action: Some(a), .. } if a == "opened"));
     }

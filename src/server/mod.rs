@@ -87,11 +87,11 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         .route("/webhooks/alertmanager", post(|s, h, b| receive_alerts(Source::Alertmanager, s, h, b)))
         .route("/webhooks/grafana", post(|s, h, b| receive_alerts(Source::Grafana, s, h, b)))
         .route("/webhooks/generic", post(|s, h, b| receive_alerts(Source::Generic, s, h, b)))
-        .with_state(shared);
+        .with_state(shared.clone());
     if let (Some(g), Some(app)) = (&config.github, &app) {
         match g.webhook_secret()? {
             Some(secret) => {
-                let hook = Arc::new(github::Hook::new(secret, app.clone()));
+                let hook = Arc::new(github::Hook::new(secret, app.clone(), shared.queue.clone()));
                 router = router.route("/webhooks/github", post(github::receive).with_state(hook).layer(DefaultBodyLimit::max(g.webhook_max_bytes)));
             }
             None => tracing::warn!("github.webhook_secret_file is not set: POST /webhooks/github is off"),
@@ -196,7 +196,7 @@ async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, headers: H
         }
     };
     let n = alerts.len();
-    match s.queue.try_send(Job { source, alerts, received }) {
+    match s.queue.try_send(Job::Alerts { source, alerts, received }) {
         Ok(()) => answer(StatusCode::OK, format!("queued {n} alerts\n")),
         Err(TrySendError::Full(_)) => {
             tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
@@ -227,9 +227,19 @@ fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime
     }
     shared.ready.store(true, Ordering::Relaxed);
     for job in rx {
-        let report = engine.handle_alerts(job.source, &job.alerts, job.received, chrono::Utc::now());
-        for o in &report.outcomes {
-            tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = job.received.elapsed().as_millis() as u64, "incident handled");
+        match job {
+            Job::Alerts { source, alerts, received } => {
+                let report = engine.handle_alerts(source, &alerts, received, chrono::Utc::now());
+                for o in &report.outcomes {
+                    tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = received.elapsed().as_millis() as u64, "incident handled");
+                }
+            }
+            Job::Comment(c) => {
+                if let Err(e) = engine.handle_comment(&c) {
+                    shared.metrics.error("chatops");
+                    tracing::error!(repo = %c.repo, pr = c.number, comment = c.id, error = %format!("{e:#}"), "comment command failed");
+                }
+            }
         }
     }
 }
