@@ -1,5 +1,6 @@
 //! Self-tests of the GitHub stand-in (`support::github`): auth, the REST endpoints, the OpenAPI
-//! checking, auto-merge, git smart HTTP, and the webhook signature helper.
+//! checking, auto-merge, git smart HTTP, the webhook signature helper, and ChatOps (comment deliveries,
+//! reactions, collaborator permissions, closing pulls).
 
 use std::io::{Read, Write};
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! A stateful stand-in for GitHub: the REST endpoints the bot uses, the one GraphQL mutation it sends,
 //! and git smart HTTP (bridged to the real `git http-backend`). Every REST request is checked against
 //! GitHub's OpenAPI description, and so is every answer the stand-in gives; see [`GitHub::violations`].
+//! For ChatOps, [`GitHub::comment_as`] and [`GitHub::edit_comment_payload`] make a person comment and give
+//! the `issue_comment` webhook delivery the App would receive (built from a real delivery in `fixtures/github`).
 
 #![allow(dead_code)]
 
