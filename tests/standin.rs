@@ -1,5 +1,6 @@
 //! Self-tests of the GitHub stand-in (`support::github`): auth, the REST endpoints, the OpenAPI
-//! checking, auto-merge, git smart HTTP, and the webhook signature helper.
+//! checking, auto-merge, git smart HTTP, the webhook signature helper, and ChatOps (comment deliveries,
+//! reactions, collaborator permissions, closing pulls).
 
 use std::io::{Read, Write};
 use std::process::Command;
@@ -458,5 +459,153 @@ fn listing_pulls_filters_by_state_and_head_and_paginates() {
     assert_eq!((v.as_array().unwrap().len(), v[0]["head"]["ref"].as_str()), (1, Some("b2")));
     let (_, _, v) = http(&f.gh, "GET", "/repos/acme/deploy/pulls?state=closed", a.as_deref(), None);
     assert_eq!(v, json!([]));
+    f.gh.assert_faithful();
+}
+
+/// An open pull from `feature` with `dana` commenting `/metricops approve` on it: (fixture, pull, comment id, payload).
+fn chatops() -> (Fixture, u64, u64, String) {
+    let f = Fixture::new();
+    f.gh.add_collaborator("acme", "deploy", "dana");
+    let (st, pr) = f.create_pull("feature");
+    assert_eq!(st, 201, "{pr}");
+    let n = pr["number"].as_u64().unwrap();
+    let (id, payload) = f.gh.comment_as("acme", "deploy", n, "dana", "/metricops approve");
+    (f, n, id, payload)
+}
+
+#[test]
+fn comment_as_gives_an_issue_comment_delivery_octocrab_parses() {
+    use octocrab::models::webhook_events::{EventInstallation, WebhookEvent, WebhookEventPayload, WebhookEventType};
+    let (f, n, id, payload) = chatops();
+    assert!(!payload.contains("Kobzol") && !payload.contains("bors-kindergarten"), "fixture identity left in the payload: {payload}");
+    let ev = WebhookEvent::try_from_header_and_body("issue_comment", payload.as_bytes()).expect("octocrab parses the delivery");
+    assert_eq!(ev.kind, WebhookEventType::IssueComment);
+    assert_eq!(ev.sender.as_ref().map(|s| s.login.as_str()), Some("dana"));
+    assert_eq!(ev.repository.as_ref().and_then(|r| r.full_name.clone()).as_deref(), Some("acme/deploy"));
+    match &ev.installation {
+        Some(EventInstallation::Minimal(i)) => assert_eq!(i.id.0, INST),
+        other => panic!("installation: {other:?}"),
+    }
+    let WebhookEventPayload::IssueComment(p) = &ev.specific else { panic!("{:?}", ev.specific) };
+    assert_eq!(p.action, octocrab::models::webhook_events::payload::IssueCommentWebhookEventAction::Created);
+    assert_eq!((p.comment.id.0, p.comment.body.as_deref(), p.comment.user.login.as_str()), (id, Some("/metricops approve"), "dana"));
+    assert_eq!((p.issue.number, p.issue.user.login.as_str(), p.issue.title.as_str()), (n, "metricops-test[bot]", "Bump"));
+    assert!(p.issue.pull_request.is_some(), "a comment on a pull request");
+    let raw: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!((raw["comment"]["user"]["type"].as_str(), raw["issue"]["user"]["type"].as_str()), (Some("User"), Some("Bot")));
+    assert_eq!(raw["comment"]["author_association"], "COLLABORATOR");
+    assert_eq!(raw["comment"]["html_url"], format!("https://github.com/acme/deploy/pull/{n}#issuecomment-{id}"));
+    assert_eq!(raw["issue"]["state"], "open");
+    // a bot commenting is a Bot
+    let (_, bot) = f.gh.comment_as("acme", "deploy", n, "renovate[bot]", "ping");
+    let bot: Value = serde_json::from_str(&bot).unwrap();
+    assert_eq!((bot["comment"]["user"]["type"].as_str(), bot["sender"]["login"].as_str()), (Some("Bot"), Some("renovate[bot]")));
+    // the comment is visible through the API and in snapshots
+    let (_, _, list) = http(&f.gh, "GET", &format!("/repos/acme/deploy/issues/{n}/comments"), Some(&f.auth()), None);
+    assert_eq!((list[0]["id"].as_u64(), list[0]["user"]["login"].as_str(), list[0]["body"].as_str()), (Some(id), Some("dana"), Some("/metricops approve")), "{list}");
+    let (st, _, one) = http(&f.gh, "GET", &format!("/repos/acme/deploy/issues/comments/{id}"), Some(&f.auth()), None);
+    assert_eq!((st, one["body"].as_str()), (200, Some("/metricops approve")));
+    assert_eq!(http(&f.gh, "GET", "/repos/acme/deploy/issues/comments/1", Some(&f.auth()), None).0, 404);
+    assert_eq!(f.gh.pulls("acme", "deploy")[0].comments, vec!["/metricops approve".to_string(), "ping".to_string()]);
+    assert_eq!(f.gh.comments_on("acme", "deploy", n)[0], (id, "dana".to_string(), "/metricops approve".to_string()));
+    f.gh.assert_faithful();
+}
+
+#[test]
+fn editing_a_comment_changes_it_and_gives_an_edited_delivery() {
+    use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload, payload::IssueCommentWebhookEventAction};
+    let (f, n, id, _) = chatops();
+    let payload = f.gh.edit_comment_payload("acme", "deploy", id, "/metricops reject");
+    let ev = WebhookEvent::try_from_header_and_body("issue_comment", payload.as_bytes()).expect("octocrab parses the delivery");
+    let WebhookEventPayload::IssueComment(p) = &ev.specific else { panic!("{:?}", ev.specific) };
+    assert_eq!(p.action, IssueCommentWebhookEventAction::Edited);
+    assert_eq!(p.changes.as_ref().map(|c| c.body.from.as_str()), Some("/metricops approve"));
+    assert_eq!((p.comment.body.as_deref(), p.issue.number), (Some("/metricops reject"), n));
+    assert_eq!(f.gh.comments_on("acme", "deploy", n), vec![(id, "dana".to_string(), "/metricops reject".to_string())]);
+    let (_, _, one) = http(&f.gh, "GET", &format!("/repos/acme/deploy/issues/comments/{id}"), Some(&f.auth()), None);
+    assert_eq!(one["body"], "/metricops reject");
+    f.gh.assert_faithful();
+}
+
+#[test]
+fn reactions_on_a_comment_through_the_api() {
+    let (f, _, id, _) = chatops();
+    let path = format!("/repos/acme/deploy/issues/comments/{id}/reactions");
+    let a = Some(f.auth());
+    let (st, _, v) = http(&f.gh, "POST", &path, a.as_deref(), Some(&json!({"content": "eyes"})));
+    assert_eq!((st, v["content"].as_str(), v["user"]["login"].as_str()), (201, Some("eyes"), Some("metricops-test[bot]")), "{v}");
+    let (st, _, again) = http(&f.gh, "POST", &path, a.as_deref(), Some(&json!({"content": "eyes"})));
+    assert_eq!((st, &again["id"]), (200, &v["id"]), "the same reaction again is 200 with the existing one");
+    // octocrab, with the installation token
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let r = rt.block_on(async {
+        let c = octocrab::Octocrab::builder().base_uri(f.gh.url()).unwrap().personal_token(f.token.clone()).build().unwrap();
+        c.issues("acme", "deploy").create_comment_reaction(id, octocrab::models::reactions::ReactionContent::PlusOne).await
+    });
+    assert_eq!(r.expect("octocrab reacts").content, octocrab::models::reactions::ReactionContent::PlusOne);
+    assert_eq!(f.gh.reactions("acme", "deploy", id), vec![("metricops-test[bot]".to_string(), "eyes".to_string()), ("metricops-test[bot]".to_string(), "+1".to_string())]);
+    let (_, _, c) = http(&f.gh, "GET", &format!("/repos/acme/deploy/issues/comments/{id}"), a.as_deref(), None);
+    assert_eq!((c["reactions"]["total_count"].as_u64(), c["reactions"]["eyes"].as_u64(), c["reactions"]["+1"].as_u64()), (Some(2), Some(1), Some(1)), "{c}");
+    assert_eq!(http(&f.gh, "POST", "/repos/acme/deploy/issues/comments/1/reactions", a.as_deref(), Some(&json!({"content": "eyes"}))).0, 404);
+    f.gh.assert_faithful();
+    let (st, _, _) = http(&f.gh, "POST", &path, a.as_deref(), Some(&json!({"content": "thumbsup"})));
+    assert_eq!(st, 422);
+    let v = f.gh.violations().join("\n");
+    assert!(v.contains("body.content: \"thumbsup\" is not one of"), "{v}");
+    assert_eq!(f.gh.reactions("acme", "deploy", id).len(), 2);
+}
+
+#[test]
+fn collaborator_permission_answers_legacy_permission_and_role() {
+    let f = Fixture::new();
+    f.gh.add_collaborator("acme", "deploy", "wanda");
+    f.gh.set_permission("acme", "deploy", "mona", "maintain");
+    f.gh.set_permission("acme", "deploy", "rita", "read");
+    f.gh.set_permission("acme", "deploy", "tess", "triage");
+    f.gh.set_permission("acme", "deploy", "nora", "none");
+    let ask = |login: &str| {
+        let (st, _, v) = http(&f.gh, "GET", &format!("/repos/acme/deploy/collaborators/{login}/permission"), Some(&f.auth()), None);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["user"]["login"], login);
+        (v["permission"].as_str().unwrap().to_string(), v["role_name"].as_str().unwrap().to_string(), v["user"]["permissions"]["push"].as_bool().unwrap())
+    };
+    let s = |a: &str, b: &str, push: bool| (a.to_string(), b.to_string(), push);
+    assert_eq!(ask("acme"), s("admin", "admin", true), "the owner");
+    assert_eq!(ask("wanda"), s("write", "write", true), "add_collaborator means write");
+    assert_eq!(ask("Mona"), s("write", "maintain", true), "logins are case-insensitive; maintain is legacy write");
+    assert_eq!(ask("tess"), s("read", "triage", false));
+    assert_eq!(ask("rita"), s("read", "read", false));
+    assert_eq!(ask("nora"), s("none", "none", false));
+    assert_eq!(ask("stranger"), s("read", "read", false), "never set: read, as on a public repository");
+    f.gh.set_permission("acme", "deploy", "wanda", "admin");
+    assert_eq!(ask("wanda"), s("admin", "admin", true));
+    f.gh.assert_faithful();
+}
+
+#[test]
+fn closing_a_pull_by_patch_then_merging_is_refused() {
+    let f = Fixture::new();
+    let (_, pr) = f.create_pull("feature");
+    let n = pr["number"].as_u64().unwrap();
+    let a = Some(f.auth());
+    let path = format!("/repos/acme/deploy/pulls/{n}");
+    let (st, _, v) = http(&f.gh, "PATCH", &path, a.as_deref(), Some(&json!({"state": "closed", "title": "Bump (abandoned)"})));
+    assert_eq!((st, v["state"].as_str(), v["title"].as_str(), v["merged"].as_bool()), (200, Some("closed"), Some("Bump (abandoned)"), Some(false)), "{v}");
+    assert!(v["closed_at"].is_string());
+    let (st, _, v) = http(&f.gh, "PUT", &format!("{path}/merge"), a.as_deref(), None);
+    assert_eq!((st, v["message"].as_str()), (405, Some("Pull Request is not mergeable")));
+    let p = &f.gh.pulls("acme", "deploy")[0];
+    assert_eq!((p.state.as_str(), p.merged, p.title.as_str()), ("closed", false, "Bump (abandoned)"));
+    // reopen, merge, then closing (or reopening) the merged pull is refused
+    let (st, _, v) = http(&f.gh, "PATCH", &path, a.as_deref(), Some(&json!({"state": "open"})));
+    assert_eq!((st, v["state"].as_str(), &v["closed_at"]), (200, Some("open"), &Value::Null), "{v}");
+    assert_eq!(http(&f.gh, "PUT", &format!("{path}/merge"), a.as_deref(), None).0, 200);
+    for state in ["closed", "open"] {
+        let (st, _, v) = http(&f.gh, "PATCH", &path, a.as_deref(), Some(&json!({"state": state})));
+        assert_eq!((st, v["message"].as_str()), (422, Some("Validation Failed")), "{state}: {v}");
+    }
+    let (st, _, v) = http(&f.gh, "PATCH", &path, a.as_deref(), Some(&json!({"body": "merged already"})));
+    assert_eq!((st, v["body"].as_str(), v["merged"].as_bool()), (200, Some("merged already"), Some(true)), "{v}");
+    assert_eq!(http(&f.gh, "PATCH", "/repos/acme/deploy/pulls/99", a.as_deref(), Some(&json!({"state": "closed"}))).0, 404);
     f.gh.assert_faithful();
 }

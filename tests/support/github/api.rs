@@ -238,9 +238,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             let id = new_id();
             let Some(pl) = r.pull_mut(n) else { return not_found() };
             let text = body["body"].as_str().unwrap_or_default().to_string();
-            pl.p.comments.push(text.clone());
-            pl.comments.push(super::Comment { id, body: text, author: BOT_LOGIN.into(), created_at: now() });
-            pl.updated_at = now();
+            let t = now();
+            pl.comments.push(super::Comment { id, body: text, author: BOT_LOGIN.into(), created_at: t.clone(), updated_at: t.clone(), reactions: vec![] });
+            pl.updated_at = t;
             let c = r.pull(n).unwrap().comments.last().unwrap();
             Reply::json(201, comment_json(&base, r, n, c)).header("location", &format!("{base}/repos/{}/{}/issues/comments/{id}", r.owner, r.name))
         }
@@ -249,6 +249,43 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             let Some(pl) = r.pull(n) else { return not_found() };
             Reply::json(200, Value::Array(pl.comments.iter().map(|c| comment_json(&base, r, n, c)).collect()))
         }
+        ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}") => match r.comment(num("comment_id")) {
+            Some((n, c)) => Reply::json(200, comment_json(&base, r, n, c)),
+            None => not_found(),
+        },
+        ("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions") => {
+            // The body's `content` was checked against the description's enum before routing (422 otherwise).
+            let content = body["content"].as_str().unwrap_or_default().to_string();
+            let rid = new_id();
+            let Some((_, c)) = r.comment_mut(num("comment_id")) else { return not_found() };
+            // An installation token reacts as the App's bot user.
+            if let Some(x) = c.reactions.iter().find(|x| x.login == BOT_LOGIN && x.content == content) {
+                return Reply::json(200, reaction_json(&base, x));
+            }
+            c.reactions.push(super::Reaction { id: rid, login: BOT_LOGIN.into(), content, created_at: now() });
+            Reply::json(201, reaction_json(&base, c.reactions.last().unwrap()))
+        }
+        ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission") => {
+            let login = &p["username"];
+            let role = r.role(login).to_string();
+            let legacy = match role.as_str() {
+                "maintain" => "write",
+                "triage" => "read",
+                x => x,
+            };
+            let rank = super::ROLES.iter().position(|x| *x == role).unwrap_or(0);
+            let at_least = |x: &str| rank >= super::ROLES.iter().position(|y| *y == x).unwrap();
+            let mut v = example("repository-collaborator-permission-response-if-user-has-admin-permissions");
+            v["permission"] = json!(legacy);
+            v["role_name"] = json!(role);
+            let mut u = user(&base, login);
+            u["permissions"] = json!({"pull": at_least("read"), "triage": at_least("triage"), "push": at_least("write"),
+                                      "maintain": at_least("maintain"), "admin": at_least("admin")});
+            u["role_name"] = json!(role);
+            v["user"] = u;
+            Reply::json(200, v)
+        }
+        ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}") => update_pull(&base, r, &branches, num("pull_number"), &body),
         ("GET", "/repos/{owner}/{repo}/branches/{branch}") => {
             let b = &p["branch"];
             match branches.get(b) {
@@ -346,6 +383,58 @@ fn create_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String
     Reply::json(201, v).header("location", &format!("{base}/repos/{}/{}/pulls/{number}", r.owner, r.name))
 }
 
+/// `PATCH .../pulls/{n}`: title, body, base and state (close / reopen).
+fn update_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String>, n: u64, body: &Value) -> Reply {
+    let Some(pl) = r.pull(n) else { return not_found() };
+    // The exact wording GitHub uses for these refusals is not documented; the shape (422 Validation Failed,
+    // a "custom" error on the PullRequest resource) is.
+    let refuse = |field: &str, message: String| Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "field": field, "code": "custom", "message": message}])));
+    let state = body["state"].as_str();
+    if state.is_some() && pl.p.merged {
+        return refuse("state", "state cannot be changed. The pull request has already been merged.".into());
+    }
+    if state == Some("open") && pl.p.state == "closed" {
+        if !branches.contains_key(&pl.p.head_ref) {
+            return refuse("state", format!("state cannot be changed. The {} branch has been deleted.", pl.p.head_ref));
+        }
+        if r.pulls.iter().any(|x| x.p.state == "open" && x.p.head_ref == pl.p.head_ref && x.p.base_ref == pl.p.base_ref) {
+            return refuse("state", format!("state cannot be changed. There is already an open pull request from {} to {}.", pl.p.head_ref, pl.p.base_ref));
+        }
+    }
+    if let Some(b) = body["base"].as_str()
+        && !branches.contains_key(b)
+    {
+        return Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "field": "base", "code": "invalid"}])));
+    }
+    let t = now();
+    let pl = r.pull_mut(n).unwrap();
+    if let Some(x) = body["title"].as_str() {
+        pl.p.title = x.to_string();
+    }
+    if let Some(x) = body["body"].as_str() {
+        pl.p.body = x.to_string();
+    }
+    if let Some(x) = body["base"].as_str() {
+        pl.p.base_ref = x.to_string();
+    }
+    match state {
+        Some("closed") if pl.p.state == "open" => {
+            pl.p.state = "closed".into();
+            // GitHub turns auto-merge off when a pull request is closed.
+            pl.p.auto_merge = None;
+            pl.closed_at = Some(t.clone());
+        }
+        Some("open") if pl.p.state == "closed" => {
+            pl.p.state = "open".into();
+            pl.closed_at = None;
+        }
+        _ => {}
+    }
+    pl.updated_at = t;
+    r.refresh();
+    Reply::json(200, pull_json(base, r, r.pull(n).unwrap(), branches, true))
+}
+
 /// Merges pull `n` for real in the bare repository. Err((status, message)) as GitHub answers.
 pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, title: Option<String>, message: Option<String>) -> Result<String, (u16, String)> {
     r.refresh();
@@ -426,7 +515,7 @@ fn small_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) % 100_000_000 + 1
 }
 
-fn user(base: &str, login: &str) -> Value {
+pub(super) fn user(base: &str, login: &str) -> Value {
     let t = example("pull-request")["user"].to_string().replace("https://api.github.com", base).replace("octocat", login);
     let mut v: Value = serde_json::from_str(&t).unwrap();
     let id = small_hash(login);
@@ -448,13 +537,13 @@ fn team(base: &str, slug: &str) -> Value {
     v
 }
 
-fn label_json(base: &str, r: &RepoState, name: &str) -> Value {
+pub(super) fn label_json(base: &str, r: &RepoState, name: &str) -> Value {
     let id = r.labels.get(name).copied().unwrap_or(0);
     json!({"id": id, "node_id": format!("LA_kwDO{id}"), "url": format!("{base}/repos/{}/{}/labels/{}", r.owner, r.name, name),
            "name": name, "description": "", "color": "ededed", "default": false})
 }
 
-fn association(r: &RepoState, login: &str) -> &'static str {
+pub(super) fn association(r: &RepoState, login: &str) -> &'static str {
     if login == r.owner {
         "OWNER"
     } else if r.collaborators.contains(login) {
@@ -471,12 +560,32 @@ fn comment_json(base: &str, r: &RepoState, n: u64, c: &super::Comment) -> Value 
     v["body"] = json!(c.body);
     v["user"] = user(base, &c.author);
     v["created_at"] = json!(c.created_at);
-    v["updated_at"] = json!(c.created_at);
+    v["updated_at"] = json!(c.updated_at);
+    v["reactions"] = reactions_rollup(&format!("{base}/repos/{}/{}/issues/comments/{}/reactions", r.owner, r.name, c.id), &c.reactions);
     v["url"] = json!(format!("{base}/repos/{}/{}/issues/comments/{}", r.owner, r.name, c.id));
     v["html_url"] = json!(format!("https://github.com/{}/{}/pull/{n}#issuecomment-{}", r.owner, r.name, c.id));
     v["issue_url"] = json!(format!("{base}/repos/{}/{}/issues/{n}", r.owner, r.name));
     v["author_association"] = json!(association(r, &c.author));
     v["performed_via_github_app"] = Value::Null;
+    v
+}
+
+/// The `reactions` summary GitHub puts on issues and comments.
+pub(super) fn reactions_rollup(url: &str, rs: &[super::Reaction]) -> Value {
+    let mut v = json!({"url": url, "total_count": rs.len()});
+    for k in ["+1", "-1", "laugh", "confused", "heart", "hooray", "eyes", "rocket"] {
+        v[k] = json!(rs.iter().filter(|x| x.content == k).count());
+    }
+    v
+}
+
+fn reaction_json(base: &str, x: &super::Reaction) -> Value {
+    let mut v = example("reaction");
+    v["id"] = json!(x.id);
+    v["node_id"] = json!(format!("REA_lATO{}", x.id));
+    v["user"] = user(base, &x.login);
+    v["content"] = json!(x.content);
+    v["created_at"] = json!(x.created_at);
     v
 }
 

@@ -1,6 +1,8 @@
 //! A stateful stand-in for GitHub: the REST endpoints the bot uses, the one GraphQL mutation it sends,
 //! and git smart HTTP (bridged to the real `git http-backend`). Every REST request is checked against
 //! GitHub's OpenAPI description, and so is every answer the stand-in gives; see [`GitHub::violations`].
+//! For ChatOps, [`GitHub::comment_as`] and [`GitHub::edit_comment_payload`] make a person comment and give
+//! the `issue_comment` webhook delivery the App would receive (built from a real delivery in `fixtures/github`).
 
 #![allow(dead_code)]
 
@@ -9,6 +11,7 @@ pub mod openapi;
 mod api;
 mod git_http;
 mod graphql;
+mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ pub struct Pull {
     pub labels: Vec<String>,
     pub requested_reviewers: Vec<String>,
     pub requested_teams: Vec<String>,
+    /// Bodies of the issue comments (by anyone), oldest first.
     pub comments: Vec<String>,
     /// The merge method ("merge" | "squash" | "rebase") while auto-merge is enabled.
     pub auto_merge: Option<String>,
@@ -75,7 +79,20 @@ struct Comment {
     body: String,
     author: String,
     created_at: String,
+    updated_at: String,
+    reactions: Vec<Reaction>,
 }
+
+struct Reaction {
+    id: u64,
+    login: String,
+    /// "+1" | "-1" | "laugh" | "confused" | "heart" | "hooray" | "rocket" | "eyes"
+    content: String,
+    created_at: String,
+}
+
+/// Repository roles, weakest first, as `set_permission` takes them.
+pub const ROLES: [&str; 6] = ["none", "read", "triage", "write", "maintain", "admin"];
 
 struct PullState {
     p: Pull,
@@ -97,6 +114,8 @@ struct RepoState {
     path: PathBuf,
     installation: Option<u64>,
     collaborators: BTreeSet<String>,
+    /// lower-cased login -> role (one of [`ROLES`]); see [`RepoState::role`].
+    roles: BTreeMap<String, String>,
     pulls: Vec<PullState>,
     next_number: u64,
     protection: BTreeMap<String, Vec<String>>,
@@ -186,6 +205,27 @@ impl RepoState {
 
     fn is_collaborator(&self, login: &str) -> bool {
         login == self.owner || self.collaborators.contains(login)
+    }
+
+    /// The user's role: the owner is "admin"; set by `set_permission` (or "write" by `add_collaborator`);
+    /// anyone else "read", which is what GitHub answers for a non-collaborator on a public repository.
+    fn role(&self, login: &str) -> &str {
+        if login.eq_ignore_ascii_case(&self.owner) {
+            return "admin";
+        }
+        self.roles.get(&login.to_ascii_lowercase()).map(String::as_str).unwrap_or("read")
+    }
+
+    /// (pull number, comment) for an issue-comment id.
+    fn comment(&self, id: u64) -> Option<(u64, &Comment)> {
+        self.pulls.iter().find_map(|p| p.comments.iter().find(|c| c.id == id).map(|c| (p.p.number, c)))
+    }
+
+    fn comment_mut(&mut self, id: u64) -> Option<(u64, &mut Comment)> {
+        self.pulls.iter_mut().find_map(|p| {
+            let n = p.p.number;
+            p.comments.iter_mut().find(|c| c.id == id).map(|c| (n, c))
+        })
     }
 
     fn pending_check(&self, p: &PullState) -> Option<String> {
@@ -298,6 +338,7 @@ impl GitHub {
                 path: path.clone(),
                 installation: Some(installation_id),
                 collaborators: BTreeSet::new(),
+                roles: BTreeMap::new(),
                 pulls: vec![],
                 next_number: 1,
                 protection: BTreeMap::new(),
@@ -315,8 +356,71 @@ impl GitHub {
         lock(&self.state).repo_mut(owner, name).installation = None;
     }
 
+    /// Makes `login` a collaborator with the "write" role.
     pub fn add_collaborator(&self, owner: &str, name: &str, login: &str) {
-        lock(&self.state).repo_mut(owner, name).collaborators.insert(login.to_string());
+        self.set_permission(owner, name, login, "write");
+    }
+
+    /// Gives `login` a repository role: one of "admin", "maintain", "write", "triage", "read", "none".
+    /// Any role but "none" makes them a collaborator (author association COLLABORATOR); "none" removes them.
+    /// `GET .../collaborators/{login}/permission` answers the legacy `permission` (maintain -> write,
+    /// triage -> read) and the real `role_name`. Users never given a role answer "read" (public repository).
+    pub fn set_permission(&self, owner: &str, name: &str, login: &str, perm: &str) {
+        assert!(ROLES.contains(&perm), "unknown permission {perm:?} (one of {ROLES:?})");
+        let mut s = lock(&self.state);
+        let r = s.repo_mut(owner, name);
+        r.roles.insert(login.to_ascii_lowercase(), perm.to_string());
+        if perm == "none" {
+            r.collaborators.remove(login);
+        } else {
+            r.collaborators.insert(login.to_string());
+        }
+    }
+
+    /// `login` (a person, or a bot if it ends in `[bot]`) comments on pull `number`, as through the web UI.
+    /// Returns the comment id and the `issue_comment` webhook payload (action "created") the App receives
+    /// (X-GitHub-Event: issue_comment). Without an installation on the repo the payload has no `installation`.
+    pub fn comment_as(&self, owner: &str, name: &str, number: u64, login: &str, body: &str) -> (u64, String) {
+        let mut s = lock(&self.state);
+        let id = s.id();
+        let base = s.base_url.clone();
+        let r = s.repo_mut(owner, name);
+        r.refresh();
+        let t = now();
+        let pl = r.pull_mut(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
+        pl.comments.push(Comment { id, body: body.to_string(), author: login.to_string(), created_at: t.clone(), updated_at: t.clone(), reactions: vec![] });
+        pl.updated_at = t;
+        let payload = webhook::issue_comment(&base, r, id, login, "created", None);
+        (id, payload.to_string())
+    }
+
+    /// The comment's author edits it to `new_body` (the stored body changes). Returns the `issue_comment`
+    /// webhook payload with action "edited" and `changes.body.from` = the old body.
+    pub fn edit_comment_payload(&self, owner: &str, name: &str, comment_id: u64, new_body: &str) -> String {
+        let mut s = lock(&self.state);
+        let base = s.base_url.clone();
+        let r = s.repo_mut(owner, name);
+        r.refresh();
+        let (n, c) = r.comment_mut(comment_id).unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
+        let old = std::mem::replace(&mut c.body, new_body.to_string());
+        c.updated_at = now();
+        let login = c.author.clone();
+        r.pull_mut(n).unwrap().updated_at = now();
+        webhook::issue_comment(&base, r, comment_id, &login, "edited", Some(&old)).to_string()
+    }
+
+    /// Reactions on an issue comment, oldest first: (user login, content).
+    pub fn reactions(&self, owner: &str, name: &str, comment_id: u64) -> Vec<(String, String)> {
+        let s = lock(&self.state);
+        let (_, c) = s.repo(owner, name).comment(comment_id).unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
+        c.reactions.iter().map(|x| (x.login.clone(), x.content.clone())).collect()
+    }
+
+    /// Comments on pull `number`, oldest first: (id, author login, body).
+    pub fn comments_on(&self, owner: &str, name: &str, number: u64) -> Vec<(u64, String, String)> {
+        let s = lock(&self.state);
+        let pl = s.repo(owner, name).pull(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
+        pl.comments.iter().map(|c| (c.id, c.author.clone(), c.body.clone())).collect()
     }
 
     pub fn add_merged_pull(&self, owner: &str, name: &str, author: &str, title: &str, head_ref: &str, merge_commit_sha: &str) -> u64 {
@@ -381,7 +485,14 @@ impl GitHub {
         let mut s = lock(&self.state);
         let r = s.repo_mut(owner, name);
         r.refresh();
-        r.pulls.iter().map(|p| p.p.clone()).collect()
+        r.pulls
+            .iter()
+            .map(|p| {
+                let mut snap = p.p.clone();
+                snap.comments = p.comments.iter().map(|c| c.body.clone()).collect();
+                snap
+            })
+            .collect()
     }
 
     pub fn branches(&self, owner: &str, name: &str) -> Vec<(String, String)> {
