@@ -13,30 +13,30 @@ use crate::support::*;
 
 const CHECKOUT: &str = "ghcr.io/shop/checkout";
 const INSTALLATION: u64 = 77;
-const SECRET: &str = "webhook secret for tests";
+pub(crate) const SECRET: &str = "webhook secret for tests";
 
 /// A manifests repo on the stand-in with a bad deploy whose original PR was merged by dana.
-struct World {
-    gh: GitHub,
-    bare: PathBuf,
-    culprit: String,
-    original_pr: u64,
-    dir: tempfile::TempDir,
-    rt: tokio::runtime::Runtime,
+pub(crate) struct World {
+    pub gh: GitHub,
+    pub bare: PathBuf,
+    pub culprit: String,
+    pub original_pr: u64,
+    pub dir: tempfile::TempDir,
+    pub rt: tokio::runtime::Runtime,
 }
 
 /// Commits in `Repo` are a minute apart from 1_790_000_000; the alert fires an hour later.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc.timestamp_opt(1_790_003_600, 0).unwrap()
 }
 
-fn alert(fingerprint: &str) -> String {
+pub(crate) fn alert(fingerprint: &str) -> String {
     let starts = (now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
     std::fs::read_to_string(format!("{}/fixtures/alertmanager/demo-firing.json", env!("CARGO_MANIFEST_DIR"))).unwrap().replace("{{STARTS_AT}}", &starts).replace("6f3c1d2e9a7b4c10", fingerprint)
 }
 
 impl World {
-    fn new() -> World {
+    pub fn new() -> World {
         let gh = GitHub::start();
         let bare = gh.add_repo("shop", "manifests", INSTALLATION);
         gh.add_collaborator("shop", "manifests", "dana");
@@ -58,7 +58,7 @@ impl World {
         World { gh, bare, culprit, original_pr, dir, rt }
     }
 
-    fn config(&self, action: &str, extra_github: &str, state: &str) -> Config {
+    pub fn config(&self, action: &str, extra_github: &str, state: &str) -> Config {
         let text = format!(
             "repos:\n- name: shop\n  url: {url}\n  forge: github\nworkloads:\n- name: shop/checkout\n  match: {{namespace: shop, deployment: checkout}}\n  repo: shop\n  paths: [apps/checkout/overlays/prod]\n  image: {CHECKOUT}\n\
 policy:\n  action: {action}\n  max_culprit_age: 24h\n\
@@ -75,16 +75,16 @@ github:\n  app_id: {app}\n  private_key_file: {key}\n  webhook_secret_file: {sec
         c
     }
 
-    fn run(&self, config: &Config, body: &str) -> Report {
+    pub fn run(&self, config: &Config, body: &str) -> Report {
         let engine = Engine::from_config(config, self.rt.handle()).unwrap();
         engine.handle_alertmanager(body, now()).unwrap()
     }
 
-    fn branch(&self) -> String {
+    pub fn branch(&self) -> String {
         format!("metricops/revert-{}", &self.culprit[..12])
     }
 
-    fn main_file(&self) -> String {
+    pub fn main_file(&self) -> String {
         git_show(&self.bare, "main", "apps/checkout/overlays/prod/kustomization.yaml")
     }
 }
@@ -105,7 +105,7 @@ fn git_in(bare: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn delivery(report: &Report) -> Delivery {
+pub(crate) fn delivery(report: &Report) -> Delivery {
     assert!(report.failed.is_empty(), "incident failed: {:?}", report.failed);
     report.outcomes.first().and_then(|o| o.delivery.clone()).expect("a delivery")
 }
@@ -329,7 +329,7 @@ fn closed_payload(number: u64, branch: &str, merged: bool) -> String {
 }
 
 /// A plain HTTP/1.1 POST, the way GitHub's hookshot sends it.
-fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &str, signature: Option<&str>) -> (u16, String) {
+pub(crate) fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &str, signature: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
@@ -367,7 +367,7 @@ fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &
 
 /// Waits for something another thread does (no timing is asserted: a generous deadline only turns a
 /// hang into a failure).
-fn wait_until(cond: impl Fn() -> bool, what: &str) {
+pub(crate) fn wait_until(cond: impl Fn() -> bool, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !cond() {
         assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");

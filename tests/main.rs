@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod chatops;
 mod demo;
 mod e2e;
 mod policy;

@@ -186,8 +186,7 @@ pub fn authorize(verb: &Verb, who: &Who, place: Place) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "@{} you need write access to this repository to `{PREFIX} {}` (you have {:?}){}.",
-        who.login,
+        "you need write access to this repository to `{PREFIX} {}` (you have {:?}){}.",
         verb.name(),
         who.permission,
         if matches!(verb, Verb::Hold | Verb::Cancel { .. }) { ", or to be the author of the reverted change" } else { "" }
@@ -255,7 +254,7 @@ mod tests {
         assert!(!ok(Verb::Rollback { merge: false }, &writer, Place::RevertPr));
         assert!(!ok(Verb::Rollback { merge: false }, &reader, Place::MergedPr));
         let why = authorize(&Verb::Approve, &reader, Place::RevertPr).unwrap_err();
-        assert_eq!(why, "@sam you need write access to this repository to `/metricops approve` (you have Read).");
+        assert_eq!(why, "you need write access to this repository to `/metricops approve` (you have Read).");
     }
 
     proptest::proptest! {

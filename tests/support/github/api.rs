@@ -176,6 +176,19 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
                 .collect();
             Reply::json(200, Value::Array(v))
         }
+        ("DELETE", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}") => {
+            // GitHub: 200 with the labels left; 404 "Label does not exist" when it is not on the issue.
+            let n = num("issue_number");
+            let name = p.get("name").cloned().unwrap_or_default();
+            let Some(pl) = r.pull_mut(n) else { return not_found() };
+            let Some(i) = pl.p.labels.iter().position(|l| *l == name) else {
+                return Reply::json(404, json!({"message": "Label does not exist", "documentation_url": "https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue"}));
+            };
+            pl.p.labels.remove(i);
+            pl.updated_at = now();
+            let pl = r.pull(n).unwrap();
+            Reply::json(200, Value::Array(pl.p.labels.iter().map(|l| label_json(&base, r, l)).collect()))
+        }
         ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/labels") => {
             let n = num("issue_number");
             if r.pull(n).is_none() {

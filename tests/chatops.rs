@@ -1,0 +1,142 @@
+//! ChatOps end to end through the GitHub stand-in: people comment on the revert PR, GitHub delivers
+//! `issue_comment`, the bot reacts and answers, once per command.
+
+use std::sync::Arc;
+
+use metricops::pipeline::Delivery;
+
+use crate::github::{SECRET, World, alert, delivery, post_webhook, wait_until};
+use crate::support::github::GitHub;
+
+const BOT: &str = "metricops-test[bot]";
+
+struct Chat {
+    w: World,
+    server: metricops::server::Running,
+    pr: u64,
+    deliveries: std::cell::Cell<u32>,
+}
+
+impl Chat {
+    /// A proposed revert PR, and the bot serving webhooks.
+    fn new() -> Chat {
+        let w = World::new();
+        w.gh.set_permission("shop", "manifests", "rita", "read");
+        w.gh.set_permission("shop", "manifests", "dana", "read");
+        w.gh.set_permission("shop", "manifests", "max", "maintain");
+        let config = w.config("propose", "", "state");
+        let d = delivery(&w.run(&config, &alert("fp-1")));
+        let pr = d.pr().expect("a PR").number;
+        let server = w.rt.block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0")).unwrap();
+        Chat { w, server, pr, deliveries: std::cell::Cell::new(0) }
+    }
+
+    /// `login` comments `body`; GitHub delivers it; returns the comment id.
+    fn say(&self, login: &str, body: &str) -> (u64, u16) {
+        let (id, payload) = self.w.gh.comment_as("shop", "manifests", self.pr, login, body);
+        self.deliveries.set(self.deliveries.get() + 1);
+        let (status, text) = post_webhook(self.server.addr, "issue_comment", &format!("c-{}", self.deliveries.get()), &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
+        assert!(status == 200 || status == 202, "{status} {text}");
+        (id, status)
+    }
+
+    /// The bot's replies after comment `id`, waiting for `n` of them.
+    fn replies_after(&self, id: u64, n: usize) -> Vec<String> {
+        let get = || self.w.gh.comments_on("shop", "manifests", self.pr).into_iter().filter(|(cid, who, _)| *cid > id && who == BOT).map(|(_, _, b)| b).collect::<Vec<_>>();
+        wait_until(|| get().len() >= n, "the bot's replies");
+        get()
+    }
+
+    fn pull(&self) -> crate::support::github::Pull {
+        self.w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == self.pr).unwrap()
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        self.w.gh.assert_faithful();
+    }
+}
+
+#[test]
+fn hold_stops_policy_merges_until_unhold_and_approve_merges() {
+    let c = Chat::new();
+    let (id, status) = c.say("oncall", "Looking into it.\n/metricops hold");
+    assert_eq!(status, 200);
+    let r = c.replies_after(id, 1);
+    assert!(r[0].starts_with("@oncall held: no automatic merge"), "{r:?}");
+    assert_eq!(c.w.gh.reactions("shop", "manifests", id), [(BOT.to_string(), "eyes".to_string())]);
+    assert!(c.pull().labels.contains(&"metricops:hold".to_string()));
+    // Policy now says merge, but the PR is held: the alert only re-confirms.
+    let merge = c.w.config("merge", "", "state");
+    let d = delivery(&c.w.run(&merge, &alert("fp-2")));
+    assert!(matches!(d, Delivery::AlreadyProposed { .. }), "{d:?}");
+    assert_eq!(c.pull().state, "open");
+    let (id, _) = c.say("max", "/metricops unhold");
+    assert!(c.replies_after(id, 1)[0].contains("unheld"));
+    assert!(!c.pull().labels.contains(&"metricops:hold".to_string()));
+    let (id, _) = c.say("oncall", "/metricops approve");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains("merged into `main`"), "{r:?}");
+    assert!(c.pull().merged);
+    assert_eq!(c.w.main_file(), crate::support::kustomization("ghcr.io/shop/checkout", "1.4.2"));
+}
+
+#[test]
+fn readers_are_refused_the_culprit_author_may_hold_and_bots_are_ignored() {
+    let c = Chat::new();
+    let (id, _) = c.say("rita", "/metricops approve");
+    let r = c.replies_after(id, 1);
+    assert_eq!(r[0].lines().next().unwrap(), "@rita you need write access to this repository to `/metricops approve` (you have Read).");
+    assert_eq!(c.pull().state, "open");
+    // dana wrote the reverted change: she may hold it, not approve it.
+    let (id, _) = c.say("dana", "/metricops hold");
+    assert!(c.replies_after(id, 1)[0].contains("held"));
+    let (id, _) = c.say("dana", "/metricops approve");
+    assert!(c.replies_after(id, 1)[0].contains("you need write access"));
+    assert!(!c.pull().merged);
+    // Anyone may ask for status and help.
+    let (id, _) = c.say("rita", "/metricops status");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains(&format!("#{} is open, held", c.pr)) && r[0].contains("**Decision:** propose"), "{r:?}");
+    // A bot's command is not obeyed, nor even acknowledged.
+    let before = c.w.gh.comments_on("shop", "manifests", c.pr).len();
+    let (id, status) = c.say("renovate[bot]", "/metricops approve");
+    assert_eq!(status, 202);
+    assert!(c.w.gh.reactions("shop", "manifests", id).is_empty());
+    assert_eq!(c.w.gh.comments_on("shop", "manifests", c.pr).len(), before + 1, "only the bot's own comment");
+}
+
+#[test]
+fn cancel_closes_deletes_the_branch_and_the_culprit_is_not_proposed_again() {
+    let c = Chat::new();
+    let (id, _) = c.say("oncall", "/metricops cancel the dashboard was wrong, not the deploy");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains("cancelled (the dashboard was wrong, not the deploy): closed, branch deleted"), "{r:?}");
+    let p = c.pull();
+    assert_eq!((p.state.as_str(), p.merged), ("closed", false));
+    assert!(!c.w.gh.branches("shop", "manifests").iter().any(|(b, _)| *b == c.w.branch()));
+    let config = c.w.config("propose", "", "state");
+    let d = delivery(&c.w.run(&config, &alert("fp-3")));
+    assert!(matches!(d, Delivery::Suppressed { .. }), "{d:?}");
+    assert_eq!(c.w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == c.w.branch()).count(), 1, "no second PR");
+}
+
+#[test]
+fn code_blocks_quotes_edits_and_two_commands_in_one_comment() {
+    let c = Chat::new();
+    let (id, status) = c.say("oncall", "To merge, say:\n```\n/metricops approve\n```\n> /metricops cancel");
+    assert_eq!(status, 202, "no command outside code and quotes");
+    assert!(c.w.gh.reactions("shop", "manifests", id).is_empty());
+    // An edit that adds a command is not a new comment: not obeyed.
+    let payload = c.w.gh.edit_comment_payload("shop", "manifests", id, "/metricops approve");
+    let (s, _) = post_webhook(c.server.addr, "issue_comment", "c-edit", &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
+    assert_eq!(s, 202);
+    // Two commands, two answers, in order; an unknown verb gets a suggestion and the help.
+    let (id, _) = c.say("oncall", "/metricops status\n/metricops aprove");
+    let r = c.replies_after(id, 2);
+    assert!(r[0].contains("is open"), "{r:?}");
+    assert!(r[1].contains("Did you mean `/metricops approve`?") && r[1].contains("Commands (one per line"), "{r:?}");
+    assert_eq!(c.w.gh.reactions("shop", "manifests", id).len(), 1, "one 👀 per comment");
+    assert!(!c.pull().merged, "an edit or a typo never merges");
+}
