@@ -112,13 +112,15 @@ pub struct Engine<'c> {
     pub dry_run: bool,
     pub metrics: Arc<Metrics>,
     github: Option<GitHub>,
+    /// Repository roles for ChatOps, kept a minute: `(repo, login)` → (when asked, role).
+    roles: std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, String)>>,
 }
 
 impl<'c> Engine<'c> {
     /// An engine for plain git remotes only.
     pub fn new(config: &'c Config) -> Self {
         let state_dir = config.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"));
-        Engine { config, state_dir, dry_run: false, metrics: Arc::new(Metrics::default()), github: None }
+        Engine { config, state_dir, dry_run: false, metrics: Arc::new(Metrics::default()), github: None, roles: Default::default() }
     }
 
     /// An engine that also speaks to GitHub as the App, its async calls run on `runtime`. Call the
@@ -431,7 +433,7 @@ impl<'c> Engine<'c> {
 }
 
 /// The trailer naming the workload a revert was for (cooldown reads it back).
-const WORKLOAD_TRAILER: &str = "Metricops-Workload";
+pub(crate) const WORKLOAD_TRAILER: &str = "Metricops-Workload";
 
 /// The alert label that turns rollback off (label names cannot carry `metricops.dev/rollback`).
 const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";

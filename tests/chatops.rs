@@ -33,7 +33,11 @@ impl Chat {
 
     /// `login` comments `body`; GitHub delivers it; returns the comment id.
     fn say(&self, login: &str, body: &str) -> (u64, u16) {
-        let (id, payload) = self.w.gh.comment_as("shop", "manifests", self.pr, login, body);
+        self.say_on(self.pr, login, body)
+    }
+
+    fn say_on(&self, pr: u64, login: &str, body: &str) -> (u64, u16) {
+        let (id, payload) = self.w.gh.comment_as("shop", "manifests", pr, login, body);
         self.deliveries.set(self.deliveries.get() + 1);
         let (status, text) = post_webhook(self.server.addr, "issue_comment", &format!("c-{}", self.deliveries.get()), &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
         assert!(status == 200 || status == 202, "{status} {text}");
@@ -42,7 +46,11 @@ impl Chat {
 
     /// The bot's replies after comment `id`, waiting for `n` of them.
     fn replies_after(&self, id: u64, n: usize) -> Vec<String> {
-        let get = || self.w.gh.comments_on("shop", "manifests", self.pr).into_iter().filter(|(cid, who, _)| *cid > id && who == BOT).map(|(_, _, b)| b).collect::<Vec<_>>();
+        self.replies_on(self.pr, id, n)
+    }
+
+    fn replies_on(&self, pr: u64, id: u64, n: usize) -> Vec<String> {
+        let get = || self.w.gh.comments_on("shop", "manifests", pr).into_iter().filter(|(cid, who, _)| *cid > id && who == BOT).map(|(_, _, b)| b).collect::<Vec<_>>();
         wait_until(|| get().len() >= n, "the bot's replies");
         get()
     }
@@ -139,4 +147,53 @@ fn code_blocks_quotes_edits_and_two_commands_in_one_comment() {
     assert!(r[1].contains("Did you mean `/metricops approve`?") && r[1].contains("Commands (one per line"), "{r:?}");
     assert_eq!(c.w.gh.reactions("shop", "manifests", id).len(), 1, "one 👀 per comment");
     assert!(!c.pull().merged, "an edit or a typo never merges");
+}
+
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn retry_rebuilds_the_revert_on_the_new_tip() {
+    let c = Chat::new();
+    // Someone lands an unrelated change on main after the revert was proposed.
+    let work = tempfile::tempdir().unwrap();
+    git_in(work.path(), &["clone", "-q", c.w.bare.to_str().unwrap(), "w"]);
+    let w = work.path().join("w");
+    std::fs::write(w.join("NOTES.md"), "on-call notes\n").unwrap();
+    git_in(&w, &["add", "-A"]);
+    git_in(&w, &["-c", "user.name=Ops", "-c", "user.email=ops@shop.example", "commit", "-q", "-m", "notes"]);
+    git_in(&w, &["push", "-q", "origin", "main"]);
+    let main = git_in(&c.w.bare, &["rev-parse", "main"]);
+    let (id, _) = c.say("oncall", "/metricops retry");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains("rebuilt on `main`"), "{r:?}");
+    assert_eq!(git_in(&c.w.bare, &["rev-parse", &format!("{}^", c.w.branch())]), main, "the revert now sits on the new tip");
+    assert_eq!(c.pull().head_sha, git_in(&c.w.bare, &["rev-parse", &c.w.branch()]));
+}
+
+#[test]
+fn rollback_on_a_merged_pull_request_opens_or_merges_its_revert() {
+    let c = Chat::new();
+    // The culprit's own PR: its revert is the open one already.
+    let (id, _) = c.say_on(c.w.original_pr, "oncall", "/metricops rollback");
+    let r = c.replies_on(c.w.original_pr, id, 1);
+    assert!(r[0].contains(&format!("open already: #{}", c.pr)), "{r:?}");
+    // Close that one, then a maintainer asks for the rollback with --merge; a reader may not.
+    let (id, _) = c.say("oncall", "/metricops cancel");
+    c.replies_after(id, 1);
+    let (id, _) = c.say_on(c.w.original_pr, "rita", "/metricops rollback --merge");
+    assert!(c.replies_on(c.w.original_pr, id, 1)[0].contains("you need write access"));
+    let (id, _) = c.say_on(c.w.original_pr, "max", "/metricops rollback --merge");
+    let r = c.replies_on(c.w.original_pr, id, 1);
+    assert!(r[0].contains("opened and merged #") && r[0].contains(&format!("#{} is reverted", c.w.original_pr)), "{r:?}");
+    assert_eq!(c.w.main_file(), crate::support::kustomization("ghcr.io/shop/checkout", "1.4.2"));
+    let rollback = c.w.gh.pulls("shop", "manifests").into_iter().filter(|p| p.title.starts_with(&format!("Revert #{}:", c.w.original_pr))).collect::<Vec<_>>();
+    assert_eq!(rollback.len(), 1);
+    assert!(rollback[0].merged && rollback[0].body.contains("@max asked for the revert"), "{:?}", rollback[0]);
+    // A revert PR is not rolled back.
+    let (id, _) = c.say("max", "/metricops rollback");
+    assert!(c.replies_after(id, 1)[0].contains("a revert is not reverted"));
 }

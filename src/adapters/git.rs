@@ -275,9 +275,18 @@ impl GitRepo {
     /// Pushes `commit` to `refs/heads/<branch>` at `url`; non-fast-forward and remote refusals
     /// come back as `PushRejected`.
     pub fn push(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
+        self.push_ref(url, commit, branch, auth, false)
+    }
+
+    /// Pushes even when the remote branch is not an ancestor (a revert branch rebuilt on a new tip).
+    pub fn force_push(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
+        self.push_ref(url, commit, branch, auth, true)
+    }
+
+    fn push_ref(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>, force: bool) -> Result<(), GitError> {
         let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
-        let refspec = format!("{tmp}:refs/heads/{branch}");
+        let refspec = format!("{}{tmp}:refs/heads/{branch}", if force { "+" } else { "" });
         let mut remote = self.repo.remote_anonymous(url)?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let tries = Cell::new(0);

@@ -57,8 +57,8 @@ pub fn help() -> String {
          - `{PREFIX} cancel [reason]` close this revert; the culprit is not proposed again for a while\n\
          - `{PREFIX} status` what metricops knows about this revert\n\
          - `{PREFIX} help` this text\n\
-         - `{PREFIX} rollback [--merge]` on a merged pull request: revert it (not yet available)\n\
-         - `{PREFIX} retry` rebuild this revert on the current branch tip (not yet available)\n\
+         - `{PREFIX} rollback [--merge]` on a merged pull request: open its revert (`--merge`: and merge it)\n\
+         - `{PREFIX} retry` rebuild this revert on the current branch tip\n\
          \n\
          Who: people with write access to the repository; the author of the reverted change may `hold` and `cancel`."
     )

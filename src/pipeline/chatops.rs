@@ -9,7 +9,9 @@ use crate::adapters::github::{PullRequest, RepoId};
 use crate::config::{ForgeKind, RepoConfig};
 use crate::domain::chatops::{Line, Permission, Place, Verb, Who, authorize, help, parse};
 use crate::domain::forge_event::Comment;
-use crate::domain::revert::BRANCH_PREFIX;
+use crate::domain::culprit::{CommitSha, Culprit, Query, Subject};
+use crate::domain::revert::{BRANCH_PREFIX, ModeChoice, branch_name};
+use crate::revert::build_revert;
 
 impl Engine<'_> {
     /// Handles the commands in one new comment; returns the replies posted.
@@ -38,7 +40,7 @@ impl Engine<'_> {
         } else {
             Place::OtherPr
         };
-        let permission = Permission::parse(&gh.block(gh.app.permission(&repo, &c.author))?);
+        let permission = Permission::parse(&self.role(gh, &repo, &c.author)?);
         let allowed = self.config.github.as_ref().is_some_and(|g| g.chatops_users.iter().any(|u| u.eq_ignore_ascii_case(&c.author)));
         let mut replies = Vec::new();
         for line in lines {
@@ -63,6 +65,19 @@ impl Engine<'_> {
         Ok(replies)
     }
 
+    /// A user's role on the repository, asked of GitHub at most once a minute.
+    fn role(&self, gh: &GitHub, repo: &RepoId, login: &str) -> anyhow::Result<String> {
+        let key = (repo.to_string(), login.to_ascii_lowercase());
+        if let Some((at, role)) = self.roles.lock().expect("roles lock").get(&key) {
+            if at.elapsed() < std::time::Duration::from_secs(60) {
+                return Ok(role.clone());
+            }
+        }
+        let role = gh.block(gh.app.permission(repo, login))?;
+        self.roles.lock().expect("roles lock").insert(key, (std::time::Instant::now(), role.clone()));
+        Ok(role)
+    }
+
     /// The author of the culprit's merged pull request, from the revert PR's culprit marker.
     fn culprit_author(&self, gh: &GitHub, repo: &RepoId, pr: &PullRequest) -> Option<String> {
         let sha = pr.body.as_deref()?.split("culprit=").nth(1)?.split_whitespace().next()?.to_string();
@@ -85,7 +100,7 @@ impl Engine<'_> {
                 pr.base.name,
                 pr.body.as_deref().and_then(|b| b.lines().find(|l| l.starts_with("**Decision:**"))).map(|d| format!(" {d}")).unwrap_or_default()
             ),
-            _ if !open => format!("#{} is {} already; nothing to do.", pr.number, if pr.is_merged() { "merged" } else { "closed" }),
+            Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry if !open => format!("#{} is {} already; nothing to do.", pr.number, if pr.is_merged() { "merged" } else { "closed" }),
             Verb::Hold => {
                 gh.block(gh.app.add_labels(repo, pr.number, &[HOLD_LABEL.to_string()]))?;
                 "held: no automatic merge for this revert until `/metricops unhold`.".into()
@@ -122,8 +137,100 @@ impl Engine<'_> {
                     other => format!("{}", other.label()),
                 }
             }
-            Verb::Retry => "`/metricops retry` is not available yet: close this PR with `/metricops cancel` and let the next alert propose a fresh one, or rebase the branch by hand.".into(),
-            Verb::Rollback { .. } => "`/metricops rollback` is not available yet: use `metricops revert --commit <merge sha>` and open the PR by hand.".into(),
+            Verb::Retry => self.retry(repo_cfg, pr)?,
+            Verb::Rollback { merge } => self.rollback(gh, repo_cfg, repo, pr, *merge, c)?,
+        })
+    }
+
+    /// Rebuilds the revert on the base branch's current tip and force-pushes the PR's branch.
+    fn retry(&self, repo_cfg: &RepoConfig, pr: &PullRequest) -> anyhow::Result<String> {
+        let body = pr.body.as_deref().unwrap_or("");
+        let marker = |key: &str| body.split(&format!("{key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
+        let (Some(culprit_sha), Some(incident)) = (marker("culprit"), marker("incident")) else {
+            return Ok("this PR's body has no metricops marker (culprit, incident); cannot rebuild it.".into());
+        };
+        let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
+        let w = self.config.workloads.iter().find(|w| w.name == workload).with_context(|| format!("workload {workload:?} is no longer configured"))?;
+        let subject = match (&w.image, &w.key) {
+            (Some(i), _) => Subject::Image(i.clone()),
+            (None, Some(k)) => Subject::Key(k.clone()),
+            (None, None) => anyhow::bail!("workload {} has neither image nor key", w.name),
+        };
+        let mirror = self.mirror(&repo_cfg.name)?;
+        let auth = self.git_auth(repo_cfg)?;
+        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
+        let culprit = crate::revert::trace(&mirror, &tip.0, &Query { subject: subject.clone(), tag: None, digest: None }, &w.paths)?;
+        if culprit.commit.sha.0 != culprit_sha {
+            return Ok(format!(
+                "`{}` now has {} from {}, not from {}: this revert no longer applies. `/metricops cancel` it; the next alert proposes what is right now.",
+                w.name,
+                culprit.version,
+                culprit.commit.sha.short(),
+                &culprit_sha[..culprit_sha.len().min(12)]
+            ));
+        }
+        mirror.delete_branch(&pr.head.name)?;
+        let reason = format!("metricops: rebuilt on {} by /metricops retry.", tip.short());
+        let built = build_revert(&mirror, &culprit, &subject, &tip, ModeChoice::Auto, Some(&pr.head.name), &reason, &[(super::WORKLOAD_TRAILER, w.name.clone())], chrono::Utc::now())?;
+        mirror.force_push(&repo_cfg.url, &built.commit, &pr.head.name, auth.as_ref())?;
+        Ok(format!("rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.", pr.base.name, tip.short(), built.mode.label(), built.why, built.commit.short()))
+    }
+
+    /// Opens (or merges, with `--merge`) the revert of a merged pull request's merge commit.
+    fn rollback(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest, merge: bool, c: &Comment) -> anyhow::Result<String> {
+        let sha = pr.merge_commit_sha.clone().context("GitHub gives no merge commit for this pull request")?;
+        let mirror = self.mirror(&repo_cfg.name)?;
+        let auth = self.git_auth(repo_cfg)?;
+        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
+        let commit = mirror.commit_info(&CommitSha(sha.clone())).with_context(|| format!("the merge commit {sha} is not on {}", pr.base.name))?;
+        let branch = branch_name(&sha);
+        if let Some(open) = gh.block(gh.app.open_pull_for(repo, &branch))? {
+            return Ok(format!("the rollback of #{} is open already: #{}.", pr.number, open.number));
+        }
+        let culprit = Culprit { parent: commit.parents.first().cloned(), commit, image: None, version: Default::default(), previous: None, changes: Vec::new(), other_files: Vec::new(), current: Vec::new(), notes: Vec::new() };
+        let subject = Subject::Image(format!("#{}", pr.number));
+        mirror.delete_branch(&branch)?;
+        let reason = format!("Rollback of #{} asked for by @{} (/metricops rollback).", pr.number, c.author);
+        let built = build_revert(&mirror, &culprit, &subject, &tip, ModeChoice::Commit, Some(&branch), &reason, &[], chrono::Utc::now())?;
+        mirror.push(&repo_cfg.url, &built.commit, &branch, auth.as_ref())?;
+        let title = format!("Revert #{}: {}", pr.number, pr.title);
+        let body = format!(
+            "## metricops: rollback of #{}
+
+@{} asked for the revert of #{} ([{}]({})){}.
+
+This reverts commit {sha} on `{}`.
+
+{}
+
+<!-- metricops: culprit={sha} incident=rollback@{} -->
+",
+            pr.number,
+            c.author,
+            pr.number,
+            pr.title,
+            pr.html_url,
+            pr.author().map(|a| format!(" by @{a}")).unwrap_or_default(),
+            pr.base.name,
+            help().lines().next().unwrap_or(""),
+            pr.number
+        );
+        let created = match gh.block(gh.app.create_pull(repo, &title, &body, &branch, &pr.base.name))? {
+            crate::adapters::github::Created::New(p) => p,
+            crate::adapters::github::Created::AlreadyExists => gh.block(gh.app.open_pull_for(repo, &branch))?.context("GitHub says the rollback PR exists, but none is open")?,
+        };
+        if let Some(cfg) = self.config.github.as_ref().filter(|g| !g.labels.is_empty()) {
+            gh.block(gh.app.add_labels(repo, created.number, &cfg.labels))?;
+        }
+        if !merge {
+            return Ok(format!("opened #{} to revert #{}; merge it, or `/metricops approve` there.", created.number, pr.number));
+        }
+        let cfg = self.config.github.as_ref().context("no `github:` section")?;
+        Ok(match self.merge(gh, cfg, repo, &created, &built.message, &branch)? {
+            Delivery::Merged { .. } => format!("opened and merged #{} into `{}`: #{} is reverted.", created.number, pr.base.name, pr.number),
+            Delivery::AutoMergeEnabled { .. } => format!("opened #{}; auto-merge is on, GitHub merges it once the required checks pass.", created.number),
+            Delivery::MergeRefused { reason, .. } => format!("opened #{}; GitHub will not merge it now: {reason}", created.number),
+            other => format!("opened #{} ({})", created.number, other.label()),
         })
     }
 }
