@@ -276,11 +276,10 @@ impl<'c> Engine<'c> {
         for other in self.config.repos.iter().filter(|r| r.name != repo.name) {
             let path = self.state_dir.join("mirrors").join(format!("{}.git", other.name));
             let branch = format!("refs/remotes/origin/{}", other.branch);
-            if let Ok(m) = GitRepo::open(&path) {
-                if let Ok(t) = m.resolve(&branch) {
+            if let Ok(m) = GitRepo::open(&path)
+                && let Ok(t) = m.resolve(&branch) {
                     reverts_today += recent_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
                 }
-            }
         }
         let alerts = &incident.alerts;
         let mut labels = alerts.first().map(|a| a.labels.clone()).unwrap_or_default();

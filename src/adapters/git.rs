@@ -375,11 +375,10 @@ impl GitHistory<'_> {
             }
             if let Some(hex) = line.strip_prefix(b"tree ") {
                 tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
-            } else if let Some(hex) = line.strip_prefix(b"parent ") {
-                if parent.is_none() {
+            } else if let Some(hex) = line.strip_prefix(b"parent ")
+                && parent.is_none() {
                     parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
                 }
-            }
         }
         let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
         Ok((tree, parent))
@@ -388,11 +387,10 @@ impl GitHistory<'_> {
     /// The root tree id, then the entry id at each scope path. Each (tree, name) lookup is
     /// memoised, so a subtree that did not change is never read again.
     fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
-        if let Some((c, ids)) = &*self.last.borrow() {
-            if *c == commit {
+        if let Some((c, ids)) = &*self.last.borrow()
+            && *c == commit {
                 return Ok(ids.clone());
             }
-        }
         let (root, _) = self.raw_commit(commit)?;
         let mut ids = vec![Some(root)];
         if !self.scope.is_empty() {

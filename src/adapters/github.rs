@@ -54,7 +54,7 @@ pub enum GitHubError {
         method: Method,
         path: String,
         #[source]
-        source: octocrab::Error,
+        source: Box<octocrab::Error>,
     },
     #[error("{what}: unexpected answer from GitHub: {message}")]
     Decode { what: String, message: String },
@@ -147,7 +147,7 @@ pub struct User {
 /// What creating a pull request came to.
 #[derive(Debug)]
 pub enum Created {
-    New(PullRequest),
+    New(Box<PullRequest>),
     /// GitHub says an open PR for this head exists (a racing replica made it): find and reuse it.
     AlreadyExists,
 }
@@ -256,7 +256,7 @@ impl GitHubApp {
     /// than five minutes left, so a fetch or push never starts with a token about to expire.
     pub async fn git_token(&self, repo: &RepoId) -> Result<SecretString, GitHubError> {
         let client = self.installation(repo).await?;
-        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| GitHubError::Transport { method: Method::POST, path: "/app/installations/{id}/access_tokens".into(), source })
+        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| GitHubError::Transport { method: Method::POST, path: "/app/installations/{id}/access_tokens".into(), source: Box::new(source) })
     }
 
     pub async fn open_pull_for(&self, repo: &RepoId, branch: &str) -> Result<Option<PullRequest>, GitHubError> {
@@ -309,7 +309,7 @@ impl GitHubApp {
         let path = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
         let req = json!({ "title": title, "body": body, "head": head, "base": base, "maintainer_can_modify": false });
         match self.repo_call(repo, Method::POST, &path, Some(&req)).await {
-            Ok(v) => Ok(Created::New(decode(&path, v)?)),
+            Ok(v) => Ok(Created::New(Box::new(decode(&path, v)?))),
             Err(GitHubError::Status { status: 422, message, .. }) if message.contains("already exists") => Ok(Created::AlreadyExists),
             Err(e) => Err(e),
         }
@@ -404,7 +404,7 @@ impl GitHubApp {
         let mut backoff = Duration::from_millis(250);
         loop {
             attempts += 1;
-            let transport = |source| GitHubError::Transport { method: method.clone(), path: path.to_string(), source };
+            let transport = |source| GitHubError::Transport { method: method.clone(), path: path.to_string(), source: Box::new(source) };
             let response = match method {
                 Method::GET => client._get(path).await,
                 Method::POST => client._post(path, body).await,
@@ -451,11 +451,10 @@ impl GitHubApp {
 /// How long to wait before retrying, or `None` when the answer is final.
 fn retry_wait(status: StatusCode, headers: &http::HeaderMap, backoff: Duration) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(secs) = header("retry-after").and_then(|s| s.parse::<u64>().ok()) {
-        if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    if let Some(secs) = header("retry-after").and_then(|s| s.parse::<u64>().ok())
+        && (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
             return Some(Duration::from_secs(secs));
         }
-    }
     if (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS) && header("x-ratelimit-remaining") == Some("0") {
         let reset = header("x-ratelimit-reset").and_then(|s| s.parse::<i64>().ok())?;
         let now = chrono::Utc::now().timestamp();

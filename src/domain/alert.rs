@@ -96,11 +96,10 @@ impl Source {
 /// Parses an Alertmanager v4 webhook body. `status` is trusted, never `endsAt`.
 pub fn parse_alertmanager(body: &str) -> Result<Vec<Alert>, AlertError> {
     let p: AlertmanagerPayload = serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
-    if let Some(v) = &p.version {
-        if v != "4" {
+    if let Some(v) = &p.version
+        && v != "4" {
             return Err(AlertError::Version(v.clone()));
         }
-    }
     Ok(p.alerts.into_iter().map(normalise).collect())
 }
 
@@ -120,11 +119,10 @@ pub fn parse_grafana(body: &str) -> Result<Vec<Alert>, AlertError> {
         values: Option<BTreeMap<String, serde_json::Value>>,
     }
     let p: Grafana = serde_json::from_str(body).map_err(|e| AlertError::Malformed(format!("not a Grafana webhook payload: {e}")))?;
-    if let Some(v) = &p.version {
-        if v != "1" {
+    if let Some(v) = &p.version
+        && v != "1" {
             return Err(AlertError::Malformed(format!("unsupported Grafana webhook version {v:?} (this speaks version 1)")));
         }
-    }
     Ok(p
         .alerts
         .into_iter()
@@ -243,7 +241,7 @@ impl Incident {
 
 /// Groups firing alerts by the workload `matcher` names for them; an alert it cannot place is
 /// returned apart, with the reason.
-pub fn group<'a>(alerts: &'a [Alert], matcher: impl Fn(&Alert) -> Option<String>) -> (Vec<Incident>, Vec<(&'a Alert, String)>) {
+pub fn group(alerts: &[Alert], matcher: impl Fn(&Alert) -> Option<String>) -> (Vec<Incident>, Vec<(&Alert, String)>) {
     let mut by: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
     let mut unplaced = Vec::new();
     for a in alerts {

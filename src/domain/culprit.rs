@@ -403,11 +403,10 @@ fn nearest_images<H: History>(history: &H, files: &[(String, H::Blob)], subject:
                 Subject::Image(_) => o.repository.clone(),
                 Subject::Key(_) => o.key.clone(),
             };
-            if let Some(n) = name {
-                if !all.contains(&n) {
+            if let Some(n) = name
+                && !all.contains(&n) {
                     all.push(n);
                 }
-            }
         }
     }
     let asked = match subject {

@@ -315,11 +315,10 @@ impl<'a> Walker<'a> {
             }
         }
         // Argo CD `helm.parameters: [{name, value}]`.
-        if parent == "helm" {
-            if let Some(Node::Seq(params)) = map.get("parameters") {
+        if parent == "helm"
+            && let Some(Node::Seq(params)) = map.get("parameters") {
                 self.helm_parameters(params);
             }
-        }
     }
 
     fn argo_layout(&self) -> Layout {
@@ -438,17 +437,15 @@ impl<'a> Walker<'a> {
                 self.key_scalar(s, key, path);
             }
         }
-        if path.last().map(String::as_str) == Some("helm") {
-            if let Some(Node::Seq(params)) = map.get("parameters") {
+        if path.last().map(String::as_str) == Some("helm")
+            && let Some(Node::Seq(params)) = map.get("parameters") {
                 for p in params {
-                    if p.str_at("name") == Some(key) {
-                        if let Some(s) = p.get("value").and_then(Node::scalar) {
+                    if p.str_at("name") == Some(key)
+                        && let Some(s) = p.get("value").and_then(Node::scalar) {
                             self.key_scalar(s, key, path);
                         }
-                    }
                 }
             }
-        }
     }
 
     fn key_scalar(&mut self, s: &Scalar, key: &str, path: &[String]) {

@@ -81,11 +81,10 @@ impl ImageRef {
         if repository.is_empty() || repository.ends_with('/') || repository.starts_with('/') {
             return None;
         }
-        if let Some(t) = &tag {
-            if !is_tag(t) {
+        if let Some(t) = &tag
+            && !is_tag(t) {
                 return None;
             }
-        }
         Some(ImageRef { repository: repository.to_string(), version: Version { tag, digest } })
     }
 

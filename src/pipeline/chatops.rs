@@ -68,11 +68,10 @@ impl Engine<'_> {
     /// A user's role on the repository, asked of GitHub at most once a minute.
     fn role(&self, gh: &GitHub, repo: &RepoId, login: &str) -> anyhow::Result<String> {
         let key = (repo.to_string(), login.to_ascii_lowercase());
-        if let Some((at, role)) = self.roles.lock().expect("roles lock").get(&key) {
-            if at.elapsed() < std::time::Duration::from_secs(60) {
+        if let Some((at, role)) = self.roles.lock().expect("roles lock").get(&key)
+            && at.elapsed() < std::time::Duration::from_secs(60) {
                 return Ok(role.clone());
             }
-        }
         let role = gh.block(gh.app.permission(repo, login))?;
         self.roles.lock().expect("roles lock").insert(key, (std::time::Instant::now(), role.clone()));
         Ok(role)
@@ -134,7 +133,7 @@ impl Engine<'_> {
                     Delivery::Merged { .. } => format!("merged into `{}`; the branch is deleted. Argo CD or Flux rolls back from there.", pr.base.name),
                     Delivery::AutoMergeEnabled { .. } => "auto-merge enabled: GitHub merges this revert once the required checks pass.".into(),
                     Delivery::MergeRefused { reason, .. } => format!("GitHub will not merge it now: {reason}"),
-                    other => format!("{}", other.label()),
+                    other => other.label().to_string(),
                 }
             }
             Verb::Retry => self.retry(repo_cfg, pr)?,
@@ -216,7 +215,7 @@ This reverts commit {sha} on `{}`.
             pr.number
         );
         let created = match gh.block(gh.app.create_pull(repo, &title, &body, &branch, &pr.base.name))? {
-            crate::adapters::github::Created::New(p) => p,
+            crate::adapters::github::Created::New(p) => *p,
             crate::adapters::github::Created::AlreadyExists => gh.block(gh.app.open_pull_for(repo, &branch))?.context("GitHub says the rollback PR exists, but none is open")?,
         };
         if let Some(cfg) = self.config.github.as_ref().filter(|g| !g.labels.is_empty()) {

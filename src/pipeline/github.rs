@@ -92,6 +92,7 @@ impl Engine<'_> {
         let body = format!("{body}\n{}\n", alerts_marker(outcome));
         let pr = match gh.block(gh.app.create_pull(&repo, &title, &body, branch, &outcome.branch))? {
             Created::New(pr) => {
+                let pr = *pr;
                 tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
                 self.dress(gh, cfg, &repo, &pr, original.as_ref());
                 pr
@@ -113,17 +114,15 @@ impl Engine<'_> {
 
     /// Labels and review requests. Failures here are logged: the PR is what matters.
     fn dress(&self, gh: &GitHub, cfg: &GitHubConfig, repo: &RepoId, pr: &PullRequest, original: Option<&PullRequest>) {
-        if !cfg.labels.is_empty() {
-            if let Err(e) = gh.block(gh.app.add_labels(repo, pr.number, &cfg.labels)) {
+        if !cfg.labels.is_empty()
+            && let Err(e) = gh.block(gh.app.add_labels(repo, pr.number, &cfg.labels)) {
                 tracing::warn!(error = %e, "could not label the revert PR");
             }
-        }
         let mut users = cfg.reviewers.clone();
-        if cfg.request_review_from_author {
-            if let Some(author) = original.and_then(|p| p.user.as_ref()).filter(|u| u.kind != "Bot") {
+        if cfg.request_review_from_author
+            && let Some(author) = original.and_then(|p| p.user.as_ref()).filter(|u| u.kind != "Bot") {
                 users.push(author.login.clone());
             }
-        }
         // GitHub refuses a review request to the PR's own author (the App).
         let me = pr.author().unwrap_or_default().to_string();
         users.retain(|u| *u != me);

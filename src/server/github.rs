@@ -47,11 +47,10 @@ impl Recent {
         if self.set.contains(id) {
             return true;
         }
-        if self.order.len() == self.cap {
-            if let Some(old) = self.order.pop_front() {
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
-        }
         self.order.push_back(id.to_string());
         self.set.insert(id.to_string());
         false
