@@ -277,6 +277,10 @@ pub struct WorkloadConfig {
     pub image: Option<String>,
     #[serde(default)]
     pub key: Option<String>,
+    /// What to pause after a revert so the bad version is not promoted again (Flux
+    /// `ImageUpdateAutomation`, Kargo `ProjectConfig` stage auto-promotion), by file in the repo.
+    #[serde(default)]
+    pub pause: Vec<crate::domain::pause::PauseTarget>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -17,6 +17,7 @@ use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::culprit::CommitSha;
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager};
+use crate::domain::pause::set_paused;
 use crate::domain::rules::{Rule, annotated_rules, check_promql};
 use crate::metrics::Metrics;
 use crate::domain::culprit::{Culprit, Query, Subject};
@@ -93,6 +94,8 @@ pub struct Outcome {
     pub pr: Option<(String, String)>,
     /// The culprit's merged pull request (GitHub).
     pub original_pr: Option<crate::adapters::github::PullRequest>,
+    /// What the revert commit paused so the bad version is not promoted again.
+    pub paused: Vec<String>,
 }
 
 /// What happened to one webhook delivery.
@@ -363,6 +366,7 @@ impl<'c> Engine<'c> {
             delivery: None,
             pr: None,
             original_pr,
+            paused: Vec::new(),
             incident,
         };
         if let Decision::Ignore(reason) = &decision {
@@ -422,14 +426,58 @@ impl<'c> Engine<'c> {
     fn build_inner(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
         t.mirror.delete_branch(t.revert_branch)?;
         let reason = reason_text(outcome);
-        let built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, &[(WORKLOAD_TRAILER, outcome.workload.clone())], t.now)?;
+        let mut built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, &[(WORKLOAD_TRAILER, outcome.workload.clone())], t.now)?;
         tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");
+        self.pause_repromotion(t, outcome, &mut built)?;
         outcome.patch = Some(t.mirror.patch(t.tip, &built.commit)?);
         let view = pr_view(outcome, &built, &outcome.decision, original_pr);
         outcome.pr = Some(render_pr(&view, &self.config.templates.title, &self.config.templates.body)?);
         Ok(built)
     }
 }
+
+impl Engine<'_> {
+    /// Pauses what would promote the bad version again (the workload's `pause` targets), in the
+    /// revert commit itself: one commit, reviewed and landed together. Targets already paused, or
+    /// that cannot be edited, are logged and left alone; the revert never depends on them.
+    fn pause_repromotion(&self, t: &Target, outcome: &mut Outcome, built: &mut BuiltRevert) -> anyhow::Result<()> {
+        let Some(w) = self.config.workloads.iter().find(|w| w.name == outcome.workload) else { return Ok(()) };
+        let mut edits = Vec::new();
+        for target in &w.pause {
+            let Some(text) = t.mirror.read_file(&built.commit, &target.file)? else {
+                tracing::warn!(file = %target.file, "pause target not found at the branch tip; not paused");
+                continue;
+            };
+            match set_paused(&text, target, true) {
+                Ok(Some(new)) => {
+                    edits.push((target.file.clone(), new));
+                    outcome.paused.push(target.describe());
+                }
+                Ok(None) => tracing::info!(target = %target.describe(), "paused already"),
+                Err(e) => tracing::warn!(error = %e, "could not pause re-promotion"),
+            }
+        }
+        if edits.is_empty() {
+            return Ok(());
+        }
+        let tree = t.mirror.tree_with(&built.commit, &edits)?;
+        let mut message = built.message.clone();
+        for p in &outcome.paused {
+            message.push_str(&format!("{PAUSED_TRAILER}: {p}\n"));
+        }
+        let commit = t.mirror.write_commit(tree, t.tip, &message, t.now)?;
+        t.mirror.delete_branch(&built.branch)?;
+        t.mirror.create_branch(&built.branch, &commit)?;
+        tracing::info!(paused = ?outcome.paused, commit = %commit.short(), "re-promotion paused in the revert commit");
+        built.files.extend(edits.into_iter().map(|(f, _)| f));
+        built.commit = commit;
+        built.message = message;
+        Ok(())
+    }
+}
+
+/// The trailer naming what a revert paused (`/metricops resume` undoes it).
+pub(crate) const PAUSED_TRAILER: &str = "Metricops-Paused";
 
 /// The trailer naming the workload a revert was for (cooldown reads it back).
 pub(crate) const WORKLOAD_TRAILER: &str = "Metricops-Workload";
@@ -595,6 +643,7 @@ pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision, original_p
             time: o.culprit.commit.time.to_rfc3339(),
         },
         original_pr,
+        paused: o.paused.clone(),
         decision: decision.label().to_string(),
         decision_reason,
         mode: built.mode.label().to_string(),

@@ -197,3 +197,43 @@ fn rollback_on_a_merged_pull_request_opens_or_merges_its_revert() {
     let (id, _) = c.say("max", "/metricops rollback");
     assert!(c.replies_after(id, 1)[0].contains("a revert is not reverted"));
 }
+
+const AUTOMATION: &str = "apiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageUpdateAutomation\nmetadata:\n  name: checkout\n  namespace: flux-system\nspec:\n  interval: 1m\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n";
+
+#[test]
+fn the_revert_suspends_flux_image_automation_and_resume_opens_the_undo() {
+    // Flux's ImageUpdateAutomation for checkout lives in the repo (added after the bad deploy).
+    let w = World::new();
+    let work = tempfile::tempdir().unwrap();
+    git_in(work.path(), &["clone", "-q", w.bare.to_str().unwrap(), "w"]);
+    let clone = work.path().join("w");
+    std::fs::create_dir_all(clone.join("clusters/prod")).unwrap();
+    std::fs::write(clone.join("clusters/prod/checkout-automation.yaml"), AUTOMATION).unwrap();
+    git_in(&clone, &["add", "-A"]);
+    git_in(&clone, &["-c", "user.name=Ops", "-c", "user.email=ops@shop.example", "commit", "-q", "-m", "flux: image automation for checkout"]);
+    git_in(&clone, &["push", "-q", "origin", "main"]);
+
+    let config = w.config("propose", "", "state");
+    let d = delivery(&w.run(&config, &alert("fp-1")));
+    let pr = d.pr().unwrap().number;
+    let bare = w.bare.clone();
+    let file = |rev: &str| git_in(&bare, &["show", &format!("{rev}:clusters/prod/checkout-automation.yaml")]) + "\n";
+    assert_eq!(file(&w.branch()), AUTOMATION.replace("spec:\n", "spec:\n  suspend: true\n"), "suspended in the revert commit");
+    assert_eq!(git_in(&w.bare, &["rev-list", "--count", &format!("main..{}", w.branch())]), "1", "one commit: revert and pause land together");
+    let msg = git_in(&w.bare, &["log", "-1", "--format=%B", &w.branch()]);
+    assert!(msg.contains("Metricops-Paused: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"), "{msg}");
+    let body = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr).unwrap().body;
+    assert!(body.contains("**Re-promotion paused**") && body.contains("`/metricops resume`"), "{body}");
+
+    let server = w.rt.block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0")).unwrap();
+    let c = Chat { w, server, pr, deliveries: std::cell::Cell::new(0) };
+    let (id, _) = c.say("oncall", "/metricops approve");
+    assert!(c.replies_after(id, 1)[0].contains("merged into `main`"));
+    assert!(file("main").contains("suspend: true"));
+    let (id, _) = c.say("oncall", "/metricops resume");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains("to resume: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"), "{r:?}");
+    let resume = format!("metricops/resume-{}", &c.w.culprit[..12]);
+    assert!(file(&resume).contains("suspend: false"));
+    assert!(c.w.gh.pulls("shop", "manifests").iter().any(|p| p.head_ref == resume && p.state == "open"));
+}

@@ -60,7 +60,7 @@ impl World {
 
     pub fn config(&self, action: &str, extra_github: &str, state: &str) -> Config {
         let text = format!(
-            "repos:\n- name: shop\n  url: {url}\n  forge: github\nworkloads:\n- name: shop/checkout\n  match: {{namespace: shop, deployment: checkout}}\n  repo: shop\n  paths: [apps/checkout/overlays/prod]\n  image: {CHECKOUT}\n\
+            "repos:\n- name: shop\n  url: {url}\n  forge: github\nworkloads:\n- name: shop/checkout\n  match: {{namespace: shop, deployment: checkout}}\n  repo: shop\n  paths: [apps/checkout/overlays/prod]\n  image: {CHECKOUT}\n  pause: [{{file: clusters/prod/checkout-automation.yaml, kind: ImageUpdateAutomation}}]\n\
 policy:\n  action: {action}\n  max_culprit_age: 24h\n\
 github:\n  app_id: {app}\n  private_key_file: {key}\n  webhook_secret_file: {secret}\n  api_url: {api}\n  reviewers: [oncall]\n{budget}{extra_github}",
             budget = if extra_github.contains("retry_budget") { "" } else { "  retry_budget: 5s\n" },

@@ -22,6 +22,8 @@ pub enum Verb {
     Help,
     /// On a merged pull request: revert it (`--merge` to merge the revert at once).
     Rollback { merge: bool },
+    /// Resume the re-promotion the revert paused.
+    Resume,
 }
 
 impl Verb {
@@ -35,11 +37,12 @@ impl Verb {
             Verb::Status => "status",
             Verb::Help => "help",
             Verb::Rollback { .. } => "rollback",
+            Verb::Resume => "resume",
         }
     }
 }
 
-const VERBS: [&str; 8] = ["approve", "hold", "unhold", "cancel", "retry", "status", "help", "rollback"];
+const VERBS: [&str; 9] = ["approve", "hold", "unhold", "cancel", "retry", "status", "help", "rollback", "resume"];
 
 /// One command line of a comment, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +59,7 @@ pub fn help() -> String {
          - `{PREFIX} hold` / `{PREFIX} unhold` no automatic merge for this revert / undo that\n\
          - `{PREFIX} cancel [reason]` close this revert; the culprit is not proposed again for a while\n\
          - `{PREFIX} status` what metricops knows about this revert\n\
+         - `{PREFIX} resume` open the change that resumes the image automation this revert paused\n\
          - `{PREFIX} help` this text\n\
          - `{PREFIX} rollback [--merge]` on a merged pull request: open its revert (`--merge`: and merge it)\n\
          - `{PREFIX} retry` rebuild this revert on the current branch tip\n\
@@ -109,6 +113,7 @@ fn parse_command(rest: &str) -> Line {
         "unhold" => no_args(Verb::Unhold),
         "cancel" => Line::Command(Verb::Cancel { reason: (!args.is_empty()).then(|| args.to_string()) }),
         "retry" => no_args(Verb::Retry),
+        "resume" => no_args(Verb::Resume),
         "status" => no_args(Verb::Status),
         "rollback" => match args {
             "" => Line::Command(Verb::Rollback { merge: false }),
@@ -169,7 +174,7 @@ pub enum Place {
 
 /// Whether `who` may do `verb` at `place`; the refusal says why.
 pub fn authorize(verb: &Verb, who: &Who, place: Place) -> Result<(), String> {
-    let on_revert = matches!(verb, Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry | Verb::Status);
+    let on_revert = matches!(verb, Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry | Verb::Status | Verb::Resume);
     if on_revert && place != Place::RevertPr {
         return Err(format!("`{PREFIX} {}` works on a metricops revert pull request; this is not one.", verb.name()));
     }
@@ -218,6 +223,7 @@ mod tests {
         check("/metricops hold\n/metricops cancel flaky dashboard, not the deploy", &["hold", "cancel(flaky dashboard, not the deploy)"]);
         check("/metricops hold cancel", &["unhold"]);
         check("/metricops", &["help"]);
+        check("/metricops resume", &["resume"]);
         check("/metricops rollback --merge", &["rollback(true)"]);
         check("/metricops rollback now", &["reply: `/metricops rollback` takes only `--merge` (got `now`)."]);
         check("/metricops aprove", &["reply: I don't know `/metricops aprove`. Did you mean `/metricops approve`?"]);

@@ -12,3 +12,4 @@ pub mod forge_event;
 pub mod rules;
 pub mod schedule;
 pub mod chatops;
+pub mod pause;

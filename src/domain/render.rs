@@ -57,6 +57,8 @@ pub struct PrView {
     pub changes: Vec<ChangeView>,
     pub culprit: CulpritView,
     pub original_pr: Option<OriginalPr>,
+    /// What the revert commit pauses so the bad version is not promoted again.
+    pub paused: Vec<String>,
     pub decision: String,
     pub decision_reason: String,
     pub mode: String,

@@ -137,6 +137,7 @@ impl Engine<'_> {
                 }
             }
             Verb::Retry => self.retry(repo_cfg, pr)?,
+            Verb::Resume => self.resume(gh, repo_cfg, repo, pr)?,
             Verb::Rollback { merge } => self.rollback(gh, repo_cfg, repo, pr, *merge, c)?,
         })
     }
@@ -173,6 +174,48 @@ impl Engine<'_> {
         let built = build_revert(&mirror, &culprit, &subject, &tip, ModeChoice::Auto, Some(&pr.head.name), &reason, &[(super::WORKLOAD_TRAILER, w.name.clone())], chrono::Utc::now())?;
         mirror.force_push(&repo_cfg.url, &built.commit, &pr.head.name, auth.as_ref())?;
         Ok(format!("rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.", pr.base.name, tip.short(), built.mode.label(), built.why, built.commit.short()))
+    }
+
+    /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
+    fn resume(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest) -> anyhow::Result<String> {
+        let body = pr.body.as_deref().unwrap_or("");
+        let marker = |key: &str| body.split(&format!("{key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
+        let (Some(culprit), Some(incident)) = (marker("culprit"), marker("incident")) else {
+            return Ok("this PR's body has no metricops marker; nothing to resume.".into());
+        };
+        let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
+        let Some(w) = self.config.workloads.iter().find(|w| w.name == workload) else {
+            return Ok(format!("workload {workload:?} is no longer configured; nothing to resume."));
+        };
+        let mirror = self.mirror(&repo_cfg.name)?;
+        let auth = self.git_auth(repo_cfg)?;
+        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
+        let mut edits = Vec::new();
+        let mut what = Vec::new();
+        for target in &w.pause {
+            if let Some(text) = mirror.read_file(&tip, &target.file)? {
+                if let Ok(Some(new)) = crate::domain::pause::set_paused(&text, target, false) {
+                    edits.push((target.file.clone(), new));
+                    what.push(target.describe());
+                }
+            }
+        }
+        if edits.is_empty() {
+            return Ok(format!("nothing is paused for `{}` on `{}`.", w.name, pr.base.name));
+        }
+        let branch = format!("metricops/resume-{}", &culprit[..culprit.len().min(12)]);
+        let tree = mirror.tree_with(&tip, &edits)?;
+        let message = format!("Resume re-promotion of {}\n\nPaused by the revert in #{}; resumed by /metricops resume.\n\n{}\n", w.name, pr.number, what.iter().map(|d| format!("- {d}")).collect::<Vec<_>>().join("\n"));
+        let commit = mirror.write_commit(tree, &tip, &message, chrono::Utc::now())?;
+        mirror.delete_branch(&branch)?;
+        mirror.create_branch(&branch, &commit)?;
+        mirror.force_push(&repo_cfg.url, &commit, &branch, auth.as_ref())?;
+        let title = format!("Resume re-promotion of {}", w.name);
+        let created = match gh.block(gh.app.create_pull(repo, &title, &message, &branch, &pr.base.name))? {
+            crate::adapters::github::Created::New(p) => *p,
+            crate::adapters::github::Created::AlreadyExists => gh.block(gh.app.open_pull_for(repo, &branch))?.context("GitHub says the resume PR exists, but none is open")?,
+        };
+        Ok(format!("opened #{} to resume: {}. Merge it when the fixed version is ready to go out.", created.number, what.join("; ")))
     }
 
     /// Opens (or merges, with `--merge`) the revert of a merged pull request's merge commit.
