@@ -193,12 +193,11 @@ impl Engine<'_> {
         let mut edits = Vec::new();
         let mut what = Vec::new();
         for target in &w.pause {
-            if let Some(text) = mirror.read_file(&tip, &target.file)? {
-                if let Ok(Some(new)) = crate::domain::pause::set_paused(&text, target, false) {
+            if let Some(text) = mirror.read_file(&tip, &target.file)?
+                && let Ok(Some(new)) = crate::domain::pause::set_paused(&text, target, false) {
                     edits.push((target.file.clone(), new));
                     what.push(target.describe());
                 }
-            }
         }
         if edits.is_empty() {
             return Ok(format!("nothing is paused for `{}` on `{}`.", w.name, pr.base.name));
