@@ -35,8 +35,9 @@ pub enum Command {
     Trace(TraceArgs),
     /// Build the revert of a commit, or of whatever made an image's version current, on a new branch.
     Revert(RevertArgs),
-    /// Run the bot: POST /webhooks/alertmanager and /webhooks/github (when the config has a `github:`
-    /// section with a webhook secret), GET /healthz. Stops on Ctrl-C.
+    /// Run the bot: POST /webhooks/{alertmanager,grafana,generic}, /webhooks/github (with a `github:`
+    /// section and a webhook secret), GET /healthz, /readyz, /metrics; the rule evaluator when the
+    /// config has `prometheus:`. HTTPS with `server.tls`. Stops on Ctrl-C.
     Serve {
         /// The config file (YAML).
         #[arg(long, value_name = "FILE")]
