@@ -161,3 +161,12 @@ fn serve_speaks_https_when_configured() {
     assert_ne!(get(server.addr, "/healthz").0, 200);
     rt.block_on(server.stop());
 }
+
+#[test]
+fn the_readme_config_reference_is_a_valid_config() {
+    let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let section = readme.split("## Config reference").nth(1).expect("a Config reference section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
+    let c = metricops::config::Config::parse(yaml).unwrap_or_else(|e| panic!("the README's config does not parse:\n{e}"));
+    assert_eq!((c.workloads.len(), c.rules.len(), c.policy().merge_rules.len(), c.workloads[0].pause.len()), (1, 2, 1, 2));
+}
