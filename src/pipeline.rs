@@ -260,7 +260,7 @@ impl<'c> Engine<'c> {
 
     /// Everything the policy needs to know, read from git, the alerts and the forge.
     #[allow(clippy::too_many_arguments)]
-    fn facts(&self, mirror: &GitRepo, repo: &RepoConfig, tip: &CommitSha, w: &WorkloadConfig, incident: &Incident, culprit: &Culprit, original: Option<&crate::adapters::github::PullRequest>, now: DateTime<Utc>) -> anyhow::Result<FactsOwned> {
+    fn facts(&self, mirror: &GitRepo, repo: &RepoConfig, tip: &CommitSha, w: &WorkloadConfig, incident: &Incident, culprit: &Culprit, original: Option<&crate::adapters::github::PullRequest>, now: DateTime<Utc>) -> anyhow::Result<Facts> {
         let policy = self.config.policy();
         let since = now - policy.cooldown.max(chrono::Duration::hours(24));
         let day_ago = now - chrono::Duration::hours(24);
@@ -300,7 +300,8 @@ impl<'c> Engine<'c> {
             let subject = culprit.image.as_deref().or(w.image.as_deref())?;
             crate::domain::image_ref::same_repository(subject, &r.repository).then(|| r.version.to_string())
         });
-        Ok(FactsOwned {
+        Ok(Facts {
+            culprit: culprit.commit.clone(),
             culprit_version: culprit.version.to_string(),
             running_version,
             alert_started: incident.started_at(),
@@ -350,8 +351,8 @@ impl<'c> Engine<'c> {
             ForgeKind::Github => self.original_pr(repo_cfg, &culprit.commit.sha.0),
             ForgeKind::Git => None,
         };
-        let facts_owned = self.facts(&mirror, repo_cfg, &tip, w, &incident, &culprit, original_pr.as_ref(), now)?;
-        let decision = decide(&self.config.policy(), &facts_owned.facts(&culprit.commit), now);
+        let facts = self.facts(&mirror, repo_cfg, &tip, w, &incident, &culprit, original_pr.as_ref(), now)?;
+        let decision = decide(&self.config.policy(), &facts, now);
         tracing::info!(decision = decision.label(), "decided");
         let mut outcome = Outcome {
             workload: w.name.clone(),
@@ -484,36 +485,6 @@ pub(crate) const WORKLOAD_TRAILER: &str = "Metricops-Workload";
 
 /// The alert label that turns rollback off (label names cannot carry `metricops.dev/rollback`).
 const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";
-
-/// `Facts` without the borrow of the culprit.
-struct FactsOwned {
-    culprit_version: String,
-    running_version: Option<String>,
-    alert_started: DateTime<Utc>,
-    severity: Option<String>,
-    labels: std::collections::BTreeMap<String, String>,
-    last_revert: Option<DateTime<Utc>>,
-    reverts_today_repo: u32,
-    reverts_today: u32,
-    opted_out: Option<String>,
-}
-
-impl FactsOwned {
-    fn facts<'a>(&self, culprit: &'a crate::domain::culprit::CommitInfo) -> Facts<'a> {
-        Facts {
-            culprit,
-            culprit_version: self.culprit_version.clone(),
-            running_version: self.running_version.clone(),
-            alert_started: self.alert_started,
-            severity: self.severity.clone(),
-            labels: self.labels.clone(),
-            last_revert: self.last_revert,
-            reverts_today_repo: self.reverts_today_repo,
-            reverts_today: self.reverts_today,
-            opted_out: self.opted_out.clone(),
-        }
-    }
-}
 
 /// Metricops reverts on the first-parent history from `tip` back to `since`, with the workload each
 /// names (commits landed by a squash or rebase merge keep the trailers).

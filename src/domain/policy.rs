@@ -64,8 +64,8 @@ impl Default for Policy {
 
 /// What is known about an incident when deciding.
 #[derive(Clone, Debug)]
-pub struct Facts<'a> {
-    pub culprit: &'a CommitInfo,
+pub struct Facts {
+    pub culprit: CommitInfo,
     /// The culprit's version (tag or digest text) and, when an alert says so, the version running.
     pub culprit_version: String,
     pub running_version: Option<String>,
@@ -237,9 +237,9 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
-    fn facts<'a>(c: &'a CommitInfo, started: &str) -> Facts<'a> {
+    fn facts(c: &CommitInfo, started: &str) -> Facts {
         Facts {
-            culprit: c,
+            culprit: c.clone(),
             culprit_version: "1.3".into(),
             running_version: None,
             alert_started: t(started),

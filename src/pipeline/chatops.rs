@@ -13,6 +13,12 @@ use crate::domain::culprit::{CommitSha, Culprit, Query, Subject};
 use crate::domain::revert::{BRANCH_PREFIX, ModeChoice, branch_name};
 use crate::revert::build_revert;
 
+/// A value of the hidden `<!-- metricops: culprit=… incident=… -->` marker in a revert PR's body.
+fn marker(body: &str, key: &str) -> Option<String> {
+    let line = body.lines().find(|l| l.starts_with("<!-- metricops:") && l.contains(&format!("{key}=")))?;
+    line.split(&format!("{key}=")).nth(1)?.split_whitespace().next().map(str::to_string)
+}
+
 impl Engine<'_> {
     /// Handles the commands in one new comment; returns the replies posted.
     pub fn handle_comment(&self, c: &Comment) -> anyhow::Result<Vec<String>> {
@@ -79,7 +85,7 @@ impl Engine<'_> {
 
     /// The author of the culprit's merged pull request, from the revert PR's culprit marker.
     fn culprit_author(&self, gh: &GitHub, repo: &RepoId, pr: &PullRequest) -> Option<String> {
-        let sha = pr.body.as_deref()?.split("culprit=").nth(1)?.split_whitespace().next()?.to_string();
+        let sha = marker(pr.body.as_deref()?, "culprit")?;
         let prs = gh.block(gh.app.pulls_with_commit(repo, &sha)).ok()?;
         prs.into_iter().find(|p| p.is_merged()).and_then(|p| p.author().map(str::to_string))
     }
@@ -145,8 +151,7 @@ impl Engine<'_> {
     /// Rebuilds the revert on the base branch's current tip and force-pushes the PR's branch.
     fn retry(&self, repo_cfg: &RepoConfig, pr: &PullRequest) -> anyhow::Result<String> {
         let body = pr.body.as_deref().unwrap_or("");
-        let marker = |key: &str| body.split(&format!("{key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
-        let (Some(culprit_sha), Some(incident)) = (marker("culprit"), marker("incident")) else {
+        let (Some(culprit_sha), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
             return Ok("this PR's body has no metricops marker (culprit, incident); cannot rebuild it.".into());
         };
         let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
@@ -179,8 +184,7 @@ impl Engine<'_> {
     /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
     fn resume(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest) -> anyhow::Result<String> {
         let body = pr.body.as_deref().unwrap_or("");
-        let marker = |key: &str| body.split(&format!("{key}=")).nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_string);
-        let (Some(culprit), Some(incident)) = (marker("culprit"), marker("incident")) else {
+        let (Some(culprit), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
             return Ok("this PR's body has no metricops marker; nothing to resume.".into());
         };
         let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
