@@ -10,6 +10,7 @@ use serde_saphyr::Spanned;
 use secrecy::SecretString;
 
 use crate::adapters::github::{AppSettings, MergeMethod};
+use crate::domain::culprit::Subject;
 use crate::domain::policy::{Action, MergeRule, Policy};
 use crate::domain::schedule::Window;
 use crate::domain::render::{PR_BODY, PR_TITLE};
@@ -281,6 +282,22 @@ pub struct WorkloadConfig {
     /// `ImageUpdateAutomation`, Kargo `ProjectConfig` stage auto-promotion), by file in the repo.
     #[serde(default)]
     pub pause: Vec<crate::domain::pause::PauseTarget>,
+}
+
+impl WorkloadConfig {
+    /// What is traced: the image, or the key holding the tag (`parse` checks one is given).
+    pub fn subject(&self) -> Subject {
+        match (&self.image, &self.key) {
+            (Some(i), _) => Subject::Image(i.clone()),
+            (None, Some(k)) => Subject::Key(k.clone()),
+            (None, None) => Subject::Image(String::new()),
+        }
+    }
+
+    /// The branch the workload is deployed from: its own, else its repo's.
+    pub fn branch(&self, repo: &RepoConfig) -> String {
+        self.branch.clone().unwrap_or_else(|| repo.branch.clone())
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -216,7 +216,7 @@ impl<'c> Engine<'c> {
         for w in &self.config.workloads {
             let found = (|| -> anyhow::Result<Vec<Rule>> {
                 let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
-                let branch = w.branch.clone().unwrap_or_else(|| repo_cfg.branch.clone());
+                let branch = w.branch(repo_cfg);
                 let mirror = self.mirror(&repo_cfg.name)?;
                 let auth = self.git_auth(repo_cfg)?;
                 let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
@@ -327,12 +327,8 @@ impl<'c> Engine<'c> {
     pub fn handle_incident(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
         let w: &WorkloadConfig = self.config.workloads.iter().find(|w| w.name == incident.workload).context("workload vanished from config")?;
         let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
-        let branch = w.branch.clone().unwrap_or_else(|| repo_cfg.branch.clone());
-        let subject = match (&w.image, &w.key) {
-            (Some(i), _) => Subject::Image(i.clone()),
-            (None, Some(k)) => Subject::Key(k.clone()),
-            (None, None) => anyhow::bail!("workload {} has neither image nor key", w.name),
-        };
+        let branch = w.branch(repo_cfg);
+        let subject = w.subject();
         let span = tracing::info_span!("incident", id = %incident.id);
         let _enter = span.enter();
 

@@ -144,14 +144,6 @@ pub struct User {
     pub kind: String,
 }
 
-/// What creating a pull request came to.
-#[derive(Debug)]
-pub enum Created {
-    New(Box<PullRequest>),
-    /// GitHub says an open PR for this head exists (a racing replica made it): find and reuse it.
-    AlreadyExists,
-}
-
 /// What a merge request came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Merge {
@@ -305,12 +297,17 @@ impl GitHubApp {
         decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)
     }
 
-    pub async fn create_pull(&self, repo: &RepoId, title: &str, body: &str, head: &str, base: &str) -> Result<Created, GitHubError> {
+    /// Opens a pull request, or, when GitHub answers 422 "already exists" (a racing replica made
+    /// it), finds that one. The flag says whether this call opened it.
+    pub async fn open_or_find_pull(&self, repo: &RepoId, title: &str, body: &str, head: &str, base: &str) -> Result<(PullRequest, bool), GitHubError> {
         let path = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
         let req = json!({ "title": title, "body": body, "head": head, "base": base, "maintainer_can_modify": false });
         match self.repo_call(repo, Method::POST, &path, Some(&req)).await {
-            Ok(v) => Ok(Created::New(Box::new(decode(&path, v)?))),
-            Err(GitHubError::Status { status: 422, message, .. }) if message.contains("already exists") => Ok(Created::AlreadyExists),
+            Ok(v) => Ok((decode(&path, v)?, true)),
+            Err(GitHubError::Status { status: 422, message, .. }) if message.contains("already exists") => {
+                let pr = self.open_pull_for(repo, head).await?;
+                pr.map(|p| (p, false)).ok_or_else(|| GitHubError::Decode { what: path, message: format!("GitHub says a pull request for {head} exists, but none is open") })
+            }
             Err(e) => Err(e),
         }
     }

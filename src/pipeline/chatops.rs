@@ -150,17 +150,11 @@ impl Engine<'_> {
 
     /// Rebuilds the revert on the base branch's current tip and force-pushes the PR's branch.
     fn retry(&self, repo_cfg: &RepoConfig, pr: &PullRequest) -> anyhow::Result<String> {
-        let body = pr.body.as_deref().unwrap_or("");
-        let (Some(culprit_sha), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
-            return Ok("this PR's body has no metricops marker (culprit, incident); cannot rebuild it.".into());
+        let (culprit_sha, w) = match self.revert_pr_subject(pr) {
+            Ok(found) => found,
+            Err(why) => return Ok(format!("{why}; cannot rebuild it.")),
         };
-        let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
-        let w = self.config.workloads.iter().find(|w| w.name == workload).with_context(|| format!("workload {workload:?} is no longer configured"))?;
-        let subject = match (&w.image, &w.key) {
-            (Some(i), _) => Subject::Image(i.clone()),
-            (None, Some(k)) => Subject::Key(k.clone()),
-            (None, None) => anyhow::bail!("workload {} has neither image nor key", w.name),
-        };
+        let subject = w.subject();
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
         let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
@@ -181,15 +175,22 @@ impl Engine<'_> {
         Ok(format!("rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.", pr.base.name, tip.short(), built.mode.label(), built.why, built.commit.short()))
     }
 
-    /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
-    fn resume(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest) -> anyhow::Result<String> {
+    /// The culprit and the configured workload a revert PR's marker names, or why not.
+    fn revert_pr_subject(&self, pr: &PullRequest) -> Result<(String, &crate::config::WorkloadConfig), String> {
         let body = pr.body.as_deref().unwrap_or("");
         let (Some(culprit), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
-            return Ok("this PR's body has no metricops marker; nothing to resume.".into());
+            return Err("this PR's body has no metricops marker (culprit, incident)".into());
         };
         let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
-        let Some(w) = self.config.workloads.iter().find(|w| w.name == workload) else {
-            return Ok(format!("workload {workload:?} is no longer configured; nothing to resume."));
+        let w = self.config.workloads.iter().find(|w| w.name == workload).ok_or_else(|| format!("workload {workload:?} is no longer configured"))?;
+        Ok((culprit, w))
+    }
+
+    /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
+    fn resume(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest) -> anyhow::Result<String> {
+        let (culprit, w) = match self.revert_pr_subject(pr) {
+            Ok(found) => found,
+            Err(why) => return Ok(format!("{why}; nothing to resume.")),
         };
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
@@ -214,10 +215,7 @@ impl Engine<'_> {
         mirror.create_branch(&branch, &commit)?;
         mirror.force_push(&repo_cfg.url, &commit, &branch, auth.as_ref())?;
         let title = format!("Resume re-promotion of {}", w.name);
-        let created = match gh.block(gh.app.create_pull(repo, &title, &message, &branch, &pr.base.name))? {
-            crate::adapters::github::Created::New(p) => *p,
-            crate::adapters::github::Created::AlreadyExists => gh.block(gh.app.open_pull_for(repo, &branch))?.context("GitHub says the resume PR exists, but none is open")?,
-        };
+        let (created, _) = gh.block(gh.app.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name))?;
         Ok(format!("opened #{} to resume: {}. Merge it when the fixed version is ready to go out.", created.number, what.join("; ")))
     }
 
@@ -260,10 +258,7 @@ This reverts commit {sha} on `{}`.
             help().lines().next().unwrap_or(""),
             pr.number
         );
-        let created = match gh.block(gh.app.create_pull(repo, &title, &body, &branch, &pr.base.name))? {
-            crate::adapters::github::Created::New(p) => *p,
-            crate::adapters::github::Created::AlreadyExists => gh.block(gh.app.open_pull_for(repo, &branch))?.context("GitHub says the rollback PR exists, but none is open")?,
-        };
+        let (created, _) = gh.block(gh.app.open_or_find_pull(repo, &title, &body, &branch, &pr.base.name))?;
         if let Some(cfg) = self.config.github.as_ref().filter(|g| !g.labels.is_empty()) {
             gh.block(gh.app.add_labels(repo, created.number, &cfg.labels))?;
         }

@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use super::{Delivery, Engine, Outcome, PrLink, Target, push};
 use crate::adapters::git::GitError;
-use crate::adapters::github::{Created, GitHubApp, Merge, PullRequest, RepoId};
+use crate::adapters::github::{GitHubApp, Merge, PullRequest, RepoId};
 use crate::config::GitHubConfig;
 use crate::domain::policy::Decision;
 use crate::domain::render::OriginalPr;
@@ -90,22 +90,16 @@ impl Engine<'_> {
         outcome.revert = Some(built);
         let (title, body) = outcome.pr.clone().context("no PR text was rendered")?;
         let body = format!("{body}\n{}\n", alerts_marker(outcome));
-        let pr = match gh.block(gh.app.create_pull(&repo, &title, &body, branch, &outcome.branch))? {
-            Created::New(pr) => {
-                let pr = *pr;
-                tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
-                self.dress(gh, cfg, &repo, &pr, original.as_ref());
-                pr
+        let (pr, opened) = gh.block(gh.app.open_or_find_pull(&repo, &title, &body, branch, &outcome.branch))?;
+        if opened {
+            tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
+            self.dress(gh, cfg, &repo, &pr, original.as_ref());
+        } else {
+            tracing::info!(pr = pr.number, "another replica opened the revert PR first; reusing it");
+            if outcome.decision != Decision::Merge {
+                return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
             }
-            Created::AlreadyExists => {
-                let pr = gh.block(gh.app.open_pull_for(&repo, branch))?.context("GitHub says a pull request for this branch exists, but none is open")?;
-                tracing::info!(pr = pr.number, "another replica opened the revert PR first; reusing it");
-                if outcome.decision != Decision::Merge {
-                    return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
-                }
-                pr
-            }
-        };
+        }
         if outcome.decision == Decision::Merge {
             return self.merge(gh, cfg, &repo, &pr, &message, branch);
         }
