@@ -12,7 +12,11 @@ use crate::domain::revert::ModeChoice;
 use crate::revert::{RevertError, build_revert, trace};
 
 #[derive(Parser, Debug)]
-#[command(name = "metricops", version, about = "GitOps-native rollback bot: finds the commit that put a failing image in place and reverts it in Git.")]
+#[command(
+    name = "metricops",
+    version,
+    about = "GitOps-native rollback bot: finds the commit that put a failing image in place and reverts it in Git."
+)]
 pub struct Cli {
     /// Log lines on stderr as text or JSON (one object per line, with the incident id of the span).
     #[arg(long, global = true, value_enum, default_value = "text", env = "METRICOPS_LOG_FORMAT")]
@@ -143,7 +147,9 @@ impl From<RevertError> for CliError {
             RevertError::Trace(TraceError::Ambiguous { versions, .. }) => json!({
                 "versions": versions.iter().map(|(v, files)| json!({"version": v.to_string(), "files": files})).collect::<Vec<_>>()
             }),
-            RevertError::Git(crate::adapters::git::GitError::Conflict { files, .. }) => json!({ "files": files }),
+            RevertError::Git(crate::adapters::git::GitError::Conflict { files, .. }) => {
+                json!({ "files": files })
+            }
             _ => json!({}),
         };
         CliError { kind: e.kind(), message: e.to_string(), details }
@@ -167,7 +173,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trace(a) => run_trace(a),
         Command::Revert(a) => run_revert(a),
         Command::Serve { config, listen } => crate::server::run(&config, &listen).map_err(CliError::from),
-        Command::Simulate { config, alert, source, execute, at } => crate::simulate::run(&config, &alert, source, execute, at.as_deref()).map_err(CliError::from),
+        Command::Simulate { config, alert, source, execute, at } => {
+            crate::simulate::run(&config, &alert, source, execute, at.as_deref()).map_err(CliError::from)
+        }
         Command::CheckConfig { file } => crate::config::check_file(&file).map_err(CliError::from),
     };
     match result {
@@ -287,13 +295,28 @@ fn run_revert(a: RevertArgs) -> Result<(), CliError> {
         culprit.version,
         culprit.previous.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "(none)".into())
     );
-    let built = build_revert(&repo, &culprit, &subject, &onto, a.mode, a.branch.as_deref(), &reason, &[], chrono::Utc::now())?;
+    let built = build_revert(
+        &repo,
+        &culprit,
+        &subject,
+        &onto,
+        a.mode,
+        a.branch.as_deref(),
+        &reason,
+        &[],
+        chrono::Utc::now(),
+    )?;
     print_built(&built, a.scope.json);
     Ok(())
 }
 
 /// `--commit` alone: the tree `git revert` would make.
-fn revert_whole_commit(repo: &GitRepo, commit: &crate::domain::culprit::CommitSha, onto: &crate::domain::culprit::CommitSha, a: &RevertArgs) -> Result<(), CliError> {
+fn revert_whole_commit(
+    repo: &GitRepo,
+    commit: &crate::domain::culprit::CommitSha,
+    onto: &crate::domain::culprit::CommitSha,
+    a: &RevertArgs,
+) -> Result<(), CliError> {
     if a.mode == ModeChoice::Surgical {
         return Err(CliError {
             kind: "usage",
@@ -303,7 +326,12 @@ fn revert_whole_commit(repo: &GitRepo, commit: &crate::domain::culprit::CommitSh
     }
     let info = repo.commit_info(commit).map_err(RevertError::from)?;
     let tree = repo.revert_tree(commit, onto).map_err(RevertError::from)?;
-    let msg = crate::domain::revert::message(&info, crate::domain::revert::Mode::Commit, "Requested with `metricops revert`.", &[]);
+    let msg = crate::domain::revert::message(
+        &info,
+        crate::domain::revert::Mode::Commit,
+        "Requested with `metricops revert`.",
+        &[],
+    );
     let new = repo.write_commit(tree, onto, &msg, chrono::Utc::now()).map_err(RevertError::from)?;
     let branch = a.branch.clone().unwrap_or_else(|| crate::domain::revert::branch_name(&commit.0));
     repo.create_branch(&branch, &new).map_err(RevertError::from)?;
@@ -328,7 +356,13 @@ fn print_built(b: &crate::revert::BuiltRevert, json_out: bool) {
     if json_out {
         println!("{}", serde_json::to_string(b).expect("serialisable"));
     } else {
-        println!("created {} on branch {} ({} revert of {})", b.commit, b.branch, b.mode.label(), b.culprit.short());
+        println!(
+            "created {} on branch {} ({} revert of {})",
+            b.commit,
+            b.branch,
+            b.mode.label(),
+            b.culprit.short()
+        );
         println!("  why: {}", b.why);
         if !b.image.is_empty() {
             println!("  {}: {} -> {}", b.image, b.from, b.to.as_deref().unwrap_or("(none)"));

@@ -12,9 +12,9 @@ use secrecy::SecretString;
 use crate::adapters::github::{AppSettings, MergeMethod};
 use crate::domain::culprit::Subject;
 use crate::domain::policy::{Action, MergeRule, Policy};
-use crate::domain::schedule::Window;
 use crate::domain::render::{PR_BODY, PR_TITLE};
 use crate::domain::rules::{Rule, check_promql, parse_objective, slo_expr};
+use crate::domain::schedule::Window;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,9 +97,20 @@ impl ServerConfig {
     pub fn webhook_auth(&self) -> anyhow::Result<WebhookAuth> {
         match &self.webhook_auth {
             None => Ok(WebhookAuth::Open),
-            Some(WebhookAuthConfig { bearer_token_file: Some(f), username: None, password_file: None }) => Ok(WebhookAuth::Bearer(read_secret(f, "server.webhook_auth.bearer_token_file")?)),
-            Some(WebhookAuthConfig { bearer_token_file: None, username: Some(u), password_file: Some(f) }) => Ok(WebhookAuth::Basic { username: u.clone(), password: read_secret(f, "server.webhook_auth.password_file")? }),
-            Some(_) => anyhow::bail!("server.webhook_auth: give either bearer_token_file, or username and password_file"),
+            Some(WebhookAuthConfig { bearer_token_file: Some(f), username: None, password_file: None }) => {
+                Ok(WebhookAuth::Bearer(read_secret(f, "server.webhook_auth.bearer_token_file")?))
+            }
+            Some(WebhookAuthConfig {
+                bearer_token_file: None,
+                username: Some(u),
+                password_file: Some(f),
+            }) => Ok(WebhookAuth::Basic {
+                username: u.clone(),
+                password: read_secret(f, "server.webhook_auth.password_file")?,
+            }),
+            Some(_) => anyhow::bail!(
+                "server.webhook_auth: give either bearer_token_file, or username and password_file"
+            ),
         }
     }
 }
@@ -116,7 +127,11 @@ pub struct PrometheusConfig {
 
 impl PrometheusConfig {
     pub fn interval(&self) -> std::time::Duration {
-        self.interval.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok()).unwrap_or(std::time::Duration::from_secs(15))
+        self.interval
+            .as_ref()
+            .and_then(|s| parse_duration(&s.value))
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(15))
     }
 }
 
@@ -222,12 +237,21 @@ fn default_webhook_max_bytes() -> usize {
 
 impl GitHubConfig {
     pub fn retry_budget(&self) -> std::time::Duration {
-        self.retry_budget.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok()).unwrap_or(std::time::Duration::from_secs(60))
+        self.retry_budget
+            .as_ref()
+            .and_then(|s| parse_duration(&s.value))
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(60))
     }
 
     /// The App's settings, the key read from its file into a secret.
     pub fn app_settings(&self) -> anyhow::Result<AppSettings> {
-        Ok(AppSettings { app_id: self.app_id, private_key: read_secret(&self.private_key_file, "github.private_key_file")?, api_url: self.api_url.clone(), retry_budget: self.retry_budget() })
+        Ok(AppSettings {
+            app_id: self.app_id,
+            private_key: read_secret(&self.private_key_file, "github.private_key_file")?,
+            api_url: self.api_url.clone(),
+            retry_budget: self.retry_budget(),
+        })
     }
 
     pub fn webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
@@ -347,7 +371,8 @@ pub struct MergeRuleConfig {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let c: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError(vec![one_line(&e.to_string())]))?;
+        let c: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError(vec![one_line(&e.to_string())]))?;
         let mut problems = Vec::new();
         for w in &c.workloads {
             if !c.repos.iter().any(|r| r.name == w.repo.value) {
@@ -355,11 +380,18 @@ impl Config {
                 problems.push(format!("line {} column {}: workload {:?} names repo {:?}, which is not under `repos` (there: {})", w.repo.referenced.line(), w.repo.referenced.column(), w.name, w.repo.value, names.join(", ")));
             }
             match (&w.image, &w.key) {
-                (None, None) => problems.push(format!("workload {:?}: give `image` (repository) or `key` (dotted key of the tag)", w.name)),
-                (Some(_), Some(_)) => problems.push(format!("workload {:?}: give `image` or `key`, not both", w.name)),
+                (None, None) => problems.push(format!(
+                    "workload {:?}: give `image` (repository) or `key` (dotted key of the tag)",
+                    w.name
+                )),
+                (Some(_), Some(_)) => {
+                    problems.push(format!("workload {:?}: give `image` or `key`, not both", w.name))
+                }
                 _ => {}
             }
-            if w.match_labels.is_empty() && w.name.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty()) {
+            if w.match_labels.is_empty()
+                && w.name.split_once('/').is_none_or(|(ns, n)| ns.is_empty() || n.is_empty())
+            {
                 problems.push(format!("workload {:?}: give `match` labels, or name it NAMESPACE/NAME so alerts are matched by namespace and workload labels", w.name));
             }
         }
@@ -375,7 +407,8 @@ impl Config {
         }
         for r in &c.rules {
             if !c.workloads.iter().any(|w| w.name == r.workload) {
-                problems.push(format!("rule {:?}: workload {:?} is not under `workloads`", r.name, r.workload));
+                problems
+                    .push(format!("rule {:?}: workload {:?} is not under `workloads`", r.name, r.workload));
             }
             if let Err(e) = c.compile_rule(r) {
                 problems.push(e);
@@ -391,20 +424,40 @@ impl Config {
                 problems.push(format!("policy: {e}"));
             }
         }
-        if c.policy.merge_rules.iter().any(|r| r.severity.is_empty() && r.labels.is_empty() && r.when.is_none()) {
+        if c.policy
+            .merge_rules
+            .iter()
+            .any(|r| r.severity.is_empty() && r.labels.is_empty() && r.when.is_none())
+        {
             problems.push("policy.merge_rules: a rule with no severity, labels or when would merge everything; use `action: merge` for that".into());
         }
         let interval = c.prometheus.as_ref().and_then(|p| p.interval.clone());
-        for d in [&c.policy.max_culprit_age, &c.policy.causality_grace, &c.policy.cooldown, &c.policy.cancel_suppress, &github_budget.cloned(), &interval].into_iter().flatten() {
+        for d in [
+            &c.policy.max_culprit_age,
+            &c.policy.causality_grace,
+            &c.policy.cooldown,
+            &c.policy.cancel_suppress,
+            &github_budget.cloned(),
+            &interval,
+        ]
+        .into_iter()
+        .flatten()
+        {
             if parse_duration(&d.value).is_none() {
-                problems.push(format!("line {} column {}: {:?} is not a duration (use e.g. 90s, 30m, 24h, 7d)", d.referenced.line(), d.referenced.column(), d.value));
+                problems.push(format!(
+                    "line {} column {}: {:?} is not a duration (use e.g. 90s, 30m, 24h, 7d)",
+                    d.referenced.line(),
+                    d.referenced.column(),
+                    d.value
+                ));
             }
         }
         if problems.is_empty() { Ok(c) } else { Err(ConfigError(problems)) }
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         let mut c = Config::parse(&text).with_context(|| format!("config {}", path.display()))?;
         if let Some(dir) = &c.templates_dir {
             let dir = path.parent().unwrap_or(Path::new(".")).join(dir);
@@ -417,7 +470,9 @@ impl Config {
     pub fn policy(&self) -> Policy {
         let d = Policy::default();
         let p = &self.policy;
-        let dur = |s: &Option<Spanned<String>>, default| s.as_ref().and_then(|s| parse_duration(&s.value)).unwrap_or(default);
+        let dur = |s: &Option<Spanned<String>>, default| {
+            s.as_ref().and_then(|s| parse_duration(&s.value)).unwrap_or(default)
+        };
         let tz = p.timezone.as_deref();
         let cap = |c: Option<u32>, default: Option<u32>| match c {
             Some(0) => None,
@@ -429,7 +484,11 @@ impl Config {
             merge_rules: p
                 .merge_rules
                 .iter()
-                .map(|r| MergeRule { severity: r.severity.clone(), labels: r.labels.clone(), when: r.when.as_deref().and_then(|w| Window::parse(w, tz).ok()) })
+                .map(|r| MergeRule {
+                    severity: r.severity.clone(),
+                    labels: r.labels.clone(),
+                    when: r.when.as_deref().and_then(|w| Window::parse(w, tz).ok()),
+                })
                 .collect(),
             max_culprit_age: dur(&p.max_culprit_age, d.max_culprit_age),
             causality_grace: dur(&p.causality_grace, d.causality_grace),
@@ -445,7 +504,11 @@ impl Config {
     }
 
     pub fn cancel_suppress(&self) -> chrono::Duration {
-        self.policy.cancel_suppress.as_ref().and_then(|s| parse_duration(&s.value)).unwrap_or(chrono::Duration::hours(24))
+        self.policy
+            .cancel_suppress
+            .as_ref()
+            .and_then(|s| parse_duration(&s.value))
+            .unwrap_or(chrono::Duration::hours(24))
     }
 
     /// The workload an alert's labels are about: the first whose `match` labels all appear in
@@ -457,7 +520,8 @@ impl Config {
                 return w.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
             }
             let Some((ns, name)) = w.name.split_once('/') else { return false };
-            labels.get("namespace").map(String::as_str) == Some(ns) && self.workload_labels.iter().any(|l| labels.get(l).map(String::as_str) == Some(name))
+            labels.get("namespace").map(String::as_str) == Some(ns)
+                && self.workload_labels.iter().any(|l| labels.get(l).map(String::as_str) == Some(name))
         })
     }
 
@@ -466,10 +530,18 @@ impl Config {
         let expr = match (&r.expr, &r.slo) {
             (Some(e), None) => e.clone(),
             (None, Some(slo)) => {
-                let objective = parse_objective(&slo.objective).ok_or_else(|| format!("rule {:?}: objective {:?} is not a ratio below 100% (e.g. \"99.9%\")", r.name, slo.objective))?;
+                let objective = parse_objective(&slo.objective).ok_or_else(|| {
+                    format!(
+                        "rule {:?}: objective {:?} is not a ratio below 100% (e.g. \"99.9%\")",
+                        r.name, slo.objective
+                    )
+                })?;
                 for (k, q) in [("good", &slo.good), ("total", &slo.total)] {
                     if !q.contains("{{window}}") {
-                        return Err(format!("rule {:?}: slo.{k} must contain {{{{window}}}} where the range goes, e.g. rate(x[{{{{window}}}}])", r.name));
+                        return Err(format!(
+                            "rule {:?}: slo.{k} must contain {{{{window}}}} where the range goes, e.g. rate(x[{{{{window}}}}])",
+                            r.name
+                        ));
                     }
                 }
                 slo_expr(objective, &slo.good, &slo.total)
@@ -479,9 +551,24 @@ impl Config {
         check_promql(&r.name, &expr)?;
         let for_ = match &r.for_ {
             None => chrono::Duration::zero(),
-            Some(f) => parse_duration(&f.value).ok_or_else(|| format!("line {} column {}: rule {:?}: `for` {:?} is not a duration (use e.g. 90s, 30m)", f.referenced.line(), f.referenced.column(), r.name, f.value))?,
+            Some(f) => parse_duration(&f.value).ok_or_else(|| {
+                format!(
+                    "line {} column {}: rule {:?}: `for` {:?} is not a duration (use e.g. 90s, 30m)",
+                    f.referenced.line(),
+                    f.referenced.column(),
+                    r.name,
+                    f.value
+                )
+            })?,
         };
-        Ok(Rule { name: r.name.clone(), workload: r.workload.clone(), expr, for_, severity: r.severity.clone(), origin: "config".into() })
+        Ok(Rule {
+            name: r.name.clone(),
+            workload: r.workload.clone(),
+            expr,
+            for_,
+            severity: r.severity.clone(),
+            origin: "config".into(),
+        })
     }
 
     pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
@@ -497,8 +584,10 @@ impl Templates {
         for (name, slot) in [("pr_title.txt", &mut t.title), ("pr_body.md", &mut t.body)] {
             let path = dir.join(name);
             if path.exists() {
-                *slot = std::fs::read_to_string(&path).with_context(|| format!("reading template {}", path.display()))?;
-                crate::domain::render::check_template(name, slot).with_context(|| format!("template {}", path.display()))?;
+                *slot = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading template {}", path.display()))?;
+                crate::domain::render::check_template(name, slot)
+                    .with_context(|| format!("template {}", path.display()))?;
             }
         }
         Ok(t)
@@ -545,7 +634,14 @@ pub fn check_file(path: &Path) -> anyhow::Result<()> {
         crate::adapters::github::GitHubApp::new(&key)?;
         g.webhook_secret()?;
     }
-    println!("{}: ok ({} repos, {} workloads, policy: {:?}{})", path.display(), c.repos.len(), c.workloads.len(), c.policy.action, if c.github.is_some() { ", GitHub App key readable" } else { "" });
+    println!(
+        "{}: ok ({} repos, {} workloads, policy: {:?}{})",
+        path.display(),
+        c.repos.len(),
+        c.workloads.len(),
+        c.policy.action,
+        if c.github.is_some() { ", GitHub App key readable" } else { "" }
+    );
     Ok(())
 }
 
@@ -572,9 +668,18 @@ mod tests {
 
     #[test]
     fn workloads_match_by_labels_or_by_namespace_and_name() {
-        let c = Config::parse(&GOOD.replace("  match: {namespace: shop, deployment: api}\n", "").replace("name: api", "name: shop/api")).unwrap();
-        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
-        assert!(c.workload_for(&labels(&[("namespace", "shop"), ("app_kubernetes_io_name", "api")])).is_some());
+        let c = Config::parse(
+            &GOOD
+                .replace("  match: {namespace: shop, deployment: api}\n", "")
+                .replace("name: api", "name: shop/api"),
+        )
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+        };
+        assert!(
+            c.workload_for(&labels(&[("namespace", "shop"), ("app_kubernetes_io_name", "api")])).is_some()
+        );
         assert!(c.workload_for(&labels(&[("namespace", "shop"), ("statefulset", "api")])).is_some());
         assert!(c.workload_for(&labels(&[("namespace", "other"), ("deployment", "api")])).is_none());
         assert!(c.workload_for(&labels(&[("deployment", "api")])).is_none());
@@ -584,10 +689,15 @@ mod tests {
 
     #[test]
     fn policy_windows_and_caps_are_read_and_checked() {
-        let text = format!("{GOOD}  cooldown: 30m\n  timezone: Europe/Berlin\n  freeze: ['* * 24-26 12 *']\n  max_reverts_per_day: 0\n  merge_rules:\n  - {{severity: [critical], when: '* 0-8,18-23 * * MON-FRI'}}\n");
+        let text = format!(
+            "{GOOD}  cooldown: 30m\n  timezone: Europe/Berlin\n  freeze: ['* * 24-26 12 *']\n  max_reverts_per_day: 0\n  merge_rules:\n  - {{severity: [critical], when: '* 0-8,18-23 * * MON-FRI'}}\n"
+        );
         let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
         let p = c.policy();
-        assert_eq!((p.cooldown, p.max_reverts_per_day, p.max_reverts_per_day_per_repo), (chrono::Duration::minutes(30), None, Some(10)));
+        assert_eq!(
+            (p.cooldown, p.max_reverts_per_day, p.max_reverts_per_day_per_repo),
+            (chrono::Duration::minutes(30), None, Some(10))
+        );
         assert_eq!(p.freeze[0].tz, chrono_tz::Europe::Berlin);
         assert_eq!(p.merge_rules[0].severity, ["critical"]);
         let bad = problems(&text.replace("MON-FRI", "MON-FUN"));
@@ -598,16 +708,35 @@ mod tests {
 
     #[test]
     fn rules_are_checked_at_load() {
-        let with = |rules: &str| problems(&format!("{GOOD}prometheus:\n  url: http://127.0.0.1:9090\nrules:\n{rules}"));
+        let with = |rules: &str| {
+            problems(&format!("{GOOD}prometheus:\n  url: http://127.0.0.1:9090\nrules:\n{rules}"))
+        };
         assert_eq!(with("- {name: errors, workload: api, expr: 'rate(x[5m]) > 0', for: 2m}\n"), "ok");
-        assert_eq!(with("- name: slo\n  workload: api\n  slo: {objective: 99.9%, good: 'sum(rate(ok[{{window}}]))', total: 'sum(rate(all[{{window}}]))'}\n"), "ok");
+        assert_eq!(
+            with(
+                "- name: slo\n  workload: api\n  slo: {objective: 99.9%, good: 'sum(rate(ok[{{window}}]))', total: 'sum(rate(all[{{window}}]))'}\n"
+            ),
+            "ok"
+        );
         let p = with("- {name: errors, workload: api, expr: 'rate(x[5m] > 0'}\n");
         assert!(p.starts_with("rule \"errors\": invalid PromQL"), "{p}");
-        assert_eq!(with("- {name: e, workload: nope, expr: 'up'}\n"), "rule \"e\": workload \"nope\" is not under `workloads`");
+        assert_eq!(
+            with("- {name: e, workload: nope, expr: 'up'}\n"),
+            "rule \"e\": workload \"nope\" is not under `workloads`"
+        );
         assert!(with("- {name: e, workload: api}\n").contains("give `expr` (PromQL) or `slo`"));
-        assert!(with("- {name: e, workload: api, expr: up, for: soon}\n").contains("`for` \"soon\" is not a duration"));
-        assert!(with("- name: s\n  workload: api\n  slo: {objective: 120%, good: a, total: b}\n").contains("objective \"120%\""));
-        assert!(problems(&format!("{GOOD}rules:\n- {{name: e, workload: api, expr: up}}\n")).contains("need a `prometheus:` section"));
+        assert!(
+            with("- {name: e, workload: api, expr: up, for: soon}\n")
+                .contains("`for` \"soon\" is not a duration")
+        );
+        assert!(
+            with("- name: s\n  workload: api\n  slo: {objective: 120%, good: a, total: b}\n")
+                .contains("objective \"120%\"")
+        );
+        assert!(
+            problems(&format!("{GOOD}rules:\n- {{name: e, workload: api, expr: up}}\n"))
+                .contains("need a `prometheus:` section")
+        );
     }
 
     #[test]
@@ -616,7 +745,10 @@ mod tests {
         let p = problems(&unknown);
         assert!(p.contains("pathz") && p.contains("line 8"), "{p}");
         let p = problems(&GOOD.replace("  repo: m", "  repo: nope"));
-        assert_eq!(p, "line 7 column 9: workload \"api\" names repo \"nope\", which is not under `repos` (there: m)");
+        assert_eq!(
+            p,
+            "line 7 column 9: workload \"api\" names repo \"nope\", which is not under `repos` (there: m)"
+        );
         let p = problems(&GOOD.replace("12h", "twelve hours"));
         assert_eq!(p, "line 12 column 20: \"twelve hours\" is not a duration (use e.g. 90s, 30m, 24h, 7d)");
         let p = problems(&GOOD.replace("action: merge", "action: yolo"));

@@ -42,14 +42,44 @@ pub fn run() -> anyhow::Result<()> {
     println!("metricops demo: everything below happens on this machine, in {}", dir.path().display());
 
     heading(1, "A manifests repository (a bare repo standing in for the Git remote)");
-    remote.commit_files("main", &files(&[
-        ("apps/checkout/base/deployment.yaml", DEPLOYMENT),
-        ("apps/checkout/overlays/prod/kustomization.yaml", KUSTOMIZATION),
-        ("apps/cart/values.yaml", CART_VALUES),
-    ]), "Add shop manifests", dev, now - Duration::hours(3))?;
-    remote.commit_files("main", &files(&[("apps/cart/values.yaml", &CART_VALUES.replace("2.3.0", "2.3.1"))]), "deploy cart 2.3.1 to prod", ci, now - Duration::minutes(90))?;
-    let bad = remote.commit_files("main", &files(&[("apps/checkout/overlays/prod/kustomization.yaml", &KUSTOMIZATION.replace("1.4.2", "1.5.0"))]), "deploy checkout 1.5.0 to prod", ci, now - Duration::minutes(25))?;
-    remote.commit_files("main", &files(&[("apps/cart/values.yaml", &CART_VALUES.replace("2.3.0", "2.3.1").replace("maxReplicas: 6", "maxReplicas: 8"))]), "cart: allow 8 replicas", dev, now - Duration::minutes(12))?;
+    remote.commit_files(
+        "main",
+        &files(&[
+            ("apps/checkout/base/deployment.yaml", DEPLOYMENT),
+            ("apps/checkout/overlays/prod/kustomization.yaml", KUSTOMIZATION),
+            ("apps/cart/values.yaml", CART_VALUES),
+        ]),
+        "Add shop manifests",
+        dev,
+        now - Duration::hours(3),
+    )?;
+    remote.commit_files(
+        "main",
+        &files(&[("apps/cart/values.yaml", &CART_VALUES.replace("2.3.0", "2.3.1"))]),
+        "deploy cart 2.3.1 to prod",
+        ci,
+        now - Duration::minutes(90),
+    )?;
+    let bad = remote.commit_files(
+        "main",
+        &files(&[(
+            "apps/checkout/overlays/prod/kustomization.yaml",
+            &KUSTOMIZATION.replace("1.4.2", "1.5.0"),
+        )]),
+        "deploy checkout 1.5.0 to prod",
+        ci,
+        now - Duration::minutes(25),
+    )?;
+    remote.commit_files(
+        "main",
+        &files(&[(
+            "apps/cart/values.yaml",
+            &CART_VALUES.replace("2.3.0", "2.3.1").replace("maxReplicas: 6", "maxReplicas: 8"),
+        )]),
+        "cart: allow 8 replicas",
+        dev,
+        now - Duration::minutes(12),
+    )?;
     let log = remote_log(&remote)?;
     print!("{}", indent(&log));
     println!("   The bad deploy is {} (checkout 1.4.2 → 1.5.0); a later commit touched cart.", bad.short());
@@ -59,11 +89,18 @@ pub fn run() -> anyhow::Result<()> {
     let body = ALERT.replace("{{STARTS_AT}}", &starts);
     let alerts = crate::domain::alert::parse_alertmanager(&body)?;
     for a in &alerts {
-        println!("   {} [{}] since {}  {}", a.name, a.severity.as_deref().unwrap_or("-"), a.starts_at.to_rfc3339(), crate::domain::alert::labels_text(&a.labels));
+        println!(
+            "   {} [{}] since {}  {}",
+            a.name,
+            a.severity.as_deref().unwrap_or("-"),
+            a.starts_at.to_rfc3339(),
+            crate::domain::alert::labels_text(&a.labels)
+        );
     }
 
     let config_text = CONFIG.replace("{{REMOTE}}", &remote_path.display().to_string());
-    let mut config = Config::parse(&config_text).map_err(|e| anyhow::anyhow!("the demo config is broken: {e}"))?;
+    let mut config =
+        Config::parse(&config_text).map_err(|e| anyhow::anyhow!("the demo config is broken: {e}"))?;
     config.state_dir = Some(dir.path().join("state"));
     let engine = Engine::new(&config);
     let report = engine.handle_alertmanager(&body, now)?;
@@ -88,14 +125,19 @@ pub fn run() -> anyhow::Result<()> {
 
     let (title, pr_body) = o.pr.as_ref().context("no PR text")?;
     heading(7, "The pull request, as GitHub shows it (with `forge: github`, the App opens it)");
-    print!("{}", indent(&github_view(title, pr_body, &o.branch, &branch_name(&o.culprit.commit.sha.0), &config)));
+    print!(
+        "{}",
+        indent(&github_view(title, pr_body, &o.branch, &branch_name(&o.culprit.commit.sha.0), &config))
+    );
 
     heading(8, "On the remote");
     for (name, sha) in remote.remote_heads(&remote_path.display().to_string(), None)? {
         println!("   {name:<40} {}", sha.short());
     }
     match &o.delivery {
-        Some(Delivery::Proposed { branch, .. }) => println!("   Pushed {branch}: a person reviews and merges it; Argo CD or Flux then rolls back."),
+        Some(Delivery::Proposed { branch, .. }) => {
+            println!("   Pushed {branch}: a person reviews and merges it; Argo CD or Flux then rolls back.")
+        }
         Some(d) => println!("   {d:?}"),
         None => {}
     }
@@ -103,7 +145,9 @@ pub fn run() -> anyhow::Result<()> {
     heading(9, "The same alert again");
     let again = engine.handle_alertmanager(&body, now)?;
     match again.outcomes.first().and_then(|o| o.delivery.clone()) {
-        Some(Delivery::AlreadyProposed { branch, .. }) => println!("   {branch} exists already: nothing new is opened (one revert per culprit)."),
+        Some(Delivery::AlreadyProposed { branch, .. }) => {
+            println!("   {branch} exists already: nothing new is opened (one revert per culprit).")
+        }
         other => println!("   {other:?}"),
     }
     println!("\nDone. The temp dir is removed on exit.");
@@ -113,9 +157,16 @@ pub fn run() -> anyhow::Result<()> {
 /// The PR page's header and body, as the App would open it: title, state line, labels, reviewers,
 /// then the Markdown body exactly as sent.
 fn github_view(title: &str, body: &str, base: &str, head: &str, config: &Config) -> String {
-    let labels = config.github.as_ref().map(|g| g.labels.clone()).unwrap_or_else(|| vec!["metricops".into(), "rollback".into()]);
+    let labels = config
+        .github
+        .as_ref()
+        .map(|g| g.labels.clone())
+        .unwrap_or_else(|| vec!["metricops".into(), "rollback".into()]);
     let rule = "─".repeat(72);
-    let mut out = format!("┌{rule}\n│ {title} #1\n│ [Open] metricops[bot] wants to merge 1 commit into {base} from {head}\n│ Labels: {}   Reviewers: the culprit PR's author (on GitHub)\n├{rule}\n", labels.join(", "));
+    let mut out = format!(
+        "┌{rule}\n│ {title} #1\n│ [Open] metricops[bot] wants to merge 1 commit into {base} from {head}\n│ Labels: {}   Reviewers: the culprit PR's author (on GitHub)\n├{rule}\n",
+        labels.join(", ")
+    );
     for line in body.lines() {
         out.push_str(&format!("│ {line}\n"));
     }

@@ -28,7 +28,10 @@ pub fn workload_labels(config: &Config, workload: &str) -> BTreeMap<String, Stri
         Some(w) if !w.match_labels.is_empty() => w.match_labels.clone(),
         _ => {
             let (ns, name) = workload.split_once('/').unwrap_or(("", workload));
-            BTreeMap::from([("namespace".to_string(), ns.to_string()), ("deployment".to_string(), name.to_string())])
+            BTreeMap::from([
+                ("namespace".to_string(), ns.to_string()),
+                ("deployment".to_string(), name.to_string()),
+            ])
         }
     }
 }
@@ -56,7 +59,14 @@ fn alert(config: &Config, rule: &Rule, since: chrono::DateTime<Utc>) -> Alert {
 }
 
 /// Runs until the queue's receiver is gone.
-pub async fn run(config: Arc<Config>, rules: Vec<Rule>, prom: Prometheus, interval: Duration, queue: SyncSender<Job>, metrics: Arc<Metrics>) {
+pub async fn run(
+    config: Arc<Config>,
+    rules: Vec<Rule>,
+    prom: Prometheus,
+    interval: Duration,
+    queue: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+) {
     tracing::info!(rules = rules.len(), every = ?interval, "evaluator started");
     let mut states = vec![RuleState::Inactive; rules.len()];
     let mut last_sent: Vec<Option<std::time::Instant>> = vec![None; rules.len()];
@@ -74,16 +84,23 @@ pub async fn run(config: Arc<Config>, rules: Vec<Rule>, prom: Prometheus, interv
                     Sample::Unknown
                 }
             };
-            metrics.rule(&rule.name, match sample {
-                Sample::Holds => "holds",
-                Sample::Clear => "clear",
-                Sample::Unknown => "unknown",
-            });
+            metrics.rule(
+                &rule.name,
+                match sample {
+                    Sample::Holds => "holds",
+                    Sample::Clear => "clear",
+                    Sample::Unknown => "unknown",
+                },
+            );
             let (next, transition) = states[i].step(sample, rule.for_, Utc::now());
             states[i] = next;
             let send = match (transition, next) {
                 (Transition::Fire { since }, _) => Some(since),
-                (Transition::Nothing, RuleState::Firing { since }) if last_sent[i].is_none_or(|t| t.elapsed() >= REPEAT) => Some(since),
+                (Transition::Nothing, RuleState::Firing { since })
+                    if last_sent[i].is_none_or(|t| t.elapsed() >= REPEAT) =>
+                {
+                    Some(since)
+                }
                 (Transition::Resolve, _) => {
                     tracing::info!(rule = %rule.name, "rule resolved");
                     last_sent[i] = None;
@@ -93,10 +110,16 @@ pub async fn run(config: Arc<Config>, rules: Vec<Rule>, prom: Prometheus, interv
             };
             if let Some(since) = send {
                 tracing::info!(rule = %rule.name, workload = %rule.workload, since = %since, "rule fires");
-                let job = Job::Alerts { source: Source::Evaluator, alerts: vec![alert(&config, rule, since)], received: std::time::Instant::now() };
+                let job = Job::Alerts {
+                    source: Source::Evaluator,
+                    alerts: vec![alert(&config, rule, since)],
+                    received: std::time::Instant::now(),
+                };
                 match queue.try_send(job) {
                     Ok(()) => last_sent[i] = Some(std::time::Instant::now()),
-                    Err(std::sync::mpsc::TrySendError::Full(_)) => tracing::warn!(rule = %rule.name, "engine queue full; the rule is sent again next interval"),
+                    Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                        tracing::warn!(rule = %rule.name, "engine queue full; the rule is sent again next interval")
+                    }
                     Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
                 }
             }

@@ -51,16 +51,32 @@ impl Default for Metrics {
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
-            r.register("alerts_received", "Alerts received, by source and outcome (acted, resolved, unmatched)", m.alerts.clone());
+            r.register(
+                "alerts_received",
+                "Alerts received, by source and outcome (acted, resolved, unmatched)",
+                m.alerts.clone(),
+            );
             r.register("incidents", "Incidents handled", m.incidents.clone());
             r.register("decisions", "Decisions, by decision or ignore reason", m.decisions.clone());
             r.register("reverts", "Revert commits built, by mode", m.reverts.clone());
             r.register("deliveries", "Reverts delivered, by outcome (proposed, already_proposed, merged, auto_merge_enabled, merge_refused)", m.deliveries.clone());
             r.register("errors", "Failed incidents and refused requests, by kind", m.errors.clone());
-            r.register("webhook_requests", "Webhook requests, by endpoint and status code", m.webhooks.clone());
-            r.register("rule_evaluations", "Evaluator rule evaluations, by rule and result (holds, clear, unknown)", m.rule_evaluations.clone());
+            r.register(
+                "webhook_requests",
+                "Webhook requests, by endpoint and status code",
+                m.webhooks.clone(),
+            );
+            r.register(
+                "rule_evaluations",
+                "Evaluator rule evaluations, by rule and result (holds, clear, unknown)",
+                m.rule_evaluations.clone(),
+            );
             r.register("step_duration_seconds", "Engine steps: fetch, trace, build (revert commit and PR text), deliver (push, PR, merge; build included)", m.step_seconds.clone());
-            r.register("incident_duration_seconds", "From the alert's arrival to the incident's end (delivered, ignored or failed)", m.incident_seconds.clone());
+            r.register(
+                "incident_duration_seconds",
+                "From the alert's arrival to the incident's end (delivered, ignored or failed)",
+                m.incident_seconds.clone(),
+            );
         }
         m
     }

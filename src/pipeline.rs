@@ -15,17 +15,17 @@ use secrecy::SecretString;
 use crate::adapters::git::{GitError, GitRepo};
 use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
-use crate::domain::culprit::CommitSha;
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager};
-use crate::domain::pause::set_paused;
-use crate::domain::rules::{Rule, annotated_rules, check_promql};
-use crate::metrics::Metrics;
+use crate::domain::culprit::CommitSha;
 use crate::domain::culprit::{Culprit, Query, Subject};
+use crate::domain::pause::set_paused;
 use crate::domain::policy::{Decision, Facts, decide, most_severe};
 use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, OriginalPr, PrView, render_pr};
 use crate::domain::revert::{ModeChoice, branch_name};
-use github::GitHub;
+use crate::domain::rules::{Rule, annotated_rules, check_promql};
+use crate::metrics::Metrics;
 use crate::revert::{BuiltRevert, build_revert, trace};
+use github::GitHub;
 
 /// Work waiting for the engine.
 pub enum Job {
@@ -72,8 +72,12 @@ impl Delivery {
     }
     pub fn pr(&self) -> Option<&PrLink> {
         match self {
-            Delivery::Proposed { pr, .. } | Delivery::AlreadyProposed { pr, .. } | Delivery::Merged { pr, .. } => pr.as_ref(),
-            Delivery::AutoMergeEnabled { pr, .. } | Delivery::MergeRefused { pr, .. } | Delivery::Suppressed { pr, .. } => Some(pr),
+            Delivery::Proposed { pr, .. }
+            | Delivery::AlreadyProposed { pr, .. }
+            | Delivery::Merged { pr, .. } => pr.as_ref(),
+            Delivery::AutoMergeEnabled { pr, .. }
+            | Delivery::MergeRefused { pr, .. }
+            | Delivery::Suppressed { pr, .. } => Some(pr),
         }
     }
 }
@@ -123,7 +127,14 @@ impl<'c> Engine<'c> {
     /// An engine for plain git remotes only.
     pub fn new(config: &'c Config) -> Self {
         let state_dir = config.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"));
-        Engine { config, state_dir, dry_run: false, metrics: Arc::new(Metrics::default()), github: None, roles: Default::default() }
+        Engine {
+            config,
+            state_dir,
+            dry_run: false,
+            metrics: Arc::new(Metrics::default()),
+            github: None,
+            roles: Default::default(),
+        }
     }
 
     /// An engine that also speaks to GitHub as the App, its async calls run on `runtime`. Call the
@@ -158,7 +169,8 @@ impl<'c> Engine<'c> {
             ForgeKind::Git => Ok(None),
             ForgeKind::Github => {
                 let gh = self.github()?;
-                let id = RepoId::from_url(&repo.url).with_context(|| format!("owner/name of {}", repo.url))?;
+                let id =
+                    RepoId::from_url(&repo.url).with_context(|| format!("owner/name of {}", repo.url))?;
                 Ok(Some(gh.block(gh.app.git_token(&id))?))
             }
         }
@@ -172,8 +184,15 @@ impl<'c> Engine<'c> {
 
     /// Handles the alerts of one delivery: grouped per workload, one incident each. `received` is
     /// when they arrived (for the duration metric), `now` the clock the policy uses.
-    pub fn handle_alerts(&self, source: Source, alerts: &[Alert], received: std::time::Instant, now: DateTime<Utc>) -> Report {
-        let (incidents, unplaced) = group(alerts, |a| self.config.workload_for(&a.labels).map(|w| w.name.clone()));
+    pub fn handle_alerts(
+        &self,
+        source: Source,
+        alerts: &[Alert],
+        received: std::time::Instant,
+        now: DateTime<Utc>,
+    ) -> Report {
+        let (incidents, unplaced) =
+            group(alerts, |a| self.config.workload_for(&a.labels).map(|w| w.name.clone()));
         let mut report = Report::default();
         for (alert, reason) in unplaced {
             let outcome = if alert.status == Status::Resolved { "resolved" } else { "unmatched" };
@@ -215,7 +234,8 @@ impl<'c> Engine<'c> {
         let mut rules = Vec::new();
         for w in &self.config.workloads {
             let found = (|| -> anyhow::Result<Vec<Rule>> {
-                let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
+                let repo_cfg =
+                    self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
                 let branch = w.branch(repo_cfg);
                 let mirror = self.mirror(&repo_cfg.name)?;
                 let auth = self.git_auth(repo_cfg)?;
@@ -225,20 +245,33 @@ impl<'c> Engine<'c> {
                 for (path, blob) in history.files(&tip)? {
                     let text = String::from_utf8_lossy(&history.read(blob)?).into_owned();
                     for (name, expr, for_) in annotated_rules(&text) {
-                        let rule_name = format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
+                        let rule_name =
+                            format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
                         if let Err(e) = check_promql(&rule_name, &expr) {
                             tracing::error!(file = %path, error = %e, "annotation rule skipped");
                             continue;
                         }
-                        let for_ = for_.as_deref().and_then(crate::config::parse_duration).unwrap_or_else(chrono::Duration::zero);
-                        out.push(Rule { name: rule_name, workload: w.name.clone(), expr, for_, severity: Some("critical".into()), origin: path.clone() });
+                        let for_ = for_
+                            .as_deref()
+                            .and_then(crate::config::parse_duration)
+                            .unwrap_or_else(chrono::Duration::zero);
+                        out.push(Rule {
+                            name: rule_name,
+                            workload: w.name.clone(),
+                            expr,
+                            for_,
+                            severity: Some("critical".into()),
+                            origin: path.clone(),
+                        });
                     }
                 }
                 Ok(out)
             })();
             match found {
                 Ok(r) => rules.extend(r),
-                Err(e) => tracing::error!(workload = %w.name, error = %format!("{e:#}"), "could not read annotation rules"),
+                Err(e) => {
+                    tracing::error!(workload = %w.name, error = %format!("{e:#}"), "could not read annotation rules")
+                }
             }
         }
         rules
@@ -260,7 +293,17 @@ impl<'c> Engine<'c> {
 
     /// Everything the policy needs to know, read from git, the alerts and the forge.
     #[allow(clippy::too_many_arguments)]
-    fn facts(&self, mirror: &GitRepo, repo: &RepoConfig, tip: &CommitSha, w: &WorkloadConfig, incident: &Incident, culprit: &Culprit, original: Option<&crate::adapters::github::PullRequest>, now: DateTime<Utc>) -> anyhow::Result<Facts> {
+    fn facts(
+        &self,
+        mirror: &GitRepo,
+        repo: &RepoConfig,
+        tip: &CommitSha,
+        w: &WorkloadConfig,
+        incident: &Incident,
+        culprit: &Culprit,
+        original: Option<&crate::adapters::github::PullRequest>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Facts> {
         let policy = self.config.policy();
         let since = now - policy.cooldown.max(chrono::Duration::hours(24));
         let day_ago = now - chrono::Duration::hours(24);
@@ -280,19 +323,24 @@ impl<'c> Engine<'c> {
             let path = self.state_dir.join("mirrors").join(format!("{}.git", other.name));
             let branch = format!("refs/remotes/origin/{}", other.branch);
             if let Ok(m) = GitRepo::open(&path)
-                && let Ok(t) = m.resolve(&branch) {
-                    reverts_today += recent_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
-                }
+                && let Ok(t) = m.resolve(&branch)
+            {
+                reverts_today += recent_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
+            }
         }
         let alerts = &incident.alerts;
         let mut labels = alerts.first().map(|a| a.labels.clone()).unwrap_or_default();
         labels.retain(|k, v| alerts.iter().all(|a| a.labels.get(k) == Some(v)));
-        let opted_out = if let Some(a) = alerts.iter().find(|a| a.labels.get(OPT_OUT_ALERT_LABEL).is_some_and(|v| v == "off")) {
+        let opted_out = if let Some(a) =
+            alerts.iter().find(|a| a.labels.get(OPT_OUT_ALERT_LABEL).is_some_and(|v| v == "off"))
+        {
             Some(format!("label {OPT_OUT_ALERT_LABEL}=\"off\" on alert {}", a.name))
         } else if let Some(file) = opted_out_in_manifests(mirror, tip, &w.paths)? {
             Some(format!("annotation metricops.dev/rollback: \"off\" in {file}"))
         } else {
-            original.filter(|p| p.labels.iter().any(|l| l.name == self.config.opt_out_label())).map(|p| format!("label {:?} on #{}", self.config.opt_out_label(), p.number))
+            original
+                .filter(|p| p.labels.iter().any(|l| l.name == self.config.opt_out_label()))
+                .map(|p| format!("label {:?} on #{}", self.config.opt_out_label(), p.number))
         };
         let running_version = alerts.iter().find_map(|a| {
             let image = a.labels.get("image")?;
@@ -325,7 +373,12 @@ impl<'c> Engine<'c> {
     }
 
     pub fn handle_incident(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
-        let w: &WorkloadConfig = self.config.workloads.iter().find(|w| w.name == incident.workload).context("workload vanished from config")?;
+        let w: &WorkloadConfig = self
+            .config
+            .workloads
+            .iter()
+            .find(|w| w.name == incident.workload)
+            .context("workload vanished from config")?;
         let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
         let branch = w.branch(repo_cfg);
         let subject = w.subject();
@@ -335,7 +388,9 @@ impl<'c> Engine<'c> {
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
         let step = std::time::Instant::now();
-        let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref()).with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
+        let tip = mirror
+            .fetch(&repo_cfg.url, &branch, auth.as_ref())
+            .with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
         let query = Query { subject: subject.clone(), tag: None, digest: None };
         self.metrics.step("fetch", step.elapsed().as_secs_f64());
@@ -371,7 +426,14 @@ impl<'c> Engine<'c> {
             return Ok(outcome);
         }
         let revert_branch = branch_name(&outcome.culprit.commit.sha.0);
-        let target = Target { mirror: &mirror, repo: repo_cfg, auth: auth.as_ref(), tip: &tip, revert_branch: &revert_branch, now };
+        let target = Target {
+            mirror: &mirror,
+            repo: repo_cfg,
+            auth: auth.as_ref(),
+            tip: &tip,
+            revert_branch: &revert_branch,
+            now,
+        };
         if self.dry_run {
             let built = self.build(&target, &mut outcome, None)?;
             outcome.revert = Some(built);
@@ -413,17 +475,37 @@ impl<'c> Engine<'c> {
     }
 
     /// Builds the revert commit on the fetched tip, with its patch and PR text.
-    fn build(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
+    fn build(
+        &self,
+        t: &Target,
+        outcome: &mut Outcome,
+        original_pr: Option<OriginalPr>,
+    ) -> anyhow::Result<BuiltRevert> {
         let step = std::time::Instant::now();
         let built = self.build_inner(t, outcome, original_pr);
         self.metrics.step("build", step.elapsed().as_secs_f64());
         built
     }
 
-    fn build_inner(&self, t: &Target, outcome: &mut Outcome, original_pr: Option<OriginalPr>) -> anyhow::Result<BuiltRevert> {
+    fn build_inner(
+        &self,
+        t: &Target,
+        outcome: &mut Outcome,
+        original_pr: Option<OriginalPr>,
+    ) -> anyhow::Result<BuiltRevert> {
         t.mirror.delete_branch(t.revert_branch)?;
         let reason = reason_text(outcome);
-        let mut built = build_revert(t.mirror, &outcome.culprit, &outcome.subject, t.tip, ModeChoice::Auto, Some(t.revert_branch), &reason, &[(WORKLOAD_TRAILER, outcome.workload.clone())], t.now)?;
+        let mut built = build_revert(
+            t.mirror,
+            &outcome.culprit,
+            &outcome.subject,
+            t.tip,
+            ModeChoice::Auto,
+            Some(t.revert_branch),
+            &reason,
+            &[(WORKLOAD_TRAILER, outcome.workload.clone())],
+            t.now,
+        )?;
         tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");
         self.pause_repromotion(t, outcome, &mut built)?;
         outcome.patch = Some(t.mirror.patch(t.tip, &built.commit)?);
@@ -437,8 +519,15 @@ impl Engine<'_> {
     /// Pauses what would promote the bad version again (the workload's `pause` targets), in the
     /// revert commit itself: one commit, reviewed and landed together. Targets already paused, or
     /// that cannot be edited, are logged and left alone; the revert never depends on them.
-    fn pause_repromotion(&self, t: &Target, outcome: &mut Outcome, built: &mut BuiltRevert) -> anyhow::Result<()> {
-        let Some(w) = self.config.workloads.iter().find(|w| w.name == outcome.workload) else { return Ok(()) };
+    fn pause_repromotion(
+        &self,
+        t: &Target,
+        outcome: &mut Outcome,
+        built: &mut BuiltRevert,
+    ) -> anyhow::Result<()> {
+        let Some(w) = self.config.workloads.iter().find(|w| w.name == outcome.workload) else {
+            return Ok(());
+        };
         let mut edits = Vec::new();
         for target in &w.pause {
             let Some(text) = t.mirror.read_file(&built.commit, &target.file)? else {
@@ -484,7 +573,11 @@ const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";
 
 /// Metricops reverts on the first-parent history from `tip` back to `since`, with the workload each
 /// names (commits landed by a squash or rebase merge keep the trailers).
-fn recent_reverts(mirror: &GitRepo, tip: &CommitSha, since: DateTime<Utc>) -> anyhow::Result<Vec<(crate::domain::culprit::CommitInfo, Option<String>)>> {
+fn recent_reverts(
+    mirror: &GitRepo,
+    tip: &CommitSha,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<(crate::domain::culprit::CommitInfo, Option<String>)>> {
     let mut out = Vec::new();
     let mut cur = Some(tip.clone());
     while let Some(c) = cur {
@@ -493,7 +586,10 @@ fn recent_reverts(mirror: &GitRepo, tip: &CommitSha, since: DateTime<Utc>) -> an
             break;
         }
         if crate::domain::revert::reverted_culprit(&info.message).is_some() {
-            let workload = info.message.lines().find_map(|l| l.strip_prefix(&format!("{WORKLOAD_TRAILER}: ")).map(|s| s.trim().to_string()));
+            let workload = info
+                .message
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{WORKLOAD_TRAILER}: ")).map(|s| s.trim().to_string()));
             out.push((info.clone(), workload));
         }
         cur = info.parents.first().cloned();
@@ -502,7 +598,11 @@ fn recent_reverts(mirror: &GitRepo, tip: &CommitSha, since: DateTime<Utc>) -> an
 }
 
 /// The first manifest in scope whose metadata says `metricops.dev/rollback: "off"`.
-fn opted_out_in_manifests(mirror: &GitRepo, tip: &CommitSha, paths: &[String]) -> anyhow::Result<Option<String>> {
+fn opted_out_in_manifests(
+    mirror: &GitRepo,
+    tip: &CommitSha,
+    paths: &[String],
+) -> anyhow::Result<Option<String>> {
     use crate::domain::culprit::History;
     let history = mirror.history(paths);
     for (path, blob) in history.files(tip)? {
@@ -530,7 +630,8 @@ pub(crate) struct Target<'a> {
 fn push(t: &Target, commit: &CommitSha, branch: &str) -> anyhow::Result<()> {
     match t.mirror.push(&t.repo.url, commit, branch, t.auth) {
         Ok(()) => Ok(()),
-        Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e).context("the remote moved on while the revert was built; the next alert re-drives it")),
+        Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e)
+            .context("the remote moved on while the revert was built; the next alert re-drives it")),
         Err(e) => Err(e.into()),
     }
 }
@@ -541,7 +642,9 @@ fn error_kind(e: &anyhow::Error) -> &'static str {
         .find_map(|c| {
             c.downcast_ref::<GitError>()
                 .map(|g| g.metric_label())
-                .or_else(|| c.downcast_ref::<crate::adapters::github::GitHubError>().map(|g| g.metric_label()))
+                .or_else(|| {
+                    c.downcast_ref::<crate::adapters::github::GitHubError>().map(|g| g.metric_label())
+                })
                 .or_else(|| c.downcast_ref::<crate::revert::RevertError>().map(|r| r.kind()))
         })
         .unwrap_or("other")
@@ -552,7 +655,14 @@ fn reason_text(o: &Outcome) -> String {
         .incident
         .alerts
         .iter()
-        .map(|a| format!("{} ({}) firing since {}", a.name, a.severity.as_deref().unwrap_or("no severity"), a.starts_at.to_rfc3339()))
+        .map(|a| {
+            format!(
+                "{} ({}) firing since {}",
+                a.name,
+                a.severity.as_deref().unwrap_or("no severity"),
+                a.starts_at.to_rfc3339()
+            )
+        })
         .collect();
     format!(
         "metricops: {} for workload {}; {} goes back from {} to {}.",
@@ -564,7 +674,12 @@ fn reason_text(o: &Outcome) -> String {
     )
 }
 
-pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision, original_pr: Option<OriginalPr>) -> PrView {
+pub fn pr_view(
+    o: &Outcome,
+    built: &BuiltRevert,
+    decision: &Decision,
+    original_pr: Option<OriginalPr>,
+) -> PrView {
     let image = built.image.clone();
     let mut links = Vec::new();
     for a in &o.incident.alerts {
@@ -602,7 +717,16 @@ pub fn pr_view(o: &Outcome, built: &BuiltRevert, decision: &Decision, original_p
                 summary: a.annotations.get("summary").cloned(),
             })
             .collect(),
-        changes: o.culprit.changes.iter().map(|c| ChangeView { file: c.file.clone(), line: c.line, workload: c.workload.as_ref().map(|w| w.to_string()) }).collect(),
+        changes: o
+            .culprit
+            .changes
+            .iter()
+            .map(|c| ChangeView {
+                file: c.file.clone(),
+                line: c.line,
+                workload: c.workload.as_ref().map(|w| w.to_string()),
+            })
+            .collect(),
         culprit: CulpritView {
             sha: o.culprit.commit.sha.0.clone(),
             subject: o.culprit.commit.summary.clone(),

@@ -7,10 +7,12 @@ use serde::Serialize;
 
 use crate::adapters::git::{GitError, GitRepo};
 use crate::domain::culprit::{CommitSha, Culprit, Query, TraceError, find_culprit};
-use crate::domain::extract::{Occurrence, extract, find_key};
 use crate::domain::culprit::{Subject, subject_matches};
+use crate::domain::extract::{Occurrence, extract, find_key};
 use crate::domain::image_ref::Version;
-use crate::domain::revert::{AutoReason, EditError, Mode, ModeChoice, branch_name, message, only_version_changed, set_version};
+use crate::domain::revert::{
+    AutoReason, EditError, Mode, ModeChoice, branch_name, message, only_version_changed, set_version,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevertError {
@@ -20,9 +22,13 @@ pub enum RevertError {
     Trace(#[from] TraceError<git2::Error>),
     #[error(transparent)]
     Edit(#[from] EditError),
-    #[error("{image} first appeared in {commit}: there is no previous version to go back to; use --mode commit to undo the whole commit")]
+    #[error(
+        "{image} first appeared in {commit}: there is no previous version to go back to; use --mode commit to undo the whole commit"
+    )]
     NoPrevious { image: String, commit: String },
-    #[error("nothing to revert: {image} is no longer at {version} in {files} at {onto} (already rolled back or forward)")]
+    #[error(
+        "nothing to revert: {image} is no longer at {version} in {files} at {onto} (already rolled back or forward)"
+    )]
     AlreadyReverted { image: String, version: String, files: String, onto: String },
 }
 
@@ -61,7 +67,13 @@ pub fn trace(repo: &GitRepo, rev: &str, query: &Query, scope: &[String]) -> Resu
     Ok(find_culprit(&history, &tip, query)?)
 }
 
-fn subject_sites<'a>(subject: &Subject, file: &str, text: &str, version: &Version, keep: &'a mut Vec<Occurrence>) -> Vec<&'a Occurrence> {
+fn subject_sites<'a>(
+    subject: &Subject,
+    file: &str,
+    text: &str,
+    version: &Version,
+    keep: &'a mut Vec<Occurrence>,
+) -> Vec<&'a Occurrence> {
     let ex = match subject {
         Subject::Image(_) => extract(file, text),
         Subject::Key(k) => find_key(file, text, k),
@@ -77,7 +89,12 @@ fn subject_sites<'a>(subject: &Subject, file: &str, text: &str, version: &Versio
 
 /// Auto mode's choice: the whole commit when it changed only this image's version and reverts
 /// cleanly onto `onto`, surgical otherwise.
-fn choose(repo: &GitRepo, c: &Culprit, subject: &Subject, onto: &CommitSha) -> Result<(Mode, AutoReason), RevertError> {
+fn choose(
+    repo: &GitRepo,
+    c: &Culprit,
+    subject: &Subject,
+    onto: &CommitSha,
+) -> Result<(Mode, AutoReason), RevertError> {
     if !c.other_files.is_empty() {
         return Ok((Mode::Surgical, AutoReason::TouchedOtherFiles(c.other_files.clone())));
     }
@@ -135,7 +152,9 @@ pub fn build_revert(
     });
     let (mode, why) = match choice {
         ModeChoice::Commit => (Mode::Commit, "asked for: whole-commit revert".to_string()),
-        ModeChoice::Surgical => (Mode::Surgical, "asked for: only this image's version goes back".to_string()),
+        ModeChoice::Surgical => {
+            (Mode::Surgical, "asked for: only this image's version goes back".to_string())
+        }
         ModeChoice::Auto => {
             let (m, r) = choose(repo, c, subject, onto)?;
             (m, r.to_string())
@@ -144,13 +163,17 @@ pub fn build_revert(
     let (tree, files) = match mode {
         Mode::Commit => {
             let tree = repo.revert_tree(&c.commit.sha, onto)?;
-            let mut files: Vec<String> = c.changes.iter().map(|s| s.file.clone()).chain(c.other_files.iter().cloned()).collect();
+            let mut files: Vec<String> =
+                c.changes.iter().map(|s| s.file.clone()).chain(c.other_files.iter().cloned()).collect();
             files.sort();
             files.dedup();
             (tree, files)
         }
         Mode::Surgical => {
-            let previous = c.previous.clone().ok_or_else(|| RevertError::NoPrevious { image: image.clone(), commit: c.commit.sha.0.clone() })?;
+            let previous = c.previous.clone().ok_or_else(|| RevertError::NoPrevious {
+                image: image.clone(),
+                commit: c.commit.sha.0.clone(),
+            })?;
             let mut files: Vec<String> = c.changes.iter().map(|s| s.file.clone()).collect();
             files.sort();
             files.dedup();
@@ -175,14 +198,24 @@ pub fn build_revert(
                 edits.push((f.clone(), set_version(&text, &sites, &previous)?));
             }
             if edits.is_empty() {
-                return Err(RevertError::AlreadyReverted { image, version: c.version.to_string(), files: targets.join(", "), onto: onto.short().to_string() });
+                return Err(RevertError::AlreadyReverted {
+                    image,
+                    version: c.version.to_string(),
+                    files: targets.join(", "),
+                    onto: onto.short().to_string(),
+                });
             }
             let files = edits.iter().map(|(f, _)| f.clone()).collect();
             (repo.tree_with(onto, &edits)?, files)
         }
     };
     if tree == repo.tree_of(onto)? {
-        return Err(RevertError::AlreadyReverted { image, version: c.version.to_string(), files: files.join(", "), onto: onto.short().to_string() });
+        return Err(RevertError::AlreadyReverted {
+            image,
+            version: c.version.to_string(),
+            files: files.join(", "),
+            onto: onto.short().to_string(),
+        });
     }
     let msg = message(&c.commit, mode, reason, trailers);
     let commit = repo.write_commit(tree, onto, &msg, now)?;

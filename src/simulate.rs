@@ -11,21 +11,39 @@ use crate::config::Config;
 use crate::domain::alert::Source;
 use crate::pipeline::Engine;
 
-pub fn run(config_path: &Path, alert_path: &Path, source: Source, execute: bool, at: Option<&str>) -> anyhow::Result<()> {
+pub fn run(
+    config_path: &Path,
+    alert_path: &Path,
+    source: Source,
+    execute: bool,
+    at: Option<&str>,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let body = std::fs::read_to_string(alert_path).with_context(|| format!("reading {}", alert_path.display()))?;
+    let body =
+        std::fs::read_to_string(alert_path).with_context(|| format!("reading {}", alert_path.display()))?;
     let now: DateTime<Utc> = match at {
-        Some(t) => DateTime::parse_from_rfc3339(t).with_context(|| format!("--at {t:?} is not an RFC 3339 time"))?.with_timezone(&Utc),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .with_context(|| format!("--at {t:?} is not an RFC 3339 time"))?
+            .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let alerts = source.parse(&body, now).with_context(|| format!("{} as a {} webhook", alert_path.display(), source.label()))?;
+    let alerts = source
+        .parse(&body, now)
+        .with_context(|| format!("{} as a {} webhook", alert_path.display(), source.label()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let mut engine = Engine::from_config(&config, rt.handle())?;
     engine.dry_run = !execute;
 
     println!("1. Alerts ({}, {} in the payload)", source.label(), alerts.len());
     for a in &alerts {
-        println!("   {} [{}] {:?} since {}  {}", a.name, a.severity.as_deref().unwrap_or("-"), a.status, a.starts_at.to_rfc3339(), crate::domain::alert::labels_text(&a.labels));
+        println!(
+            "   {} [{}] {:?} since {}  {}",
+            a.name,
+            a.severity.as_deref().unwrap_or("-"),
+            a.status,
+            a.starts_at.to_rfc3339(),
+            crate::domain::alert::labels_text(&a.labels)
+        );
     }
     let report = engine.handle_alerts(source, &alerts, std::time::Instant::now(), now);
     println!("\n2. Passed over: {}", report.passed_over.len());
@@ -34,7 +52,13 @@ pub fn run(config_path: &Path, alert_path: &Path, source: Source, execute: bool,
     }
     for o in &report.outcomes {
         println!("\n3. Incident {} → workload {}", o.incident.id, o.workload);
-        println!("   target: {} branch {} paths [{}] ({})", o.repo_url, o.branch, o.paths.join(", "), o.subject);
+        println!(
+            "   target: {} branch {} paths [{}] ({})",
+            o.repo_url,
+            o.branch,
+            o.paths.join(", "),
+            o.subject
+        );
         println!("\n4. Culprit");
         for line in crate::cli::culprit_text(&o.culprit).lines() {
             println!("   {line}");
@@ -58,7 +82,9 @@ pub fn run(config_path: &Path, alert_path: &Path, source: Source, execute: bool,
         }
         match &o.delivery {
             Some(d) => println!("\n8. Delivered: {} {:?}", d.label(), d.pr().map(|p| &p.url)),
-            None if !execute => println!("\n8. Dry run: nothing pushed, no pull request opened (add --execute to deliver)"),
+            None if !execute => {
+                println!("\n8. Dry run: nothing pushed, no pull request opened (add --execute to deliver)")
+            }
             None => println!("\n8. Nothing delivered"),
         }
     }
@@ -66,7 +92,11 @@ pub fn run(config_path: &Path, alert_path: &Path, source: Source, execute: bool,
         for (id, e) in &report.failed {
             eprintln!("incident {id} failed: {e}");
         }
-        anyhow::bail!("{} of {} incidents failed", report.failed.len(), report.failed.len() + report.outcomes.len());
+        anyhow::bail!(
+            "{} of {} incidents failed",
+            report.failed.len(),
+            report.failed.len() + report.outcomes.len()
+        );
     }
     Ok(())
 }

@@ -2,7 +2,8 @@
 
 #[test]
 fn the_domain_does_no_io() {
-    let forbidden = ["tokio", "git2", "octocrab", "kube", "reqwest", "axum", "std::fs", "std::net", "std::process"];
+    let forbidden =
+        ["tokio", "git2", "octocrab", "kube", "reqwest", "axum", "std::fs", "std::net", "std::process"];
     let mut bad = Vec::new();
     let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src/domain"))];
     while let Some(p) = stack.pop() {
@@ -13,7 +14,10 @@ fn the_domain_does_no_io() {
             } else if path.extension().is_some_and(|x| x == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 for (i, line) in text.lines().enumerate() {
-                    if forbidden.iter().any(|f| line.contains(&format!("{f}::")) || line.contains(&format!("use {f}"))) {
+                    if forbidden
+                        .iter()
+                        .any(|f| line.contains(&format!("{f}::")) || line.contains(&format!("use {f}")))
+                    {
                         bad.push(format!("{}:{}: {line}", path.display(), i + 1));
                     }
                 }

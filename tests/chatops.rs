@@ -27,7 +27,10 @@ impl Chat {
         let config = w.config("propose", "", "state");
         let d = delivery(&w.run(&config, &alert("fp-1")));
         let pr = d.pr().expect("a PR").number;
-        let server = w.rt.block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0")).unwrap();
+        let server = w
+            .rt
+            .block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0"))
+            .unwrap();
         Chat { w, server, pr, deliveries: std::cell::Cell::new(0) }
     }
 
@@ -39,7 +42,13 @@ impl Chat {
     fn say_on(&self, pr: u64, login: &str, body: &str) -> (u64, u16) {
         let (id, payload) = self.w.gh.comment_as("shop", "manifests", pr, login, body);
         self.deliveries.set(self.deliveries.get() + 1);
-        let (status, text) = post_webhook(self.server.addr, "issue_comment", &format!("c-{}", self.deliveries.get()), &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
+        let (status, text) = post_webhook(
+            self.server.addr,
+            "issue_comment",
+            &format!("c-{}", self.deliveries.get()),
+            &payload,
+            Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())),
+        );
         assert!(status == 200 || status == 202, "{status} {text}");
         (id, status)
     }
@@ -50,7 +59,15 @@ impl Chat {
     }
 
     fn replies_on(&self, pr: u64, id: u64, n: usize) -> Vec<String> {
-        let get = || self.w.gh.comments_on("shop", "manifests", pr).into_iter().filter(|(cid, who, _)| *cid > id && who == BOT).map(|(_, _, b)| b).collect::<Vec<_>>();
+        let get = || {
+            self.w
+                .gh
+                .comments_on("shop", "manifests", pr)
+                .into_iter()
+                .filter(|(cid, who, _)| *cid > id && who == BOT)
+                .map(|(_, _, b)| b)
+                .collect::<Vec<_>>()
+        };
         wait_until(|| get().len() >= n, "the bot's replies");
         get()
     }
@@ -95,7 +112,10 @@ fn readers_are_refused_the_culprit_author_may_hold_and_bots_are_ignored() {
     let c = Chat::new();
     let (id, _) = c.say("rita", "/metricops approve");
     let r = c.replies_after(id, 1);
-    assert_eq!(r[0].lines().next().unwrap(), "@rita you need write access to this repository to `/metricops approve` (you have Read).");
+    assert_eq!(
+        r[0].lines().next().unwrap(),
+        "@rita you need write access to this repository to `/metricops approve` (you have Read)."
+    );
     assert_eq!(c.pull().state, "open");
     // dana wrote the reverted change: she may hold it, not approve it.
     let (id, _) = c.say("dana", "/metricops hold");
@@ -106,7 +126,10 @@ fn readers_are_refused_the_culprit_author_may_hold_and_bots_are_ignored() {
     // Anyone may ask for status and help.
     let (id, _) = c.say("rita", "/metricops status");
     let r = c.replies_after(id, 1);
-    assert!(r[0].contains(&format!("#{} is open, held", c.pr)) && r[0].contains("**Decision:** propose"), "{r:?}");
+    assert!(
+        r[0].contains(&format!("#{} is open, held", c.pr)) && r[0].contains("**Decision:** propose"),
+        "{r:?}"
+    );
     // A bot's command is not obeyed, nor even acknowledged.
     let before = c.w.gh.comments_on("shop", "manifests", c.pr).len();
     let (id, status) = c.say("renovate[bot]", "/metricops approve");
@@ -120,14 +143,21 @@ fn cancel_closes_deletes_the_branch_and_the_culprit_is_not_proposed_again() {
     let c = Chat::new();
     let (id, _) = c.say("oncall", "/metricops cancel the dashboard was wrong, not the deploy");
     let r = c.replies_after(id, 1);
-    assert!(r[0].contains("cancelled (the dashboard was wrong, not the deploy): closed, branch deleted"), "{r:?}");
+    assert!(
+        r[0].contains("cancelled (the dashboard was wrong, not the deploy): closed, branch deleted"),
+        "{r:?}"
+    );
     let p = c.pull();
     assert_eq!((p.state.as_str(), p.merged), ("closed", false));
     assert!(!c.w.gh.branches("shop", "manifests").iter().any(|(b, _)| *b == c.w.branch()));
     let config = c.w.config("propose", "", "state");
     let d = delivery(&c.w.run(&config, &alert("fp-3")));
     assert!(matches!(d, Delivery::Suppressed { .. }), "{d:?}");
-    assert_eq!(c.w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == c.w.branch()).count(), 1, "no second PR");
+    assert_eq!(
+        c.w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == c.w.branch()).count(),
+        1,
+        "no second PR"
+    );
 }
 
 #[test]
@@ -138,13 +168,22 @@ fn code_blocks_quotes_edits_and_two_commands_in_one_comment() {
     assert!(c.w.gh.reactions("shop", "manifests", id).is_empty());
     // An edit that adds a command is not a new comment: not obeyed.
     let payload = c.w.gh.edit_comment_payload("shop", "manifests", id, "/metricops approve");
-    let (s, _) = post_webhook(c.server.addr, "issue_comment", "c-edit", &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
+    let (s, _) = post_webhook(
+        c.server.addr,
+        "issue_comment",
+        "c-edit",
+        &payload,
+        Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())),
+    );
     assert_eq!(s, 202);
     // Two commands, two answers, in order; an unknown verb gets a suggestion and the help.
     let (id, _) = c.say("oncall", "/metricops status\n/metricops aprove");
     let r = c.replies_after(id, 2);
     assert!(r[0].contains("is open"), "{r:?}");
-    assert!(r[1].contains("Did you mean `/metricops approve`?") && r[1].contains("Commands (one per line"), "{r:?}");
+    assert!(
+        r[1].contains("Did you mean `/metricops approve`?") && r[1].contains("Commands (one per line"),
+        "{r:?}"
+    );
     assert_eq!(c.w.gh.reactions("shop", "manifests", id).len(), 1, "one 👀 per comment");
     assert!(!c.pull().merged, "an edit or a typo never merges");
 }
@@ -170,7 +209,11 @@ fn retry_rebuilds_the_revert_on_the_new_tip() {
     let (id, _) = c.say("oncall", "/metricops retry");
     let r = c.replies_after(id, 1);
     assert!(r[0].contains("rebuilt on `main`"), "{r:?}");
-    assert_eq!(git_in(&c.w.bare, &["rev-parse", &format!("{}^", c.w.branch())]), main, "the revert now sits on the new tip");
+    assert_eq!(
+        git_in(&c.w.bare, &["rev-parse", &format!("{}^", c.w.branch())]),
+        main,
+        "the revert now sits on the new tip"
+    );
     assert_eq!(c.pull().head_sha, git_in(&c.w.bare, &["rev-parse", &c.w.branch()]));
 }
 
@@ -188,11 +231,23 @@ fn rollback_on_a_merged_pull_request_opens_or_merges_its_revert() {
     assert!(c.replies_on(c.w.original_pr, id, 1)[0].contains("you need write access"));
     let (id, _) = c.say_on(c.w.original_pr, "max", "/metricops rollback --merge");
     let r = c.replies_on(c.w.original_pr, id, 1);
-    assert!(r[0].contains("opened and merged #") && r[0].contains(&format!("#{} is reverted", c.w.original_pr)), "{r:?}");
+    assert!(
+        r[0].contains("opened and merged #") && r[0].contains(&format!("#{} is reverted", c.w.original_pr)),
+        "{r:?}"
+    );
     assert_eq!(c.w.main_file(), crate::support::kustomization("ghcr.io/shop/checkout", "1.4.2"));
-    let rollback = c.w.gh.pulls("shop", "manifests").into_iter().filter(|p| p.title.starts_with(&format!("Revert #{}:", c.w.original_pr))).collect::<Vec<_>>();
+    let rollback =
+        c.w.gh
+            .pulls("shop", "manifests")
+            .into_iter()
+            .filter(|p| p.title.starts_with(&format!("Revert #{}:", c.w.original_pr)))
+            .collect::<Vec<_>>();
     assert_eq!(rollback.len(), 1);
-    assert!(rollback[0].merged && rollback[0].body.contains("@max asked for the revert"), "{:?}", rollback[0]);
+    assert!(
+        rollback[0].merged && rollback[0].body.contains("@max asked for the revert"),
+        "{:?}",
+        rollback[0]
+    );
     // A revert PR is not rolled back.
     let (id, _) = c.say("max", "/metricops rollback");
     assert!(c.replies_after(id, 1)[0].contains("a revert is not reverted"));
@@ -210,29 +265,58 @@ fn the_revert_suspends_flux_image_automation_and_resume_opens_the_undo() {
     std::fs::create_dir_all(clone.join("clusters/prod")).unwrap();
     std::fs::write(clone.join("clusters/prod/checkout-automation.yaml"), AUTOMATION).unwrap();
     git_in(&clone, &["add", "-A"]);
-    git_in(&clone, &["-c", "user.name=Ops", "-c", "user.email=ops@shop.example", "commit", "-q", "-m", "flux: image automation for checkout"]);
+    git_in(
+        &clone,
+        &[
+            "-c",
+            "user.name=Ops",
+            "-c",
+            "user.email=ops@shop.example",
+            "commit",
+            "-q",
+            "-m",
+            "flux: image automation for checkout",
+        ],
+    );
     git_in(&clone, &["push", "-q", "origin", "main"]);
 
     let config = w.config("propose", "", "state");
     let d = delivery(&w.run(&config, &alert("fp-1")));
     let pr = d.pr().unwrap().number;
     let bare = w.bare.clone();
-    let file = |rev: &str| git_in(&bare, &["show", &format!("{rev}:clusters/prod/checkout-automation.yaml")]) + "\n";
-    assert_eq!(file(&w.branch()), AUTOMATION.replace("spec:\n", "spec:\n  suspend: true\n"), "suspended in the revert commit");
-    assert_eq!(git_in(&w.bare, &["rev-list", "--count", &format!("main..{}", w.branch())]), "1", "one commit: revert and pause land together");
+    let file =
+        |rev: &str| git_in(&bare, &["show", &format!("{rev}:clusters/prod/checkout-automation.yaml")]) + "\n";
+    assert_eq!(
+        file(&w.branch()),
+        AUTOMATION.replace("spec:\n", "spec:\n  suspend: true\n"),
+        "suspended in the revert commit"
+    );
+    assert_eq!(
+        git_in(&w.bare, &["rev-list", "--count", &format!("main..{}", w.branch())]),
+        "1",
+        "one commit: revert and pause land together"
+    );
     let msg = git_in(&w.bare, &["log", "-1", "--format=%B", &w.branch()]);
-    assert!(msg.contains("Metricops-Paused: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"), "{msg}");
+    assert!(
+        msg.contains("Metricops-Paused: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"),
+        "{msg}"
+    );
     let body = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr).unwrap().body;
     assert!(body.contains("**Re-promotion paused**") && body.contains("`/metricops resume`"), "{body}");
 
-    let server = w.rt.block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0")).unwrap();
+    let server =
+        w.rt.block_on(metricops::server::start(Arc::new(w.config("propose", "", "server")), "127.0.0.1:0"))
+            .unwrap();
     let c = Chat { w, server, pr, deliveries: std::cell::Cell::new(0) };
     let (id, _) = c.say("oncall", "/metricops approve");
     assert!(c.replies_after(id, 1)[0].contains("merged into `main`"));
     assert!(file("main").contains("suspend: true"));
     let (id, _) = c.say("oncall", "/metricops resume");
     let r = c.replies_after(id, 1);
-    assert!(r[0].contains("to resume: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"), "{r:?}");
+    assert!(
+        r[0].contains("to resume: ImageUpdateAutomation in clusters/prod/checkout-automation.yaml"),
+        "{r:?}"
+    );
     let resume = format!("metricops/resume-{}", &c.w.culprit[..12]);
     assert!(file(&resume).contains("suspend: false"));
     assert!(c.w.gh.pulls("shop", "manifests").iter().any(|p| p.head_ref == resume && p.state == "open"));

@@ -31,7 +31,9 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 fn kustomization(tag: &str) -> String {
-    format!("resources:\n- ../../base\nimages:\n- name: ghcr.io/shop/checkout\n  newTag: \"{tag}\" # promoted by CI\n")
+    format!(
+        "resources:\n- ../../base\nimages:\n- name: ghcr.io/shop/checkout\n  newTag: \"{tag}\" # promoted by CI\n"
+    )
 }
 
 impl Manifests {
@@ -44,9 +46,13 @@ impl Manifests {
         git(&work, &["config", "user.name", "Shop CI"]);
         git(&work, &["config", "user.email", "ci@shop.example"]);
         let annotations = rule_annotation
-            .map(|r| format!("  annotations:\n    metricops.dev/rule: '{r}'\n    metricops.dev/rule-for: 2s\n"))
+            .map(|r| {
+                format!("  annotations:\n    metricops.dev/rule: '{r}'\n    metricops.dev/rule-for: 2s\n")
+            })
             .unwrap_or_default();
-        let deployment = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: checkout\n  namespace: shop\n{annotations}spec:\n  template:\n    spec:\n      containers:\n      - name: checkout\n        image: ghcr.io/shop/checkout\n");
+        let deployment = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: checkout\n  namespace: shop\n{annotations}spec:\n  template:\n    spec:\n      containers:\n      - name: checkout\n        image: ghcr.io/shop/checkout\n"
+        );
         std::fs::create_dir_all(work.join("apps/checkout/base")).unwrap();
         std::fs::create_dir_all(work.join("apps/checkout/overlays/prod")).unwrap();
         std::fs::write(work.join("apps/checkout/base/deployment.yaml"), deployment).unwrap();
@@ -111,9 +117,18 @@ pub(crate) fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
 /// Prometheus has scraped the app at least twice (so a rate can be taken).
 fn wait_for_scrapes(prom: std::net::SocketAddr) {
     wait("Prometheus to scrape the app", 60, || {
-        let (_, body) = request(prom, "POST", "/api/v1/query", &[("Content-Type", "application/x-www-form-urlencoded")], "query=count_over_time(up%5B1m%5D)");
+        let (_, body) = request(
+            prom,
+            "POST",
+            "/api/v1/query",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            "query=count_over_time(up%5B1m%5D)",
+        );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v.pointer("/data/result/0/value/1").and_then(|x| x.as_str()).and_then(|x| x.parse::<f64>().ok()).is_some_and(|n| n >= 2.0)
+        v.pointer("/data/result/0/value/1")
+            .and_then(|x| x.as_str())
+            .and_then(|x| x.parse::<f64>().ok())
+            .is_some_and(|n| n >= 2.0)
     });
 }
 
@@ -130,7 +145,11 @@ fn a_bad_deploy_is_reverted_on_main_through_prometheus_and_alertmanager() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(m.config("")), "127.0.0.1:0")).unwrap();
-    let am = alertmanager(&m.dir.path().join("am"), &format!("http://{}/webhooks/alertmanager", server.addr), &m.dir.path().join("token"));
+    let am = alertmanager(
+        &m.dir.path().join("am"),
+        &format!("http://{}/webhooks/alertmanager", server.addr),
+        &m.dir.path().join("token"),
+    );
     let prom = prometheus(&m.dir.path().join("prom"), app.addr, RULES, Some(am.addr));
     wait_for_scrapes(prom.addr);
 
@@ -143,27 +162,58 @@ fn a_bad_deploy_is_reverted_on_main_through_prometheus_and_alertmanager() {
 
     // The revert is one commit on top of the bad deploy, naming it, putting 1.4.2 back.
     let tip = m.main();
-    assert_eq!(git(&m.bare, &["rev-parse", &format!("{tip}^")]), bad, "the revert sits right on the bad deploy\n{}", git(&m.bare, &["log", "--oneline", "main"]));
+    assert_eq!(
+        git(&m.bare, &["rev-parse", &format!("{tip}^")]),
+        bad,
+        "the revert sits right on the bad deploy\n{}",
+        git(&m.bare, &["log", "--oneline", "main"])
+    );
     let msg = git(&m.bare, &["log", "-1", "--format=%B", "main"]);
-    assert!(msg.starts_with("Revert \"deploy checkout 1.5.0 to prod\"") && msg.contains(&format!("Metricops-Culprit: {bad}")), "{msg}");
+    assert!(
+        msg.starts_with("Revert \"deploy checkout 1.5.0 to prod\"")
+            && msg.contains(&format!("Metricops-Culprit: {bad}")),
+        "{msg}"
+    );
     assert_eq!(git(&m.bare, &["show", &format!("main:{KUSTOMIZATION}")]) + "\n", kustomization("1.4.2"));
     assert_eq!(git(&m.bare, &["diff", &good, "main"]), "", "main is back to the good tree");
-    assert_eq!(git(&m.bare, &["for-each-ref", "--format=%(refname)", "refs/heads"]), "refs/heads/main", "merge policy pushes to main, no branch left");
+    assert_eq!(
+        git(&m.bare, &["for-each-ref", "--format=%(refname)", "refs/heads"]),
+        "refs/heads/main",
+        "merge policy pushes to main, no branch left"
+    );
 
     wait("the app to run 1.4.2 again", 30, || sync.running(&app) == "1.4.2");
     let rolled_back = Instant::now();
     let resolved_series = "metricops_alerts_received_total{source=\"alertmanager\",outcome=\"resolved\"}";
-    wait("the alert to resolve (Alertmanager's resolved notification)", 120, || metric(server.addr, resolved_series) >= 1.0);
+    wait("the alert to resolve (Alertmanager's resolved notification)", 120, || {
+        metric(server.addr, resolved_series) >= 1.0
+    });
     let resolved = Instant::now();
-    assert_eq!(metric(server.addr, "metricops_deliveries_total{outcome=\"merged\"}"), 1.0, "{}", get(server.addr, "/metrics").1);
-    assert_eq!(m.main(), tip, "nothing after the revert: later notifications re-confirm, they never revert the revert");
+    assert_eq!(
+        metric(server.addr, "metricops_deliveries_total{outcome=\"merged\"}"),
+        1.0,
+        "{}",
+        get(server.addr, "/metrics").1
+    );
+    assert_eq!(
+        m.main(),
+        tip,
+        "nothing after the revert: later notifications re-confirm, they never revert the revert"
+    );
 
     // Figures for tests/bench/README.md (printed, never asserted).
     let first_failure = app.first_failure.lock().unwrap().expect("the app failed");
     let bot = metric(server.addr, "metricops_incident_duration_seconds_sum{decision=\"merge\"}");
     let steps: Vec<String> = ["fetch", "trace", "build", "deliver"]
         .iter()
-        .map(|s| format!("{s} {:.0} ms", 1000.0 * metric(server.addr, &format!("metricops_step_duration_seconds_sum{{step=\"{s}\"}}")) / metric(server.addr, &format!("metricops_step_duration_seconds_count{{step=\"{s}\"}}")).max(1.0)))
+        .map(|s| {
+            format!(
+                "{s} {:.0} ms",
+                1000.0 * metric(server.addr, &format!("metricops_step_duration_seconds_sum{{step=\"{s}\"}}"))
+                    / metric(server.addr, &format!("metricops_step_duration_seconds_count{{step=\"{s}\"}}"))
+                        .max(1.0)
+            )
+        })
         .collect();
     let line = format!(
         "e2e alertmanager: deploy→first failure {:.2}s; first failure→revert on main {:.2}s (metricops webhook→revert pushed {:.0} ms [mean per incident: {}]; the rest is scrape, rule `for`, Alertmanager); revert→app on 1.4.2 {:.2}s; →alert resolved {:.2}s",
@@ -202,9 +252,21 @@ fn the_built_in_evaluator_reverts_from_an_annotation_rule_without_alertmanager()
     assert!(msg.contains(&format!("Metricops-Culprit: {bad}")), "{msg}");
     wait("the app to run 1.4.2 again", 30, || sync.running(&app) == "1.4.2");
     let text = get(server.addr, "/metrics").1;
-    assert_eq!(sample(&text, "metricops_alerts_received_total{source=\"evaluator\",outcome=\"acted\"}"), Some(1.0), "{text}");
-    assert!(sample(&text, "metricops_rule_evaluations_total{rule=\"shop/checkout:checkout\",result=\"holds\"}").unwrap_or(0.0) >= 3.0, "for: 2s needs three holding evaluations at 1s\n{text}");
-    record(&format!("e2e evaluator: bad deploy→revert on main {:.2}s (1 s scrape, 1 s evaluation, for: 2s)", (reverted - deployed).as_secs_f64()));
+    assert_eq!(
+        sample(&text, "metricops_alerts_received_total{source=\"evaluator\",outcome=\"acted\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "metricops_rule_evaluations_total{rule=\"shop/checkout:checkout\",result=\"holds\"}")
+            .unwrap_or(0.0)
+            >= 3.0,
+        "for: 2s needs three holding evaluations at 1s\n{text}"
+    );
+    record(&format!(
+        "e2e evaluator: bad deploy→revert on main {:.2}s (1 s scrape, 1 s evaluation, for: 2s)",
+        (reverted - deployed).as_secs_f64()
+    ));
     rt.block_on(server.stop());
 }
 
@@ -213,13 +275,19 @@ fn an_unreachable_prometheus_is_unknown_and_never_reverts() {
     let m = Manifests::new(None);
     let bad = m.deploy("1.5.0");
     let port = crate::support::http::free_port();
-    let rules = "rules:\n- {name: always, workload: shop/checkout, expr: 'vector(1) > 0', severity: critical}\n";
+    let rules =
+        "rules:\n- {name: always, workload: shop/checkout, expr: 'vector(1) > 0', severity: critical}\n";
     let config = m.config(&format!("prometheus:\n  url: http://127.0.0.1:{port}\n  interval: 1s\n{rules}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
-    wait("three unknown evaluations", 60, || metric(server.addr, "metricops_rule_evaluations_total{rule=\"always\",result=\"unknown\"}") >= 3.0);
+    wait("three unknown evaluations", 60, || {
+        metric(server.addr, "metricops_rule_evaluations_total{rule=\"always\",result=\"unknown\"}") >= 3.0
+    });
     assert_eq!(m.main(), bad, "no data is not a reason to revert");
-    assert_eq!(metric(server.addr, "metricops_alerts_received_total{source=\"evaluator\",outcome=\"acted\"}"), 0.0);
+    assert_eq!(
+        metric(server.addr, "metricops_alerts_received_total{source=\"evaluator\",outcome=\"acted\"}"),
+        0.0
+    );
     assert!(metric(server.addr, "metricops_errors_total{kind=\"prometheus_unreachable\"}") >= 3.0);
     rt.block_on(server.stop());
 }

@@ -32,7 +32,10 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 pub(crate) fn alert(fingerprint: &str) -> String {
     let starts = (now() - chrono::Duration::minutes(10)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    std::fs::read_to_string(format!("{}/fixtures/alertmanager/demo-firing.json", env!("CARGO_MANIFEST_DIR"))).unwrap().replace("{{STARTS_AT}}", &starts).replace("6f3c1d2e9a7b4c10", fingerprint)
+    std::fs::read_to_string(format!("{}/fixtures/alertmanager/demo-firing.json", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace("{{STARTS_AT}}", &starts)
+        .replace("6f3c1d2e9a7b4c10", fingerprint)
 }
 
 impl World {
@@ -50,7 +53,14 @@ impl World {
         work.write("README.md", "shop manifests\n");
         work.commit("docs");
         push(&work, &bare, "main");
-        let original_pr = gh.add_merged_pull("shop", "manifests", "dana", "Deploy checkout 1.5.0", "ci/checkout-1.5.0", &culprit);
+        let original_pr = gh.add_merged_pull(
+            "shop",
+            "manifests",
+            "dana",
+            "Deploy checkout 1.5.0",
+            "ci/checkout-1.5.0",
+            &culprit,
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.pem"), gh.private_key_pem()).unwrap();
         std::fs::write(dir.path().join("webhook-secret"), format!("{SECRET}\n")).unwrap();
@@ -94,7 +104,11 @@ fn push(work: &Repo, bare: &Path, branch: &str) {
 }
 
 fn git_show(bare: &Path, rev: &str, path: &str) -> String {
-    let out = std::process::Command::new("git").args(["show", &format!("{rev}:{path}")]).current_dir(bare).output().unwrap();
+    let out = std::process::Command::new("git")
+        .args(["show", &format!("{rev}:{path}")])
+        .current_dir(bare)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "git show {rev}:{path}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -146,8 +160,14 @@ fn an_alert_opens_one_pull_request_with_body_labels_and_reviewers() {
     assert_eq!(reviewers, ["dana", "oncall"]);
     // The branch GitHub has is the revert: main's tip plus one commit that puts 1.4.2 back.
     let bare = &w.bare;
-    assert_eq!(git_show(bare, &w.branch(), "apps/checkout/overlays/prod/kustomization.yaml"), kustomization(CHECKOUT, "1.4.2"));
-    assert_eq!(git_in(bare, &["rev-parse", &format!("{}^", w.branch())]), git_in(bare, &["rev-parse", "main"]));
+    assert_eq!(
+        git_show(bare, &w.branch(), "apps/checkout/overlays/prod/kustomization.yaml"),
+        kustomization(CHECKOUT, "1.4.2")
+    );
+    assert_eq!(
+        git_in(bare, &["rev-parse", &format!("{}^", w.branch())]),
+        git_in(bare, &["rev-parse", "main"])
+    );
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.5.0"), "propose must not touch main");
     w.gh.assert_faithful();
 }
@@ -169,7 +189,12 @@ fn later_alerts_update_the_same_pull_request_and_repeats_stay_quiet() {
     assert_eq!(ours.len(), 1, "{pulls:#?}");
     assert_eq!(ours[0].number, number);
     assert_eq!(ours[0].comments.len(), 1, "{:#?}", ours[0].comments);
-    assert!(ours[0].comments[0].contains("Still firing") && ours[0].comments[0].contains("CheckoutErrorBudgetBurn"), "{}", ours[0].comments[0]);
+    assert!(
+        ours[0].comments[0].contains("Still firing")
+            && ours[0].comments[0].contains("CheckoutErrorBudgetBurn"),
+        "{}",
+        ours[0].comments[0]
+    );
     w.gh.assert_faithful();
 }
 
@@ -206,7 +231,10 @@ fn merge_policy_merges_the_revert_and_deletes_its_branch() {
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.4.2"));
     let msg = git_in(&w.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(msg.starts_with(&format!("Revert \"deploy checkout 1.5.0 to prod\" (#{})", pr.number)), "{msg}");
-    assert!(msg.contains(&format!("Metricops-Culprit: {}", w.culprit)), "the landed commit keeps the trailers:\n{msg}");
+    assert!(
+        msg.contains(&format!("Metricops-Culprit: {}", w.culprit)),
+        "the landed commit keeps the trailers:\n{msg}"
+    );
     let p = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr.number).unwrap();
     assert!(p.merged && p.state == "closed", "{p:?}");
     assert!(!w.gh.branches("shop", "manifests").iter().any(|(b, _)| *b == w.branch()), "branch not deleted");
@@ -233,11 +261,25 @@ fn protected_branches_get_auto_merge_and_the_closed_webhook_deletes_the_branch()
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.4.2"));
 
     // GitHub then sends `pull_request` closed; the bot deletes the branch.
-    let server = w.rt.block_on(metricops::server::start(std::sync::Arc::new(w.config("merge", "", "server")), "127.0.0.1:0")).unwrap();
+    let server =
+        w.rt.block_on(metricops::server::start(
+            std::sync::Arc::new(w.config("merge", "", "server")),
+            "127.0.0.1:0",
+        ))
+        .unwrap();
     let payload = closed_payload(pr.number, &w.branch(), true);
-    let (status, text) = post_webhook(server.addr, "pull_request", "d-closed-1", &payload, Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())));
+    let (status, text) = post_webhook(
+        server.addr,
+        "pull_request",
+        "d-closed-1",
+        &payload,
+        Some(&GitHub::sign_webhook(SECRET, payload.as_bytes())),
+    );
     assert_eq!(status, 200, "{text}");
-    wait_until(|| !w.gh.branches("shop", "manifests").iter().any(|(b, _)| *b == w.branch()), "the revert branch to be deleted");
+    wait_until(
+        || !w.gh.branches("shop", "manifests").iter().any(|(b, _)| *b == w.branch()),
+        "the revert branch to be deleted",
+    );
     w.rt.block_on(server.stop());
     w.gh.assert_faithful();
 }
@@ -259,12 +301,23 @@ fn server_errors_and_rate_limits_are_retried_and_a_give_up_is_redriven_by_the_ne
     let w = World::new();
     let config = w.config("propose", "", "state");
     w.gh.fail_next("POST", "/repos/shop/manifests/pulls", 502, &[], 2);
-    w.gh.fail_next("POST", "/repos/shop/manifests/issues", 403, &[("retry-after", "1"), ("x-ratelimit-remaining", "0")], 1);
+    w.gh.fail_next(
+        "POST",
+        "/repos/shop/manifests/issues",
+        403,
+        &[("retry-after", "1"), ("x-ratelimit-remaining", "0")],
+        1,
+    );
     let d = delivery(&w.run(&config, &alert("fp-1")));
     assert!(matches!(d, Delivery::Proposed { .. }), "{d:?}");
     let p = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.head_ref == w.branch()).unwrap();
     assert_eq!(p.labels, ["metricops", "rollback"], "the rate-limited label call was retried");
-    let creates = w.gh.requests().iter().filter(|r| r.method == "POST" && r.path == "/repos/shop/manifests/pulls").map(|r| r.status).collect::<Vec<_>>();
+    let creates =
+        w.gh.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/repos/shop/manifests/pulls")
+            .map(|r| r.status)
+            .collect::<Vec<_>>();
     assert_eq!(creates, [502, 502, 201]);
 
     // A GitHub that keeps failing: the incident fails with a clear error, and the next alert re-drives.
@@ -273,7 +326,11 @@ fn server_errors_and_rate_limits_are_retried_and_a_give_up_is_redriven_by_the_ne
     w.gh.fail_next("POST", "/repos/shop/manifests/pulls", 503, &[], 3);
     let report = w.run(&config, &alert("fp-1"));
     assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert!(report.failed[0].1.contains("gave up") && report.failed[0].1.contains("503"), "{}", report.failed[0].1);
+    assert!(
+        report.failed[0].1.contains("gave up") && report.failed[0].1.contains("503"),
+        "{}",
+        report.failed[0].1
+    );
     let d = delivery(&w.run(&config, &alert("fp-1")));
     assert!(matches!(d, Delivery::Proposed { .. } | Delivery::AlreadyProposed { .. }), "{d:?}");
     assert_eq!(w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == w.branch()).count(), 1);
@@ -290,7 +347,13 @@ fn the_webhook_refuses_forgeries_replays_and_oversized_bodies() {
     let (s, t) = post_webhook(server.addr, "ping", "d-1", ping, None);
     assert_eq!(s, 401, "unsigned: {t}");
     assert!(t.contains("X-Hub-Signature-256"), "{t}");
-    let (s, t) = post_webhook(server.addr, "ping", "d-1", ping, Some(&GitHub::sign_webhook("wrong secret", ping.as_bytes())));
+    let (s, t) = post_webhook(
+        server.addr,
+        "ping",
+        "d-1",
+        ping,
+        Some(&GitHub::sign_webhook("wrong secret", ping.as_bytes())),
+    );
     assert_eq!(s, 401, "forged: {t}");
     let (s, t) = post_webhook(server.addr, "ping", "d-1", &ping.replace("awesome", "AWESOME"), Some(&good));
     assert_eq!(s, 401, "tampered body: {t}");
@@ -300,21 +363,37 @@ fn the_webhook_refuses_forgeries_replays_and_oversized_bodies() {
     assert_eq!(s, 200);
     assert!(t.contains("handled already"), "replay: {t}");
     let big = format!("{{\"zen\":\"{}\"}}", "x".repeat(70_000));
-    let (s, _) = post_webhook(server.addr, "ping", "d-2", &big, Some(&GitHub::sign_webhook(SECRET, big.as_bytes())));
+    let (s, _) =
+        post_webhook(server.addr, "ping", "d-2", &big, Some(&GitHub::sign_webhook(SECRET, big.as_bytes())));
     assert_eq!(s, 413);
     let star = r#"{"action":"created","starred_at":"2026-01-01T00:00:00Z","repository":{"id":1,"name":"manifests","full_name":"shop/manifests"},"sender":{"login":"eve","id":2}}"#;
-    let (s, t) = post_webhook(server.addr, "star", "d-3", star, Some(&GitHub::sign_webhook(SECRET, star.as_bytes())));
+    let (s, t) =
+        post_webhook(server.addr, "star", "d-3", star, Some(&GitHub::sign_webhook(SECRET, star.as_bytes())));
     assert_eq!(s, 202, "{t}");
     // A real installation_repositories delivery is understood.
-    let added = std::fs::read_to_string(format!("{}/fixtures/github/octokit.installation_repositories.added.payload.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let (s, t) = post_webhook(server.addr, "installation_repositories", "d-4", &added, Some(&GitHub::sign_webhook(SECRET, added.as_bytes())));
+    let added = std::fs::read_to_string(format!(
+        "{}/fixtures/github/octokit.installation_repositories.added.payload.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let (s, t) = post_webhook(
+        server.addr,
+        "installation_repositories",
+        "d-4",
+        &added,
+        Some(&GitHub::sign_webhook(SECRET, added.as_bytes())),
+    );
     assert_eq!(s, 200, "{t}");
     assert!(t.contains("installation 957387: 1 repos recorded"), "{t}");
     w.rt.block_on(server.stop());
 }
 
 fn closed_payload(number: u64, branch: &str, merged: bool) -> String {
-    let text = std::fs::read_to_string(format!("{}/fixtures/github/octokit.pull_request.closed.unmerged.payload.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text = std::fs::read_to_string(format!(
+        "{}/fixtures/github/octokit.pull_request.closed.unmerged.payload.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["number"] = number.into();
     v["pull_request"]["number"] = number.into();
@@ -329,7 +408,13 @@ fn closed_payload(number: u64, branch: &str, merged: bool) -> String {
 }
 
 /// A plain HTTP/1.1 POST, the way GitHub's hookshot sends it.
-pub(crate) fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &str, body: &str, signature: Option<&str>) -> (u16, String) {
+pub(crate) fn post_webhook(
+    addr: std::net::SocketAddr,
+    event: &str,
+    delivery: &str,
+    body: &str,
+    signature: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
@@ -353,7 +438,11 @@ pub(crate) fn post_webhook(addr: std::net::SocketAddr, event: &str, delivery: &s
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out);
         if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-            let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+            let len = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+            });
             if len.is_some_and(|n| rest.len() >= n) {
                 break;
             }

@@ -35,12 +35,26 @@ fn auto_reverts_the_whole_commit_when_it_only_bumped_the_image() {
     assert_eq!(r.show(&branch, "prod/kustomization.yaml"), kustomization(API, "1.0"));
     let msg = r.git(&["log", "-1", "--format=%B", &branch]);
     assert!(msg.starts_with(&format!("Revert \"deploy api 1.1\"\n\nThis reverts commit {bump}.\n")), "{msg}");
-    assert!(msg.contains(&format!("Metricops-Culprit: {bump}")) && msg.contains("Metricops-Mode: commit"), "{msg}");
+    assert!(
+        msg.contains(&format!("Metricops-Culprit: {bump}")) && msg.contains("Metricops-Mode: commit"),
+        "{msg}"
+    );
     // `git revert` would have made the same tree.
     r.git(&["revert", "--no-edit", &bump]);
     assert_eq!(r.git(&["rev-parse", "HEAD^{tree}"]), r.git(&["rev-parse", &format!("{branch}^{{tree}}")]));
     // An existing branch elsewhere is never moved.
-    let again = metricops(&["revert", "--repo", r.path().to_str().unwrap(), "--image", API, "--rev", &head, "--branch", "main", "--json"]);
+    let again = metricops(&[
+        "revert",
+        "--repo",
+        r.path().to_str().unwrap(),
+        "--image",
+        API,
+        "--rev",
+        &head,
+        "--branch",
+        "main",
+        "--json",
+    ]);
     assert_eq!(again.json()["error"]["kind"], "branch_exists");
 }
 
@@ -62,28 +76,48 @@ fn a_commit_bumping_several_services_is_reverted_surgically() {
 #[test]
 fn auto_falls_back_to_surgical_when_a_later_commit_touched_the_same_lines() {
     let r = Repo::new();
-    let d = |tag: &str, replicas: u32| format!("kind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      containers:\n      - name: api\n        image: ghcr.io/shop/api:{tag}\n");
+    let d = |tag: &str, replicas: u32| {
+        format!(
+            "kind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: {replicas}\n  template:\n    spec:\n      containers:\n      - name: api\n        image: ghcr.io/shop/api:{tag}\n"
+        )
+    };
     r.write("deploy.yaml", &d("1.0", 2));
     r.commit("init");
     r.write("deploy.yaml", &d("1.1", 2));
     let bump = r.commit("api 1.1");
-    r.write("deploy.yaml", &d("1.1", 2).replace("image: ghcr.io/shop/api:1.1", "image: ghcr.io/shop/api:1.1 # pinned after load test"));
+    r.write(
+        "deploy.yaml",
+        &d("1.1", 2)
+            .replace("image: ghcr.io/shop/api:1.1", "image: ghcr.io/shop/api:1.1 # pinned after load test"),
+    );
     r.commit("annotate image line");
     let dir = r.path().to_str().unwrap();
     let conflict = metricops(&["revert", "--repo", dir, "--commit", &bump, "--json"]);
     assert_eq!(conflict.code, 1);
     let e = &conflict.json()["error"];
-    assert_eq!((e["kind"].as_str(), e["files"].clone()), (Some("conflict"), serde_json::json!(["deploy.yaml"])), "{e}");
+    assert_eq!(
+        (e["kind"].as_str(), e["files"].clone()),
+        (Some("conflict"), serde_json::json!(["deploy.yaml"])),
+        "{e}"
+    );
     let j = revert(r.path(), &["--image", API]);
     assert_eq!(j["mode"], "surgical");
     assert!(j["why"].as_str().unwrap().contains("conflicts"), "{j}");
-    assert_eq!(r.show(j["branch"].as_str().unwrap(), "deploy.yaml"), d("1.0", 2).replace("image: ghcr.io/shop/api:1.0", "image: ghcr.io/shop/api:1.0 # pinned after load test"));
+    assert_eq!(
+        r.show(j["branch"].as_str().unwrap(), "deploy.yaml"),
+        d("1.0", 2)
+            .replace("image: ghcr.io/shop/api:1.0", "image: ghcr.io/shop/api:1.0 # pinned after load test")
+    );
 }
 
 #[test]
 fn surgical_edits_keep_crlf_comments_and_quotes_in_a_bare_repository() {
     let r = Repo::new();
-    let text = |tag: &str| format!("# Überschrift: keep me\r\nimages:\r\n  - name: ghcr.io/shop/api   # the API\r\n    newTag: '{tag}'  # quoted on purpose\r\n  - name: other\r\n    newTag: \"9\"\r\n");
+    let text = |tag: &str| {
+        format!(
+            "# Überschrift: keep me\r\nimages:\r\n  - name: ghcr.io/shop/api   # the API\r\n    newTag: '{tag}'  # quoted on purpose\r\n  - name: other\r\n    newTag: \"9\"\r\n"
+        )
+    };
     r.write("k/kustomization.yaml", &text("1.0"));
     r.commit("init");
     r.write("k/kustomization.yaml", &text("1.1")).write("k/notes.txt", "release notes\n");
@@ -91,10 +125,22 @@ fn surgical_edits_keep_crlf_comments_and_quotes_in_a_bare_repository() {
     let bare = r.bare_clone();
     let j = revert(&bare, &["--image", API, "--mode", "surgical", "--branch", "rollback/api"]);
     assert_eq!((j["mode"].as_str(), j["branch"].as_str()), (Some("surgical"), Some("rollback/api")));
-    let out = std::process::Command::new("git").args(["show", "rollback/api:k/kustomization.yaml"]).current_dir(&bare).output().unwrap();
+    let out = std::process::Command::new("git")
+        .args(["show", "rollback/api:k/kustomization.yaml"])
+        .current_dir(&bare)
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), text("1.0"));
-    let notes = std::process::Command::new("git").args(["show", "rollback/api:k/notes.txt"]).current_dir(&bare).output().unwrap();
-    assert_eq!(String::from_utf8(notes.stdout).unwrap(), "release notes\n", "surgical mode leaves the rest of the commit in place");
+    let notes = std::process::Command::new("git")
+        .args(["show", "rollback/api:k/notes.txt"])
+        .current_dir(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(notes.stdout).unwrap(),
+        "release notes\n",
+        "surgical mode leaves the rest of the commit in place"
+    );
 }
 
 #[test]
@@ -110,7 +156,10 @@ fn merge_culprits_revert_against_the_first_parent() {
     let merge = r.head();
     let j = revert(r.path(), &["--commit", &merge, "--mode", "commit"]);
     assert_eq!(j["culprit"], merge);
-    assert_eq!(r.show(j["branch"].as_str().unwrap(), "deploy.yaml"), deployment("api", "ghcr.io/shop/api:1.0"));
+    assert_eq!(
+        r.show(j["branch"].as_str().unwrap(), "deploy.yaml"),
+        deployment("api", "ghcr.io/shop/api:1.0")
+    );
 }
 
 #[test]
@@ -118,7 +167,16 @@ fn nothing_to_go_back_to_is_a_clear_error() {
     let r = Repo::new();
     r.write("deploy.yaml", &deployment("api", "ghcr.io/shop/api:1.0"));
     r.commit("init");
-    let run = metricops(&["revert", "--repo", r.path().to_str().unwrap(), "--image", API, "--mode", "surgical", "--json"]);
+    let run = metricops(&[
+        "revert",
+        "--repo",
+        r.path().to_str().unwrap(),
+        "--image",
+        API,
+        "--mode",
+        "surgical",
+        "--json",
+    ]);
     let e = &run.json()["error"];
     assert_eq!(e["kind"], "no_previous_version");
     assert!(e["message"].as_str().unwrap().contains("--mode commit"), "{e}");

@@ -10,7 +10,9 @@ use crate::support::metricops;
 const BEARER: &str = "Bearer alertmanager-token-for-tests";
 
 fn generic(deployment: &str) -> String {
-    format!(r#"{{"name":"CheckoutErrors","severity":"critical","labels":{{"namespace":"shop","deployment":"{deployment}"}},"annotations":{{"summary":"5xx above 1%"}}}}"#)
+    format!(
+        r#"{{"name":"CheckoutErrors","severity":"critical","labels":{{"namespace":"shop","deployment":"{deployment}"}},"annotations":{{"summary":"5xx above 1%"}}}}"#
+    )
 }
 
 #[test]
@@ -30,25 +32,67 @@ fn alert_webhooks_check_credentials_parse_every_source_and_revert() {
     let (s, t) = request(a, "POST", "/webhooks/generic", &[json], &generic("checkout"));
     assert_eq!(s, 401, "{t}");
     assert!(t.contains("server.webhook_auth"), "{t}");
-    assert_eq!(request(a, "POST", "/webhooks/generic", &[json, ("Authorization", "Bearer wrong")], &generic("checkout")).0, 401);
-    assert_eq!(request(a, "POST", "/webhooks/generic", &[json, ("Authorization", "Basic YTpi")], &generic("checkout")).0, 401);
+    assert_eq!(
+        request(
+            a,
+            "POST",
+            "/webhooks/generic",
+            &[json, ("Authorization", "Bearer wrong")],
+            &generic("checkout")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        request(
+            a,
+            "POST",
+            "/webhooks/generic",
+            &[json, ("Authorization", "Basic YTpi")],
+            &generic("checkout")
+        )
+        .0,
+        401
+    );
 
     // Bodies that are not what the endpoint speaks: 400, saying why.
-    let (s, t) = request(a, "POST", "/webhooks/alertmanager", &[json, ("Authorization", BEARER)], r#"{"version":"3","status":"firing","alerts":[]}"#);
-    assert_eq!((s, t.trim()), (400, "unsupported Alertmanager webhook version \"3\" (this speaks version 4)"));
-    let (s, t) = request(a, "POST", "/webhooks/generic", &[json, ("Authorization", BEARER)], r#"{"name":"x","status":"sideways"}"#);
+    let (s, t) = request(
+        a,
+        "POST",
+        "/webhooks/alertmanager",
+        &[json, ("Authorization", BEARER)],
+        r#"{"version":"3","status":"firing","alerts":[]}"#,
+    );
+    assert_eq!(
+        (s, t.trim()),
+        (400, "unsupported Alertmanager webhook version \"3\" (this speaks version 4)")
+    );
+    let (s, t) = request(
+        a,
+        "POST",
+        "/webhooks/generic",
+        &[json, ("Authorization", BEARER)],
+        r#"{"name":"x","status":"sideways"}"#,
+    );
     assert_eq!(s, 400, "{t}");
     assert!(t.contains("\"sideways\""), "{t}");
 
     // Grafana's own example maps to no workload: 200 (so it is not retried forever), counted.
-    let grafana = std::fs::read_to_string(format!("{}/fixtures/grafana/webhook-notifier.example.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let grafana = std::fs::read_to_string(format!(
+        "{}/fixtures/grafana/webhook-notifier.example.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let (s, t) = request(a, "POST", "/webhooks/grafana", &[json, ("Authorization", BEARER)], &grafana);
     assert_eq!((s, t.trim()), (200, "queued 2 alerts"));
-    wait_until("the unmatched Grafana alerts to be counted", std::time::Duration::from_secs(30), || metric(a, "metricops_alerts_received_total{source=\"grafana\",outcome=\"unmatched\"}") == 2.0);
+    wait_until("the unmatched Grafana alerts to be counted", std::time::Duration::from_secs(30), || {
+        metric(a, "metricops_alerts_received_total{source=\"grafana\",outcome=\"unmatched\"}") == 2.0
+    });
     assert_eq!(m.main(), bad);
 
     // A generic alert for the workload: the revert lands on main (merge policy).
-    let (s, _) = request(a, "POST", "/webhooks/generic", &[json, ("Authorization", BEARER)], &generic("checkout"));
+    let (s, _) =
+        request(a, "POST", "/webhooks/generic", &[json, ("Authorization", BEARER)], &generic("checkout"));
     assert_eq!(s, 200);
     wait_until("the revert on main", std::time::Duration::from_secs(60), || m.main() != bad);
     let msg = git(&m.bare, &["log", "-1", "--format=%B", "main"]);
@@ -84,13 +128,24 @@ fn a_full_queue_answers_503_so_the_sender_retries() {
         }
     });
     let m = Manifests::new(None);
-    let text = m.config_text("server:\n  queue: 1\n").replace(&format!("url: {}", m.bare.display()), &format!("url: http://127.0.0.1:{port}/shop.git"));
+    let text = m
+        .config_text("server:\n  queue: 1\n")
+        .replace(&format!("url: {}", m.bare.display()), &format!("url: http://127.0.0.1:{port}/shop.git"));
     // The generated text already has a `server:` section: fold the queue into it.
     let text = text.replace("server:\n  queue: 1\n", "").replace("server:\n", "server:\n  queue: 1\n");
     let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
-    let post = || request(server.addr, "POST", "/webhooks/generic", &[("Content-Type", "application/json"), ("Authorization", BEARER)], &generic("checkout")).0;
+    let post = || {
+        request(
+            server.addr,
+            "POST",
+            "/webhooks/generic",
+            &[("Content-Type", "application/json"), ("Authorization", BEARER)],
+            &generic("checkout"),
+        )
+        .0
+    };
     assert_eq!(post(), 200);
     seen_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the engine to start fetching");
     assert_eq!(post(), 200, "one delivery fits in the queue");
@@ -108,14 +163,31 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     let alert = m.dir.path().join("alert.json");
     std::fs::write(&alert, generic("checkout")).unwrap();
     let args = |extra: &[&str]| {
-        let mut v = vec!["simulate", "--config", config.to_str().unwrap(), "--alert", alert.to_str().unwrap(), "--source", "generic"];
+        let mut v = vec![
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--alert",
+            alert.to_str().unwrap(),
+            "--source",
+            "generic",
+        ];
         v.extend_from_slice(extra);
         v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
     let run = |a: Vec<String>| metricops(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let r = run(args(&[]));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    for want in ["1. Alerts (generic, 1 in the payload)", "3. Incident shop/checkout@", "deploy checkout 1.5.0 to prod", "5. Decision: merge", "-  newTag: \"1.5.0\"", "+  newTag: \"1.4.2\"", "title: Revert shop/checkout: checkout 1.5.0 → 1.4.2", "8. Dry run: nothing pushed"] {
+    for want in [
+        "1. Alerts (generic, 1 in the payload)",
+        "3. Incident shop/checkout@",
+        "deploy checkout 1.5.0 to prod",
+        "5. Decision: merge",
+        "-  newTag: \"1.5.0\"",
+        "+  newTag: \"1.4.2\"",
+        "title: Revert shop/checkout: checkout 1.5.0 → 1.4.2",
+        "8. Dry run: nothing pushed",
+    ] {
         assert!(r.stdout.contains(want), "simulate output lacks {want:?}:\n{}", r.stdout);
     }
     assert_eq!(m.main(), bad, "a dry run pushes nothing");
@@ -128,7 +200,11 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     std::fs::write(&alert, "{\"alerts\": 7}").unwrap();
     let r = run(args(&[]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("as a generic webhook") && r.stderr.contains("not a generic alert payload"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("as a generic webhook") && r.stderr.contains("not a generic alert payload"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -136,7 +212,21 @@ fn serve_speaks_https_when_configured() {
     let m = Manifests::new(None);
     let dir = m.dir.path();
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(dir.join("key.pem"))
         .arg("-out")
@@ -144,16 +234,25 @@ fn serve_speaks_https_when_configured() {
         .output()
         .expect("openssl runs (apt-get install -y openssl)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let tls = format!("  tls:\n    cert_file: {}\n    key_file: {}\n", dir.join("cert.pem").display(), dir.join("key.pem").display());
+    let tls = format!(
+        "  tls:\n    cert_file: {}\n    key_file: {}\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
     let text = m.config_text("").replace("server:\n", &format!("server:\n{tls}"));
     let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
     let port = server.addr.port();
     let cert = reqwest::Certificate::from_pem(&std::fs::read(dir.join("cert.pem")).unwrap()).unwrap();
-    let client = reqwest::Client::builder().add_root_certificate(cert).resolve("localhost", server.addr).build().unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(cert)
+        .resolve("localhost", server.addr)
+        .build()
+        .unwrap();
     let (status, body) = rt.block_on(async {
-        let r = client.get(format!("https://localhost:{port}/healthz")).send().await.expect("an HTTPS answer");
+        let r =
+            client.get(format!("https://localhost:{port}/healthz")).send().await.expect("an HTTPS answer");
         (r.status().as_u16(), r.text().await.unwrap())
     });
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -167,6 +266,10 @@ fn the_readme_config_reference_is_a_valid_config() {
     let readme = std::fs::read_to_string(format!("{}/README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let section = readme.split("## Config reference").nth(1).expect("a Config reference section");
     let yaml = section.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
-    let c = metricops::config::Config::parse(yaml).unwrap_or_else(|e| panic!("the README's config does not parse:\n{e}"));
-    assert_eq!((c.workloads.len(), c.rules.len(), c.policy().merge_rules.len(), c.workloads[0].pause.len()), (1, 2, 1, 2));
+    let c = metricops::config::Config::parse(yaml)
+        .unwrap_or_else(|e| panic!("the README's config does not parse:\n{e}"));
+    assert_eq!(
+        (c.workloads.len(), c.rules.len(), c.policy().merge_rules.len(), c.workloads[0].pause.len()),
+        (1, 2, 1, 2)
+    );
 }

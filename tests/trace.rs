@@ -21,7 +21,10 @@ fn names_the_bump_with_previous_version_and_other_files() {
     assert_eq!(j["subject"], "deploy api 1.1");
     assert_eq!(j["author"], "Dana Developer <dana@example.com>");
     assert!(j["time"].as_str().unwrap().ends_with("+00:00"), "RFC 3339: {}", j["time"]);
-    assert_eq!(j["changes"], serde_json::json!([{"file": "apps/api/deploy.yaml", "line": 11, "old": "1.0", "new": "1.1", "workload": "Deployment/shop/api container api"}]));
+    assert_eq!(
+        j["changes"],
+        serde_json::json!([{"file": "apps/api/deploy.yaml", "line": 11, "old": "1.0", "new": "1.1", "workload": "Deployment/shop/api container api"}])
+    );
     assert_eq!(j["other_files"], serde_json::json!(["CHANGELOG.md"]));
     // Bare repositories answer the same; --rev searches from elsewhere.
     let bare = r.bare_clone();
@@ -29,7 +32,11 @@ fn names_the_bump_with_previous_version_and_other_files() {
     assert_eq!(b["commit"], bump);
     let from_first = trace(&r, &["--image", API, "--rev", &format!("{later}~2")]);
     assert_eq!(from_first["tag"], "1.0");
-    assert_eq!(from_first["previous_tag"], serde_json::Value::Null, "first appearance has no previous version");
+    assert_eq!(
+        from_first["previous_tag"],
+        serde_json::Value::Null,
+        "first appearance has no previous version"
+    );
 }
 
 #[test]
@@ -78,7 +85,10 @@ fn returns_renames_and_digest_only_changes() {
     let j = trace(&r, &["--image", API]);
     assert_eq!(j["commit"], redigest);
     assert_eq!((j["tag"].as_str(), j["digest"].as_str()), (Some("main"), Some(d2.as_str())));
-    assert_eq!((j["previous_tag"].as_str(), j["previous_digest"].as_str()), (Some("main"), Some(d1.as_str())));
+    assert_eq!(
+        (j["previous_tag"].as_str(), j["previous_digest"].as_str()),
+        (Some("main"), Some(d1.as_str()))
+    );
     let j = trace(&r, &["--image", API, "--digest", &d1]);
     assert_eq!(j["subject"], "main d1");
 }
@@ -129,7 +139,10 @@ fn helm_keys_and_other_layouts() {
     r.write("argocd/app.yaml", &r.read("argocd/app.yaml").replace("2.0", "2.1"));
     let cart = r.commit("cart 2.1");
     let j = trace(&r, &["--key", "nexus.imageTag"]);
-    assert_eq!((j["commit"].as_str(), j["tag"].as_str(), j["previous_tag"].as_str()), (Some(nexus.as_str()), Some("3.16.2"), Some("3.16.1")));
+    assert_eq!(
+        (j["commit"].as_str(), j["tag"].as_str(), j["previous_tag"].as_str()),
+        (Some(nexus.as_str()), Some("3.16.2"), Some("3.16.1"))
+    );
     assert_eq!(j["image"], serde_json::Value::Null);
     assert_eq!(trace(&r, &["--image", "ghcr.io/shop/web"])["commit"], web);
     assert_eq!(trace(&r, &["--image", "ghcr.io/shop/cart"])["commit"], cart);
@@ -138,14 +151,23 @@ fn helm_keys_and_other_layouts() {
 #[test]
 fn templated_files_are_read_by_the_fallback_and_say_so() {
     let r = Repo::new();
-    let tpl = |t: &str| format!("spec:\n  containers:\n  - name: a\n    image: ghcr.io/shop/tpl:{t}\n{{{{- if .Values.x }}}}\n  : broken\n");
+    let tpl = |t: &str| {
+        format!(
+            "spec:\n  containers:\n  - name: a\n    image: ghcr.io/shop/tpl:{t}\n{{{{- if .Values.x }}}}\n  : broken\n"
+        )
+    };
     r.write("chart/templates/d.yaml", &tpl("1.0"));
     r.commit("init");
     r.write("chart/templates/d.yaml", &tpl("1.1"));
     let bump = r.commit("tpl 1.1");
-    let run = metricops(&["trace", "--repo", r.path().to_str().unwrap(), "--image", "ghcr.io/shop/tpl", "--json"]);
+    let run =
+        metricops(&["trace", "--repo", r.path().to_str().unwrap(), "--image", "ghcr.io/shop/tpl", "--json"]);
     assert_eq!(run.json()["commit"], bump);
-    assert!(run.stderr.contains("not valid YAML") && run.stderr.contains("chart/templates/d.yaml"), "stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("not valid YAML") && run.stderr.contains("chart/templates/d.yaml"),
+        "stderr: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -161,7 +183,13 @@ fn errors_are_clear_in_text_and_json() {
     assert_eq!(e["kind"], "image_not_found");
     assert_eq!(e["available"], serde_json::json!(["ghcr.io/shop/api", "ghcr.io/shop/web"]), "nearest first");
     let text = metricops(&["trace", "--repo", dir, "--image", "ghcr.io/shop/ap"]);
-    assert!(text.stderr.starts_with("error: image ghcr.io/shop/ap not found in scope; images there, nearest first: ghcr.io/shop/api"), "{}", text.stderr);
+    assert!(
+        text.stderr.starts_with(
+            "error: image ghcr.io/shop/ap not found in scope; images there, nearest first: ghcr.io/shop/api"
+        ),
+        "{}",
+        text.stderr
+    );
     let bad_rev = metricops(&["trace", "--repo", dir, "--rev", "nope", "--image", "x", "--json"]);
     assert_eq!(bad_rev.json()["error"]["kind"], "unknown_revision");
     let tmp = tempfile::tempdir().unwrap();

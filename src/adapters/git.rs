@@ -14,7 +14,11 @@ use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History};
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("{path} is not a git repository (bare or not): {}", source.message())]
-    NotARepository { path: String, #[source] source: git2::Error },
+    NotARepository {
+        path: String,
+        #[source]
+        source: git2::Error,
+    },
     #[error("unknown revision {rev:?} in {repo}")]
     UnknownRevision { rev: String, repo: String },
     #[error("reverting {commit} conflicts with later changes in: {}", files.join(", "))]
@@ -56,7 +60,11 @@ fn callbacks<'a>(auth: Option<&'a SecretString>, tries: &'a Cell<u32>) -> git2::
         cbs.credentials(move |_url, _user, _allowed| {
             tries.set(tries.get() + 1);
             if tries.get() > 1 {
-                return Err(git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, "the token was refused"));
+                return Err(git2::Error::new(
+                    git2::ErrorCode::Auth,
+                    git2::ErrorClass::Http,
+                    "the token was refused",
+                ));
             }
             git2::Cred::userpass_plaintext("x-access-token", token.expose_secret())
         });
@@ -66,7 +74,10 @@ fn callbacks<'a>(auth: Option<&'a SecretString>, tries: &'a Cell<u32>) -> git2::
 
 /// An authentication failure names the remote (never the token); anything else stays as it was.
 fn auth_error(url: &str, e: git2::Error) -> GitError {
-    if e.code() == git2::ErrorCode::Auth || e.message().contains("authentication") || e.message().contains("401") {
+    if e.code() == git2::ErrorCode::Auth
+        || e.message().contains("authentication")
+        || e.message().contains("401")
+    {
         GitError::AuthRefused { remote: url.to_string(), message: e.message().to_string() }
     } else {
         GitError::Git(e)
@@ -101,7 +112,8 @@ fn tune_libgit2() {
 impl GitRepo {
     pub fn open(path: &Path) -> Result<GitRepo, GitError> {
         tune_libgit2();
-        let repo = Repository::open(path).map_err(|source| GitError::NotARepository { path: path.display().to_string(), source })?;
+        let repo = Repository::open(path)
+            .map_err(|source| GitError::NotARepository { path: path.display().to_string(), source })?;
         Ok(GitRepo { repo, path: path.display().to_string() })
     }
 
@@ -119,7 +131,11 @@ impl GitRepo {
     }
 
     pub fn history(&self, scope: &[String]) -> GitHistory<'_> {
-        let scope = scope.iter().map(|p| p.trim_matches('/').to_string()).filter(|p| !p.is_empty() && p != ".").collect();
+        let scope = scope
+            .iter()
+            .map(|p| p.trim_matches('/').to_string())
+            .filter(|p| !p.is_empty() && p != ".")
+            .collect();
         GitHistory { repo: &self.repo, scope, last: RefCell::new(None), lookups: RefCell::default() }
     }
 
@@ -162,7 +178,11 @@ impl GitRepo {
         for (path, text) in files {
             let mode = base.get_path(Path::new(path)).map(|e| e.filemode()).unwrap_or(0o100644);
             let blob = self.repo.blob(text.as_bytes())?;
-            b.upsert(path.as_str(), blob, if mode == 0o100755 { git2::FileMode::BlobExecutable } else { git2::FileMode::Blob });
+            b.upsert(
+                path.as_str(),
+                blob,
+                if mode == 0o100755 { git2::FileMode::BlobExecutable } else { git2::FileMode::Blob },
+            );
         }
         Ok(b.create_updated(&self.repo, &base)?)
     }
@@ -173,12 +193,21 @@ impl GitRepo {
 
     /// Writes a commit object (no ref moves). The committer is the repository's configured user,
     /// or `metricops <metricops@localhost>`; the time is the one passed in.
-    pub fn write_commit(&self, tree: Oid, parent: &CommitSha, message: &str, now: DateTime<Utc>) -> Result<CommitSha, GitError> {
+    pub fn write_commit(
+        &self,
+        tree: Oid,
+        parent: &CommitSha,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Result<CommitSha, GitError> {
         let parent = self.repo.find_commit(oid(parent)?)?;
         let tree = self.repo.find_tree(tree)?;
         let time = git2::Time::new(now.timestamp(), 0);
         let (name, email) = match self.repo.signature() {
-            Ok(s) => (s.name().unwrap_or("metricops").to_string(), s.email().unwrap_or("metricops@localhost").to_string()),
+            Ok(s) => (
+                s.name().unwrap_or("metricops").to_string(),
+                s.email().unwrap_or("metricops@localhost").to_string(),
+            ),
             Err(_) => ("metricops".to_string(), "metricops@localhost".to_string()),
         };
         let sig = Signature::new(&name, &email, &time)?;
@@ -208,7 +237,14 @@ impl GitRepo {
     }
 
     /// Commits these files on top of `parent` (or as a root commit) and moves `refs/heads/<branch>`.
-    pub fn commit_files(&self, branch: &str, files: &[(String, String)], message: &str, author: (&str, &str), when: DateTime<Utc>) -> Result<CommitSha, GitError> {
+    pub fn commit_files(
+        &self,
+        branch: &str,
+        files: &[(String, String)],
+        message: &str,
+        author: (&str, &str),
+        when: DateTime<Utc>,
+    ) -> Result<CommitSha, GitError> {
         let refname = format!("refs/heads/{branch}");
         let parent = self.repo.find_reference(&refname).ok().and_then(|r| r.target());
         let base = match parent {
@@ -222,16 +258,23 @@ impl GitRepo {
         }
         let tree = self.repo.find_tree(b.create_updated(&self.repo, &base)?)?;
         let sig = Signature::new(author.0, author.1, &git2::Time::new(when.timestamp(), 0))?;
-        let parents: Vec<git2::Commit<'_>> = parent.map(|p| self.repo.find_commit(p)).transpose()?.into_iter().collect();
+        let parents: Vec<git2::Commit<'_>> =
+            parent.map(|p| self.repo.find_commit(p)).transpose()?.into_iter().collect();
         let refs: Vec<&git2::Commit<'_>> = parents.iter().collect();
         Ok(sha(self.repo.commit(Some(&refname), &sig, &sig, message, &tree, &refs)?))
     }
 
     /// The branches at a remote (`git ls-remote --heads`).
-    pub fn remote_heads(&self, url: &str, auth: Option<&SecretString>) -> Result<Vec<(String, CommitSha)>, GitError> {
+    pub fn remote_heads(
+        &self,
+        url: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<Vec<(String, CommitSha)>, GitError> {
         let mut remote = self.repo.remote_anonymous(url)?;
         let tries = Cell::new(0);
-        remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None).map_err(|e| auth_error(url, e))?;
+        remote
+            .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None)
+            .map_err(|e| auth_error(url, e))?;
         let heads = remote
             .list()?
             .iter()
@@ -274,16 +317,35 @@ impl GitRepo {
 
     /// Pushes `commit` to `refs/heads/<branch>` at `url`; non-fast-forward and remote refusals
     /// come back as `PushRejected`.
-    pub fn push(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
+    pub fn push(
+        &self,
+        url: &str,
+        commit: &CommitSha,
+        branch: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<(), GitError> {
         self.push_ref(url, commit, branch, auth, false)
     }
 
     /// Pushes even when the remote branch is not an ancestor (a revert branch rebuilt on a new tip).
-    pub fn force_push(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
+    pub fn force_push(
+        &self,
+        url: &str,
+        commit: &CommitSha,
+        branch: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<(), GitError> {
         self.push_ref(url, commit, branch, auth, true)
     }
 
-    fn push_ref(&self, url: &str, commit: &CommitSha, branch: &str, auth: Option<&SecretString>, force: bool) -> Result<(), GitError> {
+    fn push_ref(
+        &self,
+        url: &str,
+        commit: &CommitSha,
+        branch: &str,
+        auth: Option<&SecretString>,
+        force: bool,
+    ) -> Result<(), GitError> {
         let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
         let refspec = format!("{}{tmp}:refs/heads/{branch}", if force { "+" } else { "" });
@@ -302,7 +364,11 @@ impl GitRepo {
         let result = remote.push(&[&refspec], Some(&mut opts));
         drop(opts);
         let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
-        let reject = |message: String| GitError::PushRejected { remote: url.to_string(), refspec: format!("{}:refs/heads/{branch}", commit.short()), message };
+        let reject = |message: String| GitError::PushRejected {
+            remote: url.to_string(),
+            refspec: format!("{}:refs/heads/{branch}", commit.short()),
+            message,
+        };
         if let Err(e) = result {
             if e.class() == git2::ErrorClass::Http && e.code() == git2::ErrorCode::Auth {
                 return Err(auth_error(url, e));
@@ -337,8 +403,10 @@ fn tree_entry(data: &[u8], name: &[u8]) -> Option<Oid> {
 fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
     let t = author.when();
-    let offset = FixedOffset::east_opt(t.offset_minutes() * 60).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
-    let time = offset.timestamp_opt(t.seconds(), 0).single().unwrap_or_else(|| offset.timestamp_opt(0, 0).unwrap());
+    let offset = FixedOffset::east_opt(t.offset_minutes() * 60)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    let time =
+        offset.timestamp_opt(t.seconds(), 0).single().unwrap_or_else(|| offset.timestamp_opt(0, 0).unwrap());
     let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
     CommitInfo {
         sha: sha(c.id()),
@@ -376,9 +444,10 @@ impl GitHistory<'_> {
             if let Some(hex) = line.strip_prefix(b"tree ") {
                 tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
             } else if let Some(hex) = line.strip_prefix(b"parent ")
-                && parent.is_none() {
-                    parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
-                }
+                && parent.is_none()
+            {
+                parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+            }
         }
         let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
         Ok((tree, parent))
@@ -388,9 +457,10 @@ impl GitHistory<'_> {
     /// memoised, so a subtree that did not change is never read again.
     fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
         if let Some((c, ids)) = &*self.last.borrow()
-            && *c == commit {
-                return Ok(ids.clone());
-            }
+            && *c == commit
+        {
+            return Ok(ids.clone());
+        }
         let (root, _) = self.raw_commit(commit)?;
         let mut ids = vec![Some(root)];
         if !self.scope.is_empty() {
@@ -408,7 +478,9 @@ impl GitHistory<'_> {
                                 Some(found) => *found,
                                 None => {
                                     let found = match odb.read(t) {
-                                        Ok(obj) if obj.kind() == ObjectType::Tree => tree_entry(obj.data(), comp.as_bytes()),
+                                        Ok(obj) if obj.kind() == ObjectType::Tree => {
+                                            tree_entry(obj.data(), comp.as_bytes())
+                                        }
                                         _ => None,
                                     };
                                     memo.insert((t, comp.to_string()), found);
@@ -426,7 +498,12 @@ impl GitHistory<'_> {
         Ok(ids)
     }
 
-    fn diff(&self, parent: Option<Oid>, commit: Oid, scoped: bool) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+    fn diff(
+        &self,
+        parent: Option<Oid>,
+        commit: Oid,
+        scoped: bool,
+    ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
         let new_tree = self.repo.find_commit(commit)?.tree()?;
         let old_tree = match parent {
             Some(p) => Some(self.repo.find_commit(p)?.tree()?),
@@ -445,10 +522,16 @@ impl GitHistory<'_> {
         for d in diff.deltas() {
             let old = d.old_file();
             let new = d.new_file();
-            let path = new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let path =
+                new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
             let id = |f: &git2::DiffFile<'_>| (!f.id().is_zero()).then(|| f.id());
             match d.status() {
-                Delta::Added | Delta::Deleted | Delta::Modified | Delta::Typechange | Delta::Renamed | Delta::Copied => {
+                Delta::Added
+                | Delta::Deleted
+                | Delta::Modified
+                | Delta::Typechange
+                | Delta::Renamed
+                | Delta::Copied => {
                     out.push(FileChange { path, old: id(&old), new: id(&new) });
                 }
                 _ => {}
@@ -476,7 +559,8 @@ impl History for GitHistory<'_> {
         let walk = |prefix: &str, t: &git2::Tree<'_>| {
             t.walk(TreeWalkMode::PreOrder, |dir, entry| {
                 if entry.kind() == Some(ObjectType::Blob) {
-                    out.borrow_mut().push((format!("{prefix}{dir}{}", entry.name().unwrap_or("")), entry.id()));
+                    out.borrow_mut()
+                        .push((format!("{prefix}{dir}{}", entry.name().unwrap_or("")), entry.id()));
                 }
                 TreeWalkResult::Ok
             })
@@ -502,14 +586,19 @@ impl History for GitHistory<'_> {
         Ok(out)
     }
 
-    fn changes(&self, parent: Option<&CommitSha>, c: &CommitSha) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+    fn changes(
+        &self,
+        parent: Option<&CommitSha>,
+        c: &CommitSha,
+    ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
         let c = oid(c)?;
         let parent = parent.map(oid).transpose()?;
         if let Some(p) = parent {
             // Most commits leave the scope alone: compare the scope's entry ids before diffing.
             let new_ids = self.scope_ids(c)?;
             let old_ids = self.scope_ids(p)?;
-            let same = if self.scope.is_empty() { new_ids[0] == old_ids[0] } else { new_ids[1..] == old_ids[1..] };
+            let same =
+                if self.scope.is_empty() { new_ids[0] == old_ids[0] } else { new_ids[1..] == old_ids[1..] };
             if same {
                 return Ok(Vec::new());
             }

@@ -43,7 +43,9 @@ impl std::fmt::Display for RepoId {
 pub enum GitHubError {
     #[error("the GitHub App private key is not a PEM RSA key (PKCS#1 or PKCS#8): {0}")]
     Key(String),
-    #[error("the GitHub App is not installed on {0}: install it on that repository (GitHub answered 404 to GET /repos/{0}/installation)")]
+    #[error(
+        "the GitHub App is not installed on {0}: install it on that repository (GitHub answered 404 to GET /repos/{0}/installation)"
+    )]
     NotInstalled(RepoId),
     #[error("{method} {path}: GitHub answered {status}: {message}")]
     Status { method: Method, path: String, status: u16, message: String },
@@ -147,7 +149,9 @@ pub struct User {
 /// What a merge request came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Merge {
-    Merged { sha: String },
+    Merged {
+        sha: String,
+    },
     /// 409: the head moved since we looked; the next alert re-drives.
     HeadMoved,
     /// 405: GitHub will not merge it now (closed, conflict, required checks pending), with its words.
@@ -191,16 +195,28 @@ impl GitHubApp {
     /// Needs a tokio runtime context (octocrab spawns its connection buffer).
     pub fn new(s: &AppSettings) -> Result<GitHubApp, GitHubError> {
         use octocrab::jsonwebtoken as jwt;
-        let key = jwt::EncodingKey::from_rsa_pem(s.private_key.expose_secret().as_bytes()).map_err(|e| GitHubError::Key(e.to_string()))?;
+        let key = jwt::EncodingKey::from_rsa_pem(s.private_key.expose_secret().as_bytes())
+            .map_err(|e| GitHubError::Key(e.to_string()))?;
         // The key is only used when signing: sign once now, so a wrong file fails at start-up.
-        jwt::encode(&jwt::Header::new(jwt::Algorithm::RS256), &json!({ "iss": s.app_id.to_string(), "iat": 0, "exp": 1 }), &key).map_err(|e| GitHubError::Key(e.to_string()))?;
+        jwt::encode(
+            &jwt::Header::new(jwt::Algorithm::RS256),
+            &json!({ "iss": s.app_id.to_string(), "iat": 0, "exp": 1 }),
+            &key,
+        )
+        .map_err(|e| GitHubError::Key(e.to_string()))?;
         let app = Octocrab::builder()
             .base_uri(s.api_url.as_str())
-            .map_err(|e| GitHubError::Decode { what: format!("api_url {:?}", s.api_url), message: e.to_string() })?
+            .map_err(|e| GitHubError::Decode {
+                what: format!("api_url {:?}", s.api_url),
+                message: e.to_string(),
+            })?
             .add_retry_config(octocrab::service::middleware::retry::RetryConfig::None)
             .app(AppId(s.app_id), key)
             .build()
-            .map_err(|e| GitHubError::Decode { what: "building the GitHub client".into(), message: e.to_string() })?;
+            .map_err(|e| GitHubError::Decode {
+                what: "building the GitHub client".into(),
+                message: e.to_string(),
+            })?;
         Ok(GitHubApp { app, installations: Mutex::new(HashMap::new()), retry_budget: s.retry_budget })
     }
 
@@ -215,13 +231,18 @@ impl GitHubApp {
             Err(e) if e.status() == Some(404) => return Err(GitHubError::NotInstalled(repo.clone())),
             r => r?,
         };
-        let id = v.get("id").and_then(Value::as_u64).ok_or_else(|| GitHubError::Decode { what: path.clone(), message: "no installation id".into() })?;
+        let id = v.get("id").and_then(Value::as_u64).ok_or_else(|| GitHubError::Decode {
+            what: path.clone(),
+            message: "no installation id".into(),
+        })?;
         self.installed(repo, id)
     }
 
     /// Records that the App is installed on `repo` as installation `id` (from an installation event).
     pub fn installed(&self, repo: &RepoId, id: u64) -> Result<Arc<Octocrab>, GitHubError> {
-        let client = Arc::new(self.app.installation(InstallationId(id)).map_err(|e| GitHubError::Decode { what: "installation client".into(), message: e.to_string() })?);
+        let client = Arc::new(self.app.installation(InstallationId(id)).map_err(|e| {
+            GitHubError::Decode { what: "installation client".into(), message: e.to_string() }
+        })?);
         self.installations.lock().expect("installations lock").insert(repo.clone(), (id, client.clone()));
         Ok(client)
     }
@@ -239,7 +260,13 @@ impl GitHubApp {
 
     /// The repositories this process knows the App to be installed on.
     pub fn known_installations(&self) -> Vec<(RepoId, u64)> {
-        let mut v: Vec<_> = self.installations.lock().expect("installations lock").iter().map(|(r, (id, _))| (r.clone(), *id)).collect();
+        let mut v: Vec<_> = self
+            .installations
+            .lock()
+            .expect("installations lock")
+            .iter()
+            .map(|(r, (id, _))| (r.clone(), *id))
+            .collect();
         v.sort();
         v
     }
@@ -248,16 +275,37 @@ impl GitHubApp {
     /// than five minutes left, so a fetch or push never starts with a token about to expire.
     pub async fn git_token(&self, repo: &RepoId) -> Result<SecretString, GitHubError> {
         let client = self.installation(repo).await?;
-        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| GitHubError::Transport { method: Method::POST, path: "/app/installations/{id}/access_tokens".into(), source: Box::new(source) })
+        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| {
+            GitHubError::Transport {
+                method: Method::POST,
+                path: "/app/installations/{id}/access_tokens".into(),
+                source: Box::new(source),
+            }
+        })
     }
 
-    pub async fn open_pull_for(&self, repo: &RepoId, branch: &str) -> Result<Option<PullRequest>, GitHubError> {
+    pub async fn open_pull_for(
+        &self,
+        repo: &RepoId,
+        branch: &str,
+    ) -> Result<Option<PullRequest>, GitHubError> {
         Ok(self.pulls_for(repo, branch, "open").await?.into_iter().next())
     }
 
     /// Pull requests whose head is `branch` of this repo, in `state` (open, closed, all).
-    pub async fn pulls_for(&self, repo: &RepoId, branch: &str, state: &str) -> Result<Vec<PullRequest>, GitHubError> {
-        let path = format!("/repos/{}/{}/pulls?state={state}&head={}:{}&per_page=30", repo.owner, repo.name, repo.owner, encode(branch));
+    pub async fn pulls_for(
+        &self,
+        repo: &RepoId,
+        branch: &str,
+        state: &str,
+    ) -> Result<Vec<PullRequest>, GitHubError> {
+        let path = format!(
+            "/repos/{}/{}/pulls?state={state}&head={}:{}&per_page=30",
+            repo.owner,
+            repo.name,
+            repo.owner,
+            encode(branch)
+        );
         let prs: Vec<PullRequest> = decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)?;
         Ok(prs.into_iter().filter(|p| p.head.name == branch).collect())
     }
@@ -275,7 +323,11 @@ impl GitHubApp {
             Err(GitHubError::Status { status: 404, .. }) => return Ok("none".into()),
             r => r?,
         };
-        Ok(v.get("role_name").or_else(|| v.get("permission")).and_then(Value::as_str).unwrap_or("none").to_string())
+        Ok(v.get("role_name")
+            .or_else(|| v.get("permission"))
+            .and_then(Value::as_str)
+            .unwrap_or("none")
+            .to_string())
     }
 
     pub async fn close_pull(&self, repo: &RepoId, number: u64) -> Result<(), GitHubError> {
@@ -285,7 +337,12 @@ impl GitHubApp {
 
     /// Removes a label; one that is not there is fine.
     pub async fn remove_label(&self, repo: &RepoId, number: u64, label: &str) -> Result<(), GitHubError> {
-        let path = format!("/repos/{}/{}/issues/{number}/labels/{}", repo.owner, repo.name, encode(label).replace('/', "%2F"));
+        let path = format!(
+            "/repos/{}/{}/issues/{number}/labels/{}",
+            repo.owner,
+            repo.name,
+            encode(label).replace('/', "%2F")
+        );
         match self.repo_call(repo, Method::DELETE, &path, None).await {
             Ok(_) | Err(GitHubError::Status { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
@@ -299,14 +356,24 @@ impl GitHubApp {
 
     /// Opens a pull request, or, when GitHub answers 422 "already exists" (a racing replica made
     /// it), finds that one. The flag says whether this call opened it.
-    pub async fn open_or_find_pull(&self, repo: &RepoId, title: &str, body: &str, head: &str, base: &str) -> Result<(PullRequest, bool), GitHubError> {
+    pub async fn open_or_find_pull(
+        &self,
+        repo: &RepoId,
+        title: &str,
+        body: &str,
+        head: &str,
+        base: &str,
+    ) -> Result<(PullRequest, bool), GitHubError> {
         let path = format!("/repos/{}/{}/pulls", repo.owner, repo.name);
         let req = json!({ "title": title, "body": body, "head": head, "base": base, "maintainer_can_modify": false });
         match self.repo_call(repo, Method::POST, &path, Some(&req)).await {
             Ok(v) => Ok((decode(&path, v)?, true)),
             Err(GitHubError::Status { status: 422, message, .. }) if message.contains("already exists") => {
                 let pr = self.open_pull_for(repo, head).await?;
-                pr.map(|p| (p, false)).ok_or_else(|| GitHubError::Decode { what: path, message: format!("GitHub says a pull request for {head} exists, but none is open") })
+                pr.map(|p| (p, false)).ok_or_else(|| GitHubError::Decode {
+                    what: path,
+                    message: format!("GitHub says a pull request for {head} exists, but none is open"),
+                })
             }
             Err(e) => Err(e),
         }
@@ -323,9 +390,22 @@ impl GitHubApp {
         self.repo_call(repo, Method::POST, &path, Some(&json!({ "labels": labels }))).await.map(|_| ())
     }
 
-    pub async fn request_reviewers(&self, repo: &RepoId, number: u64, users: &[String], teams: &[String]) -> Result<(), GitHubError> {
+    pub async fn request_reviewers(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        users: &[String],
+        teams: &[String],
+    ) -> Result<(), GitHubError> {
         let path = format!("/repos/{}/{}/pulls/{number}/requested_reviewers", repo.owner, repo.name);
-        self.repo_call(repo, Method::POST, &path, Some(&json!({ "reviewers": users, "team_reviewers": teams }))).await.map(|_| ())
+        self.repo_call(
+            repo,
+            Method::POST,
+            &path,
+            Some(&json!({ "reviewers": users, "team_reviewers": teams })),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), GitHubError> {
@@ -337,7 +417,11 @@ impl GitHubApp {
     pub async fn comments(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, GitHubError> {
         let path = format!("/repos/{}/{}/issues/{number}/comments?per_page=100", repo.owner, repo.name);
         let v = self.repo_call(repo, Method::GET, &path, None).await?;
-        Ok(v.as_array().map(|a| a.iter().filter_map(|c| c.get("body").and_then(Value::as_str).map(str::to_string)).collect()).unwrap_or_default())
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter().filter_map(|c| c.get("body").and_then(Value::as_str).map(str::to_string)).collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Whether branch protection on `branch` requires status checks (then merging waits for them:
@@ -346,19 +430,33 @@ impl GitHubApp {
         let path = format!("/repos/{}/{}/branches/{}", repo.owner, repo.name, encode(branch));
         let v = self.repo_call(repo, Method::GET, &path, None).await?;
         let checks = v.pointer("/protection/required_status_checks");
-        let on = checks.and_then(|c| c.get("enforcement_level")).and_then(Value::as_str).is_some_and(|l| l != "off");
+        let on = checks
+            .and_then(|c| c.get("enforcement_level"))
+            .and_then(Value::as_str)
+            .is_some_and(|l| l != "off");
         let any = checks.is_some_and(|c| {
-            c.get("contexts").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) || c.get("checks").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+            c.get("contexts").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+                || c.get("checks").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
         });
         Ok(v.get("protected").and_then(Value::as_bool).unwrap_or(false) && on && any)
     }
 
     /// `PUT …/pulls/{n}/merge` guarded by the head sha.
-    pub async fn merge(&self, repo: &RepoId, number: u64, head_sha: &str, method: MergeMethod, title: &str, message: &str) -> Result<Merge, GitHubError> {
+    pub async fn merge(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        head_sha: &str,
+        method: MergeMethod,
+        title: &str,
+        message: &str,
+    ) -> Result<Merge, GitHubError> {
         let path = format!("/repos/{}/{}/pulls/{number}/merge", repo.owner, repo.name);
         let req = json!({ "merge_method": method.rest(), "sha": head_sha, "commit_title": title, "commit_message": message });
         match self.repo_call(repo, Method::PUT, &path, Some(&req)).await {
-            Ok(v) => Ok(Merge::Merged { sha: v.get("sha").and_then(Value::as_str).unwrap_or_default().to_string() }),
+            Ok(v) => Ok(Merge::Merged {
+                sha: v.get("sha").and_then(Value::as_str).unwrap_or_default().to_string(),
+            }),
             Err(GitHubError::Status { status: 409, .. }) => Ok(Merge::HeadMoved),
             Err(GitHubError::Status { status: 405, message, .. }) => Ok(Merge::NotMergeable(message)),
             Err(e) => Err(e),
@@ -366,14 +464,30 @@ impl GitHubApp {
     }
 
     /// GraphQL `enablePullRequestAutoMerge` with `expectedHeadOid`: GitHub merges once checks pass.
-    pub async fn enable_auto_merge(&self, repo: &RepoId, pr: &PullRequest, method: MergeMethod, headline: &str, body: &str) -> Result<(), GitHubError> {
+    pub async fn enable_auto_merge(
+        &self,
+        repo: &RepoId,
+        pr: &PullRequest,
+        method: MergeMethod,
+        headline: &str,
+        body: &str,
+    ) -> Result<(), GitHubError> {
         const MUTATION: &str = "mutation($id: ID!, $method: PullRequestMergeMethod!, $head: GitObjectID!, $headline: String, $body: String) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: $method, expectedHeadOid: $head, commitHeadline: $headline, commitBody: $body}) { pullRequest { number autoMergeRequest { enabledAt } } } }";
         let req = json!({ "query": MUTATION, "variables": { "id": pr.node_id, "method": method.graphql(), "head": pr.head.sha, "headline": headline, "body": body } });
         let v = self.repo_call(repo, Method::POST, "/graphql", Some(&req)).await?;
         match v.get("errors").and_then(Value::as_array) {
             Some(errors) if !errors.is_empty() => {
-                let message = errors.iter().filter_map(|e| e.get("message").and_then(Value::as_str)).collect::<Vec<_>>().join("; ");
-                Err(GitHubError::Status { method: Method::POST, path: "/graphql enablePullRequestAutoMerge".into(), status: 200, message })
+                let message = errors
+                    .iter()
+                    .filter_map(|e| e.get("message").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Err(GitHubError::Status {
+                    method: Method::POST,
+                    path: "/graphql enablePullRequestAutoMerge".into(),
+                    status: 200,
+                    message,
+                })
             }
             _ => Ok(()),
         }
@@ -389,19 +503,35 @@ impl GitHubApp {
         }
     }
 
-    async fn repo_call(&self, repo: &RepoId, method: Method, path: &str, body: Option<&Value>) -> Result<Value, GitHubError> {
+    async fn repo_call(
+        &self,
+        repo: &RepoId,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, GitHubError> {
         let client = self.installation(repo).await?;
         self.call(&client, method, path, body).await
     }
 
     /// One REST call: JSON in, JSON out; 5xx and rate limits retried within the budget.
-    async fn call(&self, client: &Octocrab, method: Method, path: &str, body: Option<&Value>) -> Result<Value, GitHubError> {
+    async fn call(
+        &self,
+        client: &Octocrab,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, GitHubError> {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(250);
         loop {
             attempts += 1;
-            let transport = |source| GitHubError::Transport { method: method.clone(), path: path.to_string(), source: Box::new(source) };
+            let transport = |source| GitHubError::Transport {
+                method: method.clone(),
+                path: path.to_string(),
+                source: Box::new(source),
+            };
             let response = match method {
                 Method::GET => client._get(path).await,
                 Method::POST => client._post(path, body).await,
@@ -426,17 +556,34 @@ impl GitHubApp {
                     continue;
                 }
             };
-            let value: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text.clone())) };
+            let value: Value = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
+            };
             if status.is_success() {
                 return Ok(value);
             }
             let message = error_message(&value);
             let wait = match retry_wait(status, &headers, backoff) {
                 Some(w) => w,
-                None => return Err(GitHubError::Status { method, path: path.to_string(), status: status.as_u16(), message }),
+                None => {
+                    return Err(GitHubError::Status {
+                        method,
+                        path: path.to_string(),
+                        status: status.as_u16(),
+                        message,
+                    });
+                }
             };
             if started.elapsed() + wait > self.retry_budget {
-                return Err(GitHubError::GaveUp { method, path: path.to_string(), attempts, waited: started.elapsed(), last: format!("{status}: {message}") });
+                return Err(GitHubError::GaveUp {
+                    method,
+                    path: path.to_string(),
+                    attempts,
+                    waited: started.elapsed(),
+                    last: format!("{status}: {message}"),
+                });
             }
             tracing::warn!(%method, path, status = status.as_u16(), wait_ms = wait.as_millis() as u64, attempt = attempts, "GitHub asked us to wait; retrying");
             tokio::time::sleep(wait).await;
@@ -449,10 +596,15 @@ impl GitHubApp {
 fn retry_wait(status: StatusCode, headers: &http::HeaderMap, backoff: Duration) -> Option<Duration> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(secs) = header("retry-after").and_then(|s| s.parse::<u64>().ok())
-        && (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
-            return Some(Duration::from_secs(secs));
-        }
-    if (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS) && header("x-ratelimit-remaining") == Some("0") {
+        && (status == StatusCode::FORBIDDEN
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error())
+    {
+        return Some(Duration::from_secs(secs));
+    }
+    if (status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS)
+        && header("x-ratelimit-remaining") == Some("0")
+    {
         let reset = header("x-ratelimit-reset").and_then(|s| s.parse::<i64>().ok())?;
         let now = chrono::Utc::now().timestamp();
         return Some(Duration::from_secs((reset - now).max(1) as u64));
@@ -471,7 +623,14 @@ fn error_message(v: &Value) -> String {
             .iter()
             .map(|e| match e.get("message").and_then(Value::as_str) {
                 Some(s) => s.to_string(),
-                None => format!("{} {} {}", e.get("resource").and_then(Value::as_str).unwrap_or(""), e.get("field").and_then(Value::as_str).unwrap_or(""), e.get("code").and_then(Value::as_str).unwrap_or("")).trim().to_string(),
+                None => format!(
+                    "{} {} {}",
+                    e.get("resource").and_then(Value::as_str).unwrap_or(""),
+                    e.get("field").and_then(Value::as_str).unwrap_or(""),
+                    e.get("code").and_then(Value::as_str).unwrap_or("")
+                )
+                .trim()
+                .to_string(),
             })
             .collect();
         if !details.is_empty() {
@@ -483,14 +642,17 @@ fn error_message(v: &Value) -> String {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: Value) -> Result<T, GitHubError> {
-    serde_json::from_value(v).map_err(|e| GitHubError::Decode { what: what.to_string(), message: e.to_string() })
+    serde_json::from_value(v)
+        .map_err(|e| GitHubError::Decode { what: what.to_string(), message: e.to_string() })
 }
 
 /// Percent-encodes what a query value or path segment cannot carry as is (branch names are `a/b-c`).
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -523,11 +685,19 @@ mod tests {
             m
         };
         let b = Duration::from_millis(250);
-        assert_eq!(retry_wait(StatusCode::FORBIDDEN, &h(&[("retry-after", "3")]), b), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_wait(StatusCode::FORBIDDEN, &h(&[("retry-after", "3")]), b),
+            Some(Duration::from_secs(3))
+        );
         assert_eq!(retry_wait(StatusCode::BAD_GATEWAY, &h(&[]), b), Some(b));
         assert_eq!(retry_wait(StatusCode::TOO_MANY_REQUESTS, &h(&[]), b), Some(b));
         let reset = (chrono::Utc::now().timestamp() + 5).to_string();
-        let w = retry_wait(StatusCode::FORBIDDEN, &h(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)]), b).unwrap();
+        let w = retry_wait(
+            StatusCode::FORBIDDEN,
+            &h(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", &reset)]),
+            b,
+        )
+        .unwrap();
         assert!(w >= Duration::from_secs(4) && w <= Duration::from_secs(5), "{w:?}");
         // A plain 403 is a refusal, not a rate limit; 404 and 422 are final too.
         assert_eq!(retry_wait(StatusCode::FORBIDDEN, &h(&[]), b), None);

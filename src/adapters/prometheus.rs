@@ -66,17 +66,30 @@ impl Prometheus {
     pub async fn samples(&self, expr: &str) -> Result<usize, PromError> {
         let url = format!("{}/api/v1/query", self.url);
         let body = format!("query={}", form_encode(expr));
-        let r = self.client.post(&url).header("content-type", "application/x-www-form-urlencoded").body(body).send().await.map_err(|source| PromError::Unreachable { url: url.clone(), source })?;
+        let r = self
+            .client
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| PromError::Unreachable { url: url.clone(), source })?;
         let status = r.status().as_u16();
         let text = r.text().await.map_err(|source| PromError::Unreachable { url: url.clone(), source })?;
-        let a: Answer = serde_json::from_str(&text).map_err(|e| PromError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))?;
+        let a: Answer = serde_json::from_str(&text)
+            .map_err(|e| PromError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))?;
         if a.status != "success" {
-            return Err(PromError::Api { status, message: format!("{}: {}", a.error_type.unwrap_or_default(), a.error.unwrap_or_default()) });
+            return Err(PromError::Api {
+                status,
+                message: format!("{}: {}", a.error_type.unwrap_or_default(), a.error.unwrap_or_default()),
+            });
         }
         let data = a.data.ok_or_else(|| PromError::Decode("no data".into()))?;
         match data.result_type.as_str() {
             "vector" | "matrix" => Ok(data.result.as_array().map(Vec::len).unwrap_or(0)),
-            "scalar" => Ok(usize::from(data.result.get(1).and_then(|v| v.as_str()).is_some_and(|v| v != "0"))),
+            "scalar" => {
+                Ok(usize::from(data.result.get(1).and_then(|v| v.as_str()).is_some_and(|v| v != "0")))
+            }
             other => Err(PromError::Decode(format!("result type {other} is not a condition"))),
         }
     }

@@ -88,18 +88,22 @@ impl Source {
             Source::Alertmanager => parse_alertmanager(body),
             Source::Grafana => parse_grafana(body),
             Source::Generic => parse_generic(body, now),
-            Source::Evaluator => Err(AlertError::Malformed("the evaluator makes its alerts itself; it has no webhook".into())),
+            Source::Evaluator => {
+                Err(AlertError::Malformed("the evaluator makes its alerts itself; it has no webhook".into()))
+            }
         }
     }
 }
 
 /// Parses an Alertmanager v4 webhook body. `status` is trusted, never `endsAt`.
 pub fn parse_alertmanager(body: &str) -> Result<Vec<Alert>, AlertError> {
-    let p: AlertmanagerPayload = serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
+    let p: AlertmanagerPayload =
+        serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
     if let Some(v) = &p.version
-        && v != "4" {
-            return Err(AlertError::Version(v.clone()));
-        }
+        && v != "4"
+    {
+        return Err(AlertError::Version(v.clone()));
+    }
     Ok(p.alerts.into_iter().map(normalise).collect())
 }
 
@@ -118,13 +122,16 @@ pub fn parse_grafana(body: &str) -> Result<Vec<Alert>, AlertError> {
         #[serde(default)]
         values: Option<BTreeMap<String, serde_json::Value>>,
     }
-    let p: Grafana = serde_json::from_str(body).map_err(|e| AlertError::Malformed(format!("not a Grafana webhook payload: {e}")))?;
+    let p: Grafana = serde_json::from_str(body)
+        .map_err(|e| AlertError::Malformed(format!("not a Grafana webhook payload: {e}")))?;
     if let Some(v) = &p.version
-        && v != "1" {
-            return Err(AlertError::Malformed(format!("unsupported Grafana webhook version {v:?} (this speaks version 1)")));
-        }
-    Ok(p
-        .alerts
+        && v != "1"
+    {
+        return Err(AlertError::Malformed(format!(
+            "unsupported Grafana webhook version {v:?} (this speaks version 1)"
+        )));
+    }
+    Ok(p.alerts
         .into_iter()
         .map(|g| {
             let mut a = normalise(g.alert);
@@ -167,7 +174,11 @@ pub fn parse_generic(body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, Alert
         Many { alerts: Vec<Generic> },
         One(Generic),
     }
-    let body: Body = serde_json::from_str(body).map_err(|e| AlertError::Malformed(format!("not a generic alert payload ({{\"alerts\": [{{\"name\": …, \"labels\": {{…}}}}]}}): {e}")))?;
+    let body: Body = serde_json::from_str(body).map_err(|e| {
+        AlertError::Malformed(format!(
+            "not a generic alert payload ({{\"alerts\": [{{\"name\": …, \"labels\": {{…}}}}]}}): {e}"
+        ))
+    })?;
     let list = match body {
         Body::Many { alerts } => alerts,
         Body::One(a) => vec![a],
@@ -241,7 +252,10 @@ impl Incident {
 
 /// Groups firing alerts by the workload `matcher` names for them; an alert it cannot place is
 /// returned apart, with the reason.
-pub fn group(alerts: &[Alert], matcher: impl Fn(&Alert) -> Option<String>) -> (Vec<Incident>, Vec<(&Alert, String)>) {
+pub fn group(
+    alerts: &[Alert],
+    matcher: impl Fn(&Alert) -> Option<String>,
+) -> (Vec<Incident>, Vec<(&Alert, String)>) {
     let mut by: BTreeMap<String, Vec<Alert>> = BTreeMap::new();
     let mut unplaced = Vec::new();
     for a in alerts {
@@ -256,7 +270,8 @@ pub fn group(alerts: &[Alert], matcher: impl Fn(&Alert) -> Option<String>) -> (V
                     list.push(a.clone());
                 }
             }
-            None => unplaced.push((a, format!("no configured workload matches the labels {}", labels_text(&a.labels)))),
+            None => unplaced
+                .push((a, format!("no configured workload matches the labels {}", labels_text(&a.labels)))),
         }
     }
     let incidents = by
@@ -280,9 +295,18 @@ mod tests {
 
     #[test]
     fn real_payloads_parse_and_trust_status() {
-        let firing = parse_alertmanager(include_str!("../../fixtures/alertmanager/metalmatze-alertmanager-bot.firing.json")).unwrap();
-        assert!(firing.iter().all(|a| a.status == Status::Firing), "non-zero endsAt must not resolve a firing alert");
-        let resolved = parse_alertmanager(include_str!("../../fixtures/alertmanager/liamkelly15-pythonwebhook.resolved-with-fingerprint.json")).unwrap();
+        let firing = parse_alertmanager(include_str!(
+            "../../fixtures/alertmanager/metalmatze-alertmanager-bot.firing.json"
+        ))
+        .unwrap();
+        assert!(
+            firing.iter().all(|a| a.status == Status::Firing),
+            "non-zero endsAt must not resolve a firing alert"
+        );
+        let resolved = parse_alertmanager(include_str!(
+            "../../fixtures/alertmanager/liamkelly15-pythonwebhook.resolved-with-fingerprint.json"
+        ))
+        .unwrap();
         assert_eq!(resolved[0].status, Status::Resolved);
         assert_eq!(resolved[0].fingerprint, "fbab788ec4c1018b");
         assert_eq!(resolved[0].labels["deployment"], "eric-log-transformer");
@@ -290,7 +314,11 @@ mod tests {
 
     #[test]
     fn a_storm_is_one_incident_per_workload() {
-        let mut alerts = parse_alertmanager(&include_str!("../../fixtures/alertmanager/demo-firing.json").replace("{{STARTS_AT}}", "2026-11-25T10:00:00Z")).unwrap();
+        let mut alerts = parse_alertmanager(
+            &include_str!("../../fixtures/alertmanager/demo-firing.json")
+                .replace("{{STARTS_AT}}", "2026-11-25T10:00:00Z"),
+        )
+        .unwrap();
         let one = alerts[0].clone();
         alerts.extend(std::iter::repeat_n(one, 1000));
         let (incidents, unplaced) = group(&alerts, |a| a.labels.get("deployment").cloned());
@@ -299,23 +327,39 @@ mod tests {
         assert!(unplaced.is_empty());
         let (none, unplaced) = group(&alerts[..1], |_| None);
         assert!(none.is_empty());
-        assert!(unplaced[0].1.starts_with("no configured workload matches the labels {"), "{}", unplaced[0].1);
+        assert!(
+            unplaced[0].1.starts_with("no configured workload matches the labels {"),
+            "{}",
+            unplaced[0].1
+        );
     }
 
     #[test]
     fn grafana_and_generic_payloads_normalise_to_the_same_alerts() {
         let g = parse_grafana(include_str!("../../fixtures/grafana/webhook-notifier.example.json")).unwrap();
         assert_eq!(g.len(), 2);
-        assert_eq!((g[0].name.as_str(), g[0].fingerprint.as_str(), g[0].status), ("High memory usage", "c6eadffa33fcdf37", Status::Firing));
+        assert_eq!(
+            (g[0].name.as_str(), g[0].fingerprint.as_str(), g[0].status),
+            ("High memory usage", "c6eadffa33fcdf37", Status::Firing)
+        );
         assert_eq!(g[0].annotations["value"], "B=44.23943737541908, C=1");
         assert_eq!(g[0].starts_at.to_rfc3339(), "2021-10-12T07:51:03.157076+00:00");
         let now = Utc::now();
         let one = parse_generic(r#"{"name":"CheckoutErrors","severity":"critical","labels":{"namespace":"shop","deployment":"checkout"},"startsAt":1406662672000}"#, now).unwrap();
-        assert_eq!((one[0].name.as_str(), one[0].severity.as_deref(), one[0].status), ("CheckoutErrors", Some("critical"), Status::Firing));
+        assert_eq!(
+            (one[0].name.as_str(), one[0].severity.as_deref(), one[0].status),
+            ("CheckoutErrors", Some("critical"), Status::Firing)
+        );
         assert_eq!(one[0].starts_at.timestamp_millis(), 1406662672000);
         let many = parse_generic(r#"{"alerts":[{"name":"A","status":"Recovered","labels":{"app":"x"}},{"name":"B","startsAt":"2026-11-25T10:00:00Z"}]}"#, now).unwrap();
-        assert_eq!((many[0].status, many[1].starts_at.to_rfc3339().as_str(), many[0].starts_at), (Status::Resolved, "2026-11-25T10:00:00+00:00", now));
-        assert_eq!(many[0].fingerprint, "labels:alertname=A,app=x", "a fingerprint is derived from the labels when absent");
+        assert_eq!(
+            (many[0].status, many[1].starts_at.to_rfc3339().as_str(), many[0].starts_at),
+            (Status::Resolved, "2026-11-25T10:00:00+00:00", now)
+        );
+        assert_eq!(
+            many[0].fingerprint, "labels:alertname=A,app=x",
+            "a fingerprint is derived from the labels when absent"
+        );
         for (bad, says) in [
             (r#"{"name":"A","status":"exploding"}"#, "status \"exploding\""),
             (r#"{"name":"A","startsAt":"yesterday"}"#, "not RFC 3339"),
@@ -324,13 +368,18 @@ mod tests {
             let e = parse_generic(bad, now).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
-        assert!(parse_grafana(r#"{"version":"4","alerts":[]}"#).unwrap_err().to_string().contains("version 1"));
+        assert!(
+            parse_grafana(r#"{"version":"4","alerts":[]}"#).unwrap_err().to_string().contains("version 1")
+        );
     }
 
     #[test]
     fn bad_payloads_say_what_is_wrong() {
         assert!(matches!(parse_alertmanager("{}"), Err(AlertError::Malformed(_))));
         let v3 = r#"{"version":"3","status":"firing","alerts":[]}"#;
-        assert_eq!(parse_alertmanager(v3).unwrap_err().to_string(), "unsupported Alertmanager webhook version \"3\" (this speaks version 4)");
+        assert_eq!(
+            parse_alertmanager(v3).unwrap_err().to_string(),
+            "unsupported Alertmanager webhook version \"3\" (this speaks version 4)"
+        );
     }
 }

@@ -15,13 +15,17 @@ pub enum Verb {
     Hold,
     Unhold,
     /// Close the revert, delete its branch, do not propose this culprit again for a while.
-    Cancel { reason: Option<String> },
+    Cancel {
+        reason: Option<String>,
+    },
     /// Rebuild the revert on the branch's current tip.
     Retry,
     Status,
     Help,
     /// On a merged pull request: revert it (`--merge` to merge the revert at once).
-    Rollback { merge: bool },
+    Rollback {
+        merge: bool,
+    },
     /// Resume the re-promotion the revert paused.
     Resume,
 }
@@ -42,7 +46,8 @@ impl Verb {
     }
 }
 
-const VERBS: [&str; 9] = ["approve", "hold", "unhold", "cancel", "retry", "status", "help", "rollback", "resume"];
+const VERBS: [&str; 9] =
+    ["approve", "hold", "unhold", "cancel", "retry", "status", "help", "rollback", "resume"];
 
 /// One command line of a comment, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,13 +103,22 @@ pub fn parse(body: &str) -> Vec<Line> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s.is_char_boundary(prefix.len()) && s[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &s[prefix.len()..])
+    (s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+    .then(|| &s[prefix.len()..])
 }
 
 fn parse_command(rest: &str) -> Line {
     let (verb, args) = rest.split_once(char::is_whitespace).map(|(v, a)| (v, a.trim())).unwrap_or((rest, ""));
     let verb = verb.to_ascii_lowercase();
-    let no_args = |v: Verb| if args.is_empty() { Line::Command(v) } else { Line::Reply(format!("`{PREFIX} {verb}` takes no arguments (got `{args}`).")) };
+    let no_args = |v: Verb| {
+        if args.is_empty() {
+            Line::Command(v)
+        } else {
+            Line::Reply(format!("`{PREFIX} {verb}` takes no arguments (got `{args}`)."))
+        }
+    };
     match verb.as_str() {
         "" | "help" => Line::Command(Verb::Help),
         "approve" => no_args(Verb::Approve),
@@ -121,7 +135,8 @@ fn parse_command(rest: &str) -> Line {
             other => Line::Reply(format!("`{PREFIX} rollback` takes only `--merge` (got `{other}`).")),
         },
         other => {
-            let nearest = VERBS.iter().min_by_key(|v| edit_distance(v, other)).filter(|v| edit_distance(v, other) <= 3);
+            let nearest =
+                VERBS.iter().min_by_key(|v| edit_distance(v, other)).filter(|v| edit_distance(v, other) <= 3);
             let hint = nearest.map(|v| format!(" Did you mean `{PREFIX} {v}`?")).unwrap_or_default();
             Line::Reply(format!("I don't know `{PREFIX} {other}`.{hint}\n\n{}", help()))
         }
@@ -174,12 +189,31 @@ pub enum Place {
 
 /// Whether `who` may do `verb` at `place`; the refusal says why.
 pub fn authorize(verb: &Verb, who: &Who, place: Place) -> Result<(), String> {
-    let on_revert = matches!(verb, Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry | Verb::Status | Verb::Resume);
+    let on_revert = matches!(
+        verb,
+        Verb::Approve
+            | Verb::Hold
+            | Verb::Unhold
+            | Verb::Cancel { .. }
+            | Verb::Retry
+            | Verb::Status
+            | Verb::Resume
+    );
     if on_revert && place != Place::RevertPr {
-        return Err(format!("`{PREFIX} {}` works on a metricops revert pull request; this is not one.", verb.name()));
+        return Err(format!(
+            "`{PREFIX} {}` works on a metricops revert pull request; this is not one.",
+            verb.name()
+        ));
     }
     if matches!(verb, Verb::Rollback { .. }) && place != Place::MergedPr {
-        return Err(format!("`{PREFIX} rollback` works on a merged pull request; this one is {}.", if place == Place::RevertPr { "a metricops revert (a revert is not reverted)" } else { "not merged" }));
+        return Err(format!(
+            "`{PREFIX} rollback` works on a merged pull request; this one is {}.",
+            if place == Place::RevertPr {
+                "a metricops revert (a revert is not reverted)"
+            } else {
+                "not merged"
+            }
+        ));
     }
     if matches!(verb, Verb::Help | Verb::Status) {
         return Ok(());
@@ -194,7 +228,11 @@ pub fn authorize(verb: &Verb, who: &Who, place: Place) -> Result<(), String> {
         "you need write access to this repository to `{PREFIX} {}` (you have {:?}){}.",
         verb.name(),
         who.permission,
-        if matches!(verb, Verb::Hold | Verb::Cancel { .. }) { ", or to be the author of the reverted change" } else { "" }
+        if matches!(verb, Verb::Hold | Verb::Cancel { .. }) {
+            ", or to be the author of the reverted change"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -206,7 +244,9 @@ mod tests {
         let got: Vec<String> = parse(body)
             .iter()
             .map(|l| match l {
-                Line::Command(Verb::Cancel { reason }) => format!("cancel({})", reason.as_deref().unwrap_or("")),
+                Line::Command(Verb::Cancel { reason }) => {
+                    format!("cancel({})", reason.as_deref().unwrap_or(""))
+                }
                 Line::Command(Verb::Rollback { merge }) => format!("rollback({merge})"),
                 Line::Command(v) => v.name().to_string(),
                 Line::Reply(r) => format!("reply: {}", r.lines().next().unwrap_or("")),
@@ -220,15 +260,24 @@ mod tests {
         check("/metricops approve", &["approve"]);
         check("/MetricOps   Approve  ", &["approve"]);
         check("LGTM\n/metricops hold\nthanks", &["hold"]);
-        check("/metricops hold\n/metricops cancel flaky dashboard, not the deploy", &["hold", "cancel(flaky dashboard, not the deploy)"]);
+        check(
+            "/metricops hold\n/metricops cancel flaky dashboard, not the deploy",
+            &["hold", "cancel(flaky dashboard, not the deploy)"],
+        );
         check("/metricops hold cancel", &["unhold"]);
         check("/metricops", &["help"]);
         check("/metricops resume", &["resume"]);
         check("/metricops rollback --merge", &["rollback(true)"]);
         check("/metricops rollback now", &["reply: `/metricops rollback` takes only `--merge` (got `now`)."]);
-        check("/metricops aprove", &["reply: I don't know `/metricops aprove`. Did you mean `/metricops approve`?"]);
+        check(
+            "/metricops aprove",
+            &["reply: I don't know `/metricops aprove`. Did you mean `/metricops approve`?"],
+        );
         check("/metricops frobnicate", &["reply: I don't know `/metricops frobnicate`."]);
-        check("/metricops approve please", &["reply: `/metricops approve` takes no arguments (got `please`)."]);
+        check(
+            "/metricops approve please",
+            &["reply: `/metricops approve` takes no arguments (got `please`)."],
+        );
         // Not commands: mid-line, quoted, in code, other bots' prefixes.
         check("please run /metricops approve", &[]);
         check("> /metricops approve", &[]);
@@ -241,7 +290,12 @@ mod tests {
 
     #[test]
     fn authorize_table() {
-        let who = |p: Permission, allowed: bool, author: bool| Who { login: "sam".into(), permission: p, allowed, culprit_author: author };
+        let who = |p: Permission, allowed: bool, author: bool| Who {
+            login: "sam".into(),
+            permission: p,
+            allowed,
+            culprit_author: author,
+        };
         let ok = |v: Verb, w: &Who, at: Place| authorize(&v, w, at).is_ok();
         let writer = who(Permission::Write, false, false);
         let maintainer = who(Permission::Maintain, false, false);
@@ -249,12 +303,23 @@ mod tests {
         let author = who(Permission::Read, false, true);
         let listed = who(Permission::None, true, false);
         for v in [Verb::Approve, Verb::Hold, Verb::Unhold, Verb::Cancel { reason: None }, Verb::Retry] {
-            assert!(ok(v.clone(), &writer, Place::RevertPr) && ok(v.clone(), &maintainer, Place::RevertPr) && ok(v.clone(), &listed, Place::RevertPr), "{v:?}");
+            assert!(
+                ok(v.clone(), &writer, Place::RevertPr)
+                    && ok(v.clone(), &maintainer, Place::RevertPr)
+                    && ok(v.clone(), &listed, Place::RevertPr),
+                "{v:?}"
+            );
             assert!(!ok(v.clone(), &reader, Place::RevertPr), "{v:?} by a reader");
             assert!(!ok(v.clone(), &writer, Place::OtherPr), "{v:?} off a revert PR");
         }
-        assert!(ok(Verb::Hold, &author, Place::RevertPr) && ok(Verb::Cancel { reason: None }, &author, Place::RevertPr));
-        assert!(!ok(Verb::Approve, &author, Place::RevertPr), "the author may stop a revert of their change, not merge it");
+        assert!(
+            ok(Verb::Hold, &author, Place::RevertPr)
+                && ok(Verb::Cancel { reason: None }, &author, Place::RevertPr)
+        );
+        assert!(
+            !ok(Verb::Approve, &author, Place::RevertPr),
+            "the author may stop a revert of their change, not merge it"
+        );
         assert!(ok(Verb::Status, &reader, Place::RevertPr) && ok(Verb::Help, &reader, Place::OtherPr));
         assert!(ok(Verb::Rollback { merge: false }, &writer, Place::MergedPr));
         assert!(!ok(Verb::Rollback { merge: false }, &writer, Place::RevertPr));

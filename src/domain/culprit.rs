@@ -60,7 +60,11 @@ pub trait History {
     /// Files in scope at a commit.
     fn files(&self, sha: &CommitSha) -> Result<Vec<(String, Self::Blob)>, Self::Error>;
     /// Files in scope that differ from the first parent (all files for a root commit).
-    fn changes(&self, parent: Option<&CommitSha>, sha: &CommitSha) -> Result<Vec<FileChange<Self::Blob>>, Self::Error>;
+    fn changes(
+        &self,
+        parent: Option<&CommitSha>,
+        sha: &CommitSha,
+    ) -> Result<Vec<FileChange<Self::Blob>>, Self::Error>;
     /// Every path the commit touched, in scope or not.
     fn touched(&self, parent: Option<&CommitSha>, sha: &CommitSha) -> Result<Vec<String>, Self::Error>;
     fn read(&self, blob: Self::Blob) -> Result<Vec<u8>, Self::Error>;
@@ -142,7 +146,10 @@ fn list_hint(available: &[String]) -> String {
     if available.is_empty() {
         "; no image references at all there".to_string()
     } else {
-        format!("; images there, nearest first: {}", available.iter().take(10).cloned().collect::<Vec<_>>().join(", "))
+        format!(
+            "; images there, nearest first: {}",
+            available.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -163,7 +170,8 @@ impl Target {
         match self {
             Target::Exact(x) => x == v,
             Target::Filter { tag, digest } => {
-                tag.as_ref().is_none_or(|t| v.tag.as_ref() == Some(t)) && digest.as_ref().is_none_or(|d| v.digest.as_ref() == Some(d))
+                tag.as_ref().is_none_or(|t| v.tag.as_ref() == Some(t))
+                    && digest.as_ref().is_none_or(|d| v.digest.as_ref() == Some(d))
             }
         }
     }
@@ -209,7 +217,9 @@ impl<'h, H: History> Reader<'h, H> {
 
     fn count(&mut self, path: &str, blob: Option<H::Blob>, target: &Target) -> Result<usize, H::Error> {
         match blob {
-            Some(b) if is_manifest_path(path) => Ok(self.occurrences(path, b)?.iter().filter(|o| target.matches(&o.version)).count()),
+            Some(b) if is_manifest_path(path) => {
+                Ok(self.occurrences(path, b)?.iter().filter(|o| target.matches(&o.version)).count())
+            }
             _ => Ok(0),
         }
     }
@@ -237,7 +247,8 @@ pub fn subject_matches(subject: &Subject, o: &Occurrence) -> bool {
     match subject {
         Subject::Key(_) => true,
         Subject::Image(image) => {
-            o.repository.as_deref().is_some_and(|r| same_repository(r, image)) || o.aliases.iter().any(|a| same_repository(a, image))
+            o.repository.as_deref().is_some_and(|r| same_repository(r, image))
+                || o.aliases.iter().any(|a| same_repository(a, image))
         }
     }
 }
@@ -254,8 +265,13 @@ fn needle(subject: &Subject) -> String {
 }
 
 /// Finds the commit, on the first-parent history of `tip`, that made the subject's version current.
-pub fn find_culprit<H: History>(history: &H, tip: &CommitSha, query: &Query) -> Result<Culprit, TraceError<H::Error>> {
-    let mut reader = Reader { history, query, needle: needle(&query.subject), memo: HashMap::new(), notes: Vec::new() };
+pub fn find_culprit<H: History>(
+    history: &H,
+    tip: &CommitSha,
+    query: &Query,
+) -> Result<Culprit, TraceError<H::Error>> {
+    let mut reader =
+        Reader { history, query, needle: needle(&query.subject), memo: HashMap::new(), notes: Vec::new() };
     let files = history.files(tip).map_err(TraceError::History)?;
     let mut current = Vec::new();
     for (path, blob) in &files {
@@ -276,7 +292,10 @@ pub fn find_culprit<H: History>(history: &H, tip: &CommitSha, query: &Query) -> 
         1 => Target::Exact(versions.into_keys().next().expect("one version")),
         // Without a filter every current reference matches, so none at all means not found.
         0 if query.tag.is_none() && query.digest.is_none() => {
-            return Err(TraceError::NotFound { subject, available: nearest_images(history, &files, &query.subject)? });
+            return Err(TraceError::NotFound {
+                subject,
+                available: nearest_images(history, &files, &query.subject)?,
+            });
         }
         0 => wanted,
         _ => return Err(TraceError::Ambiguous { subject, versions: versions.into_iter().collect() }),
@@ -307,7 +326,9 @@ pub fn find_culprit<H: History>(history: &H, tip: &CommitSha, query: &Query) -> 
             None => {
                 let version = match &target {
                     Target::Exact(v) => v.to_string(),
-                    Target::Filter { tag, digest } => Version { tag: tag.clone(), digest: digest.clone() }.to_string(),
+                    Target::Filter { tag, digest } => {
+                        Version { tag: tag.clone(), digest: digest.clone() }.to_string()
+                    }
                 };
                 return Err(TraceError::VersionNeverSet { subject, version });
             }
@@ -349,7 +370,13 @@ fn describe<H: History>(
         if old.as_ref() == Some(&n.version) {
             continue;
         }
-        site_changes.push(SiteChange { file: n.file.clone(), line: n.line, old, new: n.version.clone(), workload: n.workload.clone() });
+        site_changes.push(SiteChange {
+            file: n.file.clone(),
+            line: n.line,
+            old,
+            new: n.version.clone(),
+            workload: n.workload.clone(),
+        });
     }
     let previous = site_changes.iter().find_map(|c| c.old.clone());
     let changed_files: Vec<&str> = site_changes.iter().map(|c| c.file.as_str()).collect();
@@ -366,7 +393,9 @@ fn describe<H: History>(
         Target::Filter { .. } => site_changes.first().map(|c| c.new.clone()).unwrap_or_default(),
     };
     let image = match &reader.query.subject {
-        Subject::Image(i) => Some(news.iter().find_map(|o| o.repository.clone()).unwrap_or_else(|| i.clone())),
+        Subject::Image(i) => {
+            Some(news.iter().find_map(|o| o.repository.clone()).unwrap_or_else(|| i.clone()))
+        }
         Subject::Key(_) => None,
     };
     Ok(Culprit {
@@ -393,7 +422,11 @@ fn dedup<'a>(it: impl Iterator<Item = &'a Version>) -> Vec<&'a Version> {
 }
 
 /// Every image repository in scope, nearest to the one asked for first.
-fn nearest_images<H: History>(history: &H, files: &[(String, H::Blob)], subject: &Subject) -> Result<Vec<String>, TraceError<H::Error>> {
+fn nearest_images<H: History>(
+    history: &H,
+    files: &[(String, H::Blob)],
+    subject: &Subject,
+) -> Result<Vec<String>, TraceError<H::Error>> {
     let mut all: Vec<String> = Vec::new();
     for (path, blob) in files.iter().filter(|(p, _)| is_manifest_path(p)) {
         let bytes = history.read(*blob).map_err(TraceError::History)?;
@@ -404,9 +437,10 @@ fn nearest_images<H: History>(history: &H, files: &[(String, H::Blob)], subject:
                 Subject::Key(_) => o.key.clone(),
             };
             if let Some(n) = name
-                && !all.contains(&n) {
-                    all.push(n);
-                }
+                && !all.contains(&n)
+            {
+                all.push(n);
+            }
         }
     }
     let asked = match subject {

@@ -177,8 +177,16 @@ pub fn find_key(file: &str, text: &str, key: &str) -> Extraction {
 }
 
 const POD_SPEC_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
-const WORKLOAD_KINDS: [&str; 8] =
-    ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod", "ReplicationController"];
+const WORKLOAD_KINDS: [&str; 8] = [
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "Pod",
+    "ReplicationController",
+];
 
 struct Walker<'a> {
     file: &'a str,
@@ -212,7 +220,11 @@ impl<'a> Walker<'a> {
 
     /// Index in `path` where Helm values begin, if the path is inside values.
     fn values_root(&self, path: &[String]) -> usize {
-        if self.kind.as_deref() == Some("HelmRelease") && path.len() >= 2 && path[0] == "spec" && path[1] == "values" {
+        if self.kind.as_deref() == Some("HelmRelease")
+            && path.len() >= 2
+            && path[0] == "spec"
+            && path[1] == "values"
+        {
             return 2;
         }
         if let Some(i) = path.windows(2).position(|w| w[0] == "helm" && w[1] == "valuesObject") {
@@ -288,7 +300,8 @@ impl<'a> Walker<'a> {
             self.inline(s, 0, layout, workload, Some(key), Vec::new());
         }
         // `{registry?, repository, tag?, digest?}` side by side, or `image: {name, tag}`.
-        let repo_node = map.get("repository").or_else(|| if parent == "image" { map.get("name") } else { None });
+        let repo_node =
+            map.get("repository").or_else(|| if parent == "image" { map.get("name") } else { None });
         if let Some(repo) = repo_node.and_then(Node::scalar) {
             let tag = map.get("tag").and_then(Node::scalar);
             let digest = map.get("digest").and_then(Node::scalar);
@@ -316,9 +329,10 @@ impl<'a> Walker<'a> {
         }
         // Argo CD `helm.parameters: [{name, value}]`.
         if parent == "helm"
-            && let Some(Node::Seq(params)) = map.get("parameters") {
-                self.helm_parameters(params);
-            }
+            && let Some(Node::Seq(params)) = map.get("parameters")
+        {
+            self.helm_parameters(params);
+        }
     }
 
     fn argo_layout(&self) -> Layout {
@@ -352,26 +366,49 @@ impl<'a> Walker<'a> {
 
     fn helm_parameters(&mut self, params: &[Node]) {
         let value_of = |name: &str| {
-            params.iter().find(|p| p.str_at("name") == Some(name)).and_then(|p| p.get("value")).and_then(Node::scalar)
+            params
+                .iter()
+                .find(|p| p.str_at("name") == Some(name))
+                .and_then(|p| p.get("value"))
+                .and_then(Node::scalar)
         };
         for p in params {
             let Some(name) = p.str_at("name") else { continue };
             let Some(value) = p.get("value").and_then(Node::scalar) else { continue };
             let layout = self.argo_layout();
-            if let Some(prefix) = name.strip_suffix("tag").filter(|pre| pre.is_empty() || pre.ends_with('.')) {
-                let repository = value_of(&format!("{prefix}repository")).map(|r| match value_of(&format!("{prefix}registry")) {
-                    Some(reg) => format!("{}/{}", reg.text, r.text),
-                    None => r.text.clone(),
+            if let Some(prefix) = name.strip_suffix("tag").filter(|pre| pre.is_empty() || pre.ends_with('.'))
+            {
+                let repository = value_of(&format!("{prefix}repository")).map(|r| {
+                    match value_of(&format!("{prefix}registry")) {
+                        Some(reg) => format!("{}/{}", reg.text, r.text),
+                        None => r.text.clone(),
+                    }
                 });
                 let digest = value_of(&format!("{prefix}digest"));
-                self.fields(repository, Vec::new(), Some(value), digest, layout, None, Some(name.to_string()));
+                self.fields(
+                    repository,
+                    Vec::new(),
+                    Some(value),
+                    digest,
+                    layout,
+                    None,
+                    Some(name.to_string()),
+                );
             } else if name == "image" || name.ends_with(".image") {
                 self.inline(value, 0, layout, None, Some(name.to_string()), Vec::new());
             }
         }
     }
 
-    fn inline(&mut self, s: &Scalar, offset: usize, layout: Layout, workload: Option<Workload>, key: Option<String>, aliases: Vec<String>) {
+    fn inline(
+        &mut self,
+        s: &Scalar,
+        offset: usize,
+        layout: Layout,
+        workload: Option<Workload>,
+        key: Option<String>,
+        aliases: Vec<String>,
+    ) {
         let Some(text) = s.text.get(offset..) else { return };
         let Some(r) = ImageRef::parse(text) else { return };
         if r.version.is_empty() {
@@ -402,7 +439,16 @@ impl<'a> Walker<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fields(&mut self, repository: Option<String>, aliases: Vec<String>, tag: Option<&Scalar>, digest: Option<&Scalar>, layout: Layout, workload: Option<Workload>, key: Option<String>) {
+    fn fields(
+        &mut self,
+        repository: Option<String>,
+        aliases: Vec<String>,
+        tag: Option<&Scalar>,
+        digest: Option<&Scalar>,
+        layout: Layout,
+        workload: Option<Workload>,
+        key: Option<String>,
+    ) {
         let tag_text = tag.map(|t| t.text.trim().to_string()).filter(|t| is_tag(t));
         let digest_text = digest.map(|d| d.text.trim().to_string()).filter(|d| is_digest(d));
         if tag_text.is_none() && digest_text.is_none() {
@@ -411,7 +457,10 @@ impl<'a> Walker<'a> {
         let editable = |s: Option<&Scalar>| s.map(|s| s.content.clone());
         let site = match (editable(tag), editable(digest)) {
             (Some(None), _) | (_, Some(None)) => Site::ReadOnly,
-            (t, d) => Site::Fields { tag: t.flatten().filter(|_| tag_text.is_some()), digest: d.flatten().filter(|_| digest_text.is_some()) },
+            (t, d) => Site::Fields {
+                tag: t.flatten().filter(|_| tag_text.is_some()),
+                digest: d.flatten().filter(|_| digest_text.is_some()),
+            },
         };
         let line = tag.or(digest).map(|s| s.line).unwrap_or(0);
         let policy = self.policy_on_line(line);
@@ -438,18 +487,24 @@ impl<'a> Walker<'a> {
             }
         }
         if path.last().map(String::as_str) == Some("helm")
-            && let Some(Node::Seq(params)) = map.get("parameters") {
-                for p in params {
-                    if p.str_at("name") == Some(key)
-                        && let Some(s) = p.get("value").and_then(Node::scalar) {
-                            self.key_scalar(s, key, path);
-                        }
+            && let Some(Node::Seq(params)) = map.get("parameters")
+        {
+            for p in params {
+                if p.str_at("name") == Some(key)
+                    && let Some(s) = p.get("value").and_then(Node::scalar)
+                {
+                    self.key_scalar(s, key, path);
                 }
             }
+        }
     }
 
     fn key_scalar(&mut self, s: &Scalar, key: &str, path: &[String]) {
-        let layout = if path.last().map(String::as_str) == Some("helm") { self.argo_layout() } else { self.layout_here(path) };
+        let layout = if path.last().map(String::as_str) == Some("helm") {
+            self.argo_layout()
+        } else {
+            self.layout_here(path)
+        };
         let text = s.text.trim();
         if text.contains(':') || text.contains('@') {
             self.inline(s, 0, layout, None, Some(key.to_string()), Vec::new());

@@ -82,9 +82,10 @@ impl ImageRef {
             return None;
         }
         if let Some(t) = &tag
-            && !is_tag(t) {
-                return None;
-            }
+            && !is_tag(t)
+        {
+            return None;
+        }
         Some(ImageRef { repository: repository.to_string(), version: Version { tag, digest } })
     }
 
@@ -169,9 +170,9 @@ mod tests {
 
     fn check(input: &str, expect: Option<(&str, Option<&str>, Option<&str>)>) {
         let got = ImageRef::parse(input);
-        let got = got.as_ref().map(|r| {
-            (r.repository.as_str(), r.version.tag.as_deref(), r.version.digest.as_deref())
-        });
+        let got = got
+            .as_ref()
+            .map(|r| (r.repository.as_str(), r.version.tag.as_deref(), r.version.digest.as_deref()));
         assert_eq!(got, expect, "parsing {input:?}");
     }
 

@@ -31,28 +31,49 @@ impl PauseTarget {
 /// `paused: true` stops the automation, `false` resumes it. `Ok(None)`: already so.
 pub fn set_paused(text: &str, target: &PauseTarget, paused: bool) -> Result<Option<String>, String> {
     let docs = parse_documents(text).map_err(|e| format!("{}: not valid YAML: {e}", target.file))?;
-    let doc = docs.iter().find(|d| d.str_at("kind") == Some(target.kind.as_str())).ok_or_else(|| format!("{}: no {} in it", target.file, target.kind))?;
+    let doc = docs
+        .iter()
+        .find(|d| d.str_at("kind") == Some(target.kind.as_str()))
+        .ok_or_else(|| format!("{}: no {} in it", target.file, target.kind))?;
     let spec = doc.get("spec").ok_or_else(|| format!("{}: {} has no spec", target.file, target.kind))?;
     let (mapping, key, value) = match target.kind.as_str() {
         "ImageUpdateAutomation" => (spec, "suspend", if paused { "true" } else { "false" }),
         "ProjectConfig" => {
-            let stage = target.stage.as_deref().ok_or_else(|| format!("{}: a ProjectConfig pause needs `stage`", target.file))?;
+            let stage = target
+                .stage
+                .as_deref()
+                .ok_or_else(|| format!("{}: a ProjectConfig pause needs `stage`", target.file))?;
             let Some(Node::Seq(items)) = spec.get("promotionPolicies") else {
                 return Err(format!("{}: no spec.promotionPolicies list", target.file));
             };
-            let item = items.iter().find(|i| i.str_at("stage") == Some(stage)).ok_or_else(|| format!("{}: no promotion policy for stage {stage:?}", target.file))?;
+            let item = items
+                .iter()
+                .find(|i| i.str_at("stage") == Some(stage))
+                .ok_or_else(|| format!("{}: no promotion policy for stage {stage:?}", target.file))?;
             (item, "autoPromotionEnabled", if paused { "false" } else { "true" })
         }
-        other => return Err(format!("{}: cannot pause a {other} (ImageUpdateAutomation or ProjectConfig)", target.file)),
+        other => {
+            return Err(format!(
+                "{}: cannot pause a {other} (ImageUpdateAutomation or ProjectConfig)",
+                target.file
+            ));
+        }
     };
     let out = match mapping.get(key) {
         Some(Node::Scalar(s)) if s.text == value => return Ok(None),
-        Some(Node::Scalar(Scalar { content: Some(r), .. })) => format!("{}{value}{}", &text[..r.start], &text[r.end..]),
+        Some(Node::Scalar(Scalar { content: Some(r), .. })) => {
+            format!("{}{value}{}", &text[..r.start], &text[r.end..])
+        }
         Some(_) => return Err(format!("{}: {key} is not a plain value that can be edited", target.file)),
         None => {
             let Node::Map(entries) = mapping else { return Err(format!("{}: not a mapping", target.file)) };
-            let (first_key, first_value) = entries.first().ok_or_else(|| format!("{}: an empty mapping; set {key}: {value} by hand", target.file))?;
-            let first = first_key.content.clone().ok_or_else(|| format!("{}: set {key}: {value} by hand", target.file))?;
+            let (first_key, first_value) = entries
+                .first()
+                .ok_or_else(|| format!("{}: an empty mapping; set {key}: {value} by hand", target.file))?;
+            let first = first_key
+                .content
+                .clone()
+                .ok_or_else(|| format!("{}: set {key}: {value} by hand", target.file))?;
             let line_start = text[..first.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
             let lead = &text[line_start..first.start];
             if !lead.trim_matches([' ', '-', '\t']).is_empty() {
@@ -88,30 +109,55 @@ mod tests {
     const KARGO: &str = "apiVersion: kargo.akuity.io/v1alpha1\nkind: ProjectConfig\nmetadata:\n  name: shop\nspec:\n  promotionPolicies:\n  - stage: staging\n    autoPromotionEnabled: true\n  - stage: prod\n    autoPromotionEnabled: true # from CI\n";
 
     fn flux() -> PauseTarget {
-        PauseTarget { file: "clusters/prod/checkout.yaml".into(), kind: "ImageUpdateAutomation".into(), stage: None }
+        PauseTarget {
+            file: "clusters/prod/checkout.yaml".into(),
+            kind: "ImageUpdateAutomation".into(),
+            stage: None,
+        }
     }
 
     #[test]
     fn flux_automation_is_suspended_by_one_inserted_line_and_resumed_by_one_edit() {
         let paused = set_paused(FLUX, &flux(), true).unwrap().unwrap();
-        assert_eq!(paused, FLUX.replace("spec:\n  interval: 30m\n", "spec:\n  suspend: true\n  interval: 30m\n"));
+        assert_eq!(
+            paused,
+            FLUX.replace("spec:\n  interval: 30m\n", "spec:\n  suspend: true\n  interval: 30m\n")
+        );
         // A first key with a block under it stays whole.
         let nested = "kind: ImageUpdateAutomation\nspec:\n  sourceRef:\n    kind: GitRepository\n";
-        assert_eq!(set_paused(nested, &flux(), true).unwrap().unwrap(), "kind: ImageUpdateAutomation\nspec:\n  suspend: true\n  sourceRef:\n    kind: GitRepository\n");
+        assert_eq!(
+            set_paused(nested, &flux(), true).unwrap().unwrap(),
+            "kind: ImageUpdateAutomation\nspec:\n  suspend: true\n  sourceRef:\n    kind: GitRepository\n"
+        );
         assert_eq!(set_paused(&paused, &flux(), true).unwrap(), None, "already suspended");
         let resumed = set_paused(&paused, &flux(), false).unwrap().unwrap();
         assert_eq!(resumed, paused.replace("suspend: true", "suspend: false"));
         let crlf = FLUX.replace('\n', "\r\n");
-        assert!(set_paused(&crlf, &flux(), true).unwrap().unwrap().contains("spec:\r\n  suspend: true\r\n  interval: 30m\r\n"));
+        assert!(
+            set_paused(&crlf, &flux(), true)
+                .unwrap()
+                .unwrap()
+                .contains("spec:\r\n  suspend: true\r\n  interval: 30m\r\n")
+        );
     }
 
     #[test]
     fn kargo_stage_auto_promotion_is_turned_off_for_that_stage_only() {
-        let t = PauseTarget { file: "kargo/project.yaml".into(), kind: "ProjectConfig".into(), stage: Some("prod".into()) };
+        let t = PauseTarget {
+            file: "kargo/project.yaml".into(),
+            kind: "ProjectConfig".into(),
+            stage: Some("prod".into()),
+        };
         let out = set_paused(KARGO, &t, true).unwrap().unwrap();
-        assert_eq!(out, KARGO.replace("autoPromotionEnabled: true # from CI", "autoPromotionEnabled: false # from CI"));
+        assert_eq!(
+            out,
+            KARGO.replace("autoPromotionEnabled: true # from CI", "autoPromotionEnabled: false # from CI")
+        );
         let no_key = "kind: ProjectConfig\nspec:\n  promotionPolicies:\n  - stage: prod\n    other: x\n";
-        assert_eq!(set_paused(no_key, &t, true).unwrap().unwrap(), "kind: ProjectConfig\nspec:\n  promotionPolicies:\n  - stage: prod\n    autoPromotionEnabled: false\n    other: x\n");
+        assert_eq!(
+            set_paused(no_key, &t, true).unwrap().unwrap(),
+            "kind: ProjectConfig\nspec:\n  promotionPolicies:\n  - stage: prod\n    autoPromotionEnabled: false\n    other: x\n"
+        );
     }
 
     #[test]
@@ -122,6 +168,9 @@ mod tests {
         let t = PauseTarget { kind: "ProjectConfig".into(), stage: Some("qa".into()), ..flux() };
         assert!(err(KARGO, &t).contains("no promotion policy for stage \"qa\""));
         let t = PauseTarget { kind: "Warehouse".into(), ..flux() };
-        assert!(err(KARGO.replace("ProjectConfig", "Warehouse").as_str(), &t).contains("cannot pause a Warehouse"));
+        assert!(
+            err(KARGO.replace("ProjectConfig", "Warehouse").as_str(), &t)
+                .contains("cannot pause a Warehouse")
+        );
     }
 }

@@ -116,23 +116,46 @@ impl std::fmt::Display for IgnoreReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IgnoreReason::CulpritTooOld { age, limit } => {
-                write!(f, "the culprit is {}h old, older than the {}h limit", age.num_hours(), limit.num_hours())
+                write!(
+                    f,
+                    "the culprit is {}h old, older than the {}h limit",
+                    age.num_hours(),
+                    limit.num_hours()
+                )
             }
             IgnoreReason::AlertStartedBeforeDeploy { alert_started, deployed } => {
-                write!(f, "the alert started at {}, before the culprit reached the branch at {}", alert_started.to_rfc3339(), deployed.to_rfc3339())
+                write!(
+                    f,
+                    "the alert started at {}, before the culprit reached the branch at {}",
+                    alert_started.to_rfc3339(),
+                    deployed.to_rfc3339()
+                )
             }
             IgnoreReason::CulpritIsARevert { reverts } => {
-                write!(f, "the culprit is itself a metricops revert (of {reverts}); a revert is never reverted automatically")
+                write!(
+                    f,
+                    "the culprit is itself a metricops revert (of {reverts}); a revert is never reverted automatically"
+                )
             }
             IgnoreReason::OptedOut { by } => write!(f, "rollback is off for this workload ({by})"),
             IgnoreReason::NoLongerRunning { culprit, running } => {
-                write!(f, "the alert says {running} is running, not the culprit's {culprit}: it was rolled forward or back already")
+                write!(
+                    f,
+                    "the alert says {running} is running, not the culprit's {culprit}: it was rolled forward or back already"
+                )
             }
             IgnoreReason::Frozen { window } => write!(f, "inside the freeze window {window:?}"),
             IgnoreReason::Cooldown { last, cooldown } => {
-                write!(f, "this workload was reverted at {}, less than the {}m cooldown ago", last.to_rfc3339(), cooldown.num_minutes())
+                write!(
+                    f,
+                    "this workload was reverted at {}, less than the {}m cooldown ago",
+                    last.to_rfc3339(),
+                    cooldown.num_minutes()
+                )
             }
-            IgnoreReason::TooManyReverts { count, limit, scope } => write!(f, "{count} reverts in the last 24h {scope}, at the limit of {limit}"),
+            IgnoreReason::TooManyReverts { count, limit, scope } => {
+                write!(f, "{count} reverts in the last 24h {scope}, at the limit of {limit}")
+            }
         }
     }
 }
@@ -159,7 +182,11 @@ impl Decision {
 pub fn decide(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Decision {
     match guard(policy, facts, now) {
         Some(reason) => Decision::Ignore(reason),
-        None if policy.action == Action::Merge || policy.merge_rules.iter().any(|r| rule_holds(r, facts, now)) => Decision::Merge,
+        None if policy.action == Action::Merge
+            || policy.merge_rules.iter().any(|r| rule_holds(r, facts, now)) =>
+        {
+            Decision::Merge
+        }
         None => Decision::Propose,
     }
 }
@@ -173,7 +200,10 @@ fn guard(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Option<IgnoreRea
         return Some(IgnoreReason::OptedOut { by: by.clone() });
     }
     if let Some(running) = facts.running_version.as_ref().filter(|r| **r != facts.culprit_version) {
-        return Some(IgnoreReason::NoLongerRunning { culprit: facts.culprit_version.clone(), running: running.clone() });
+        return Some(IgnoreReason::NoLongerRunning {
+            culprit: facts.culprit_version.clone(),
+            running: running.clone(),
+        });
     }
     let age = now - deployed;
     if age > policy.max_culprit_age {
@@ -189,16 +219,25 @@ fn guard(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Option<IgnoreRea
         return Some(IgnoreReason::Cooldown { last, cooldown: policy.cooldown });
     }
     if let Some(limit) = policy.max_reverts_per_day_per_repo.filter(|l| facts.reverts_today_repo >= *l) {
-        return Some(IgnoreReason::TooManyReverts { count: facts.reverts_today_repo, limit, scope: "in this repo" });
+        return Some(IgnoreReason::TooManyReverts {
+            count: facts.reverts_today_repo,
+            limit,
+            scope: "in this repo",
+        });
     }
     if let Some(limit) = policy.max_reverts_per_day.filter(|l| facts.reverts_today >= *l) {
-        return Some(IgnoreReason::TooManyReverts { count: facts.reverts_today, limit, scope: "over all repos" });
+        return Some(IgnoreReason::TooManyReverts {
+            count: facts.reverts_today,
+            limit,
+            scope: "over all repos",
+        });
     }
     None
 }
 
 fn rule_holds(rule: &MergeRule, facts: &Facts, now: DateTime<Utc>) -> bool {
-    (rule.severity.is_empty() || facts.severity.as_ref().is_some_and(|s| rule.severity.iter().any(|r| r.eq_ignore_ascii_case(s))))
+    (rule.severity.is_empty()
+        || facts.severity.as_ref().is_some_and(|s| rule.severity.iter().any(|r| r.eq_ignore_ascii_case(s))))
         && rule.labels.iter().all(|(k, v)| facts.labels.get(k) == Some(v))
         && rule.when.as_ref().is_none_or(|w| w.includes(now))
 }
@@ -265,22 +304,122 @@ mod tests {
             ("default proposes", |_| {}, |_| {}, "2026-11-25T09:30:00Z", "propose"),
             ("action merge merges", |p| p.action = Action::Merge, |_| {}, "2026-11-25T09:30:00Z", "merge"),
             ("old culprit", |_| {}, |_| {}, "2026-11-26T09:30:00Z", "culprit_too_old"),
-            ("alert before deploy", |_| {}, |f| f.alert_started = t("2026-11-25T08:40:00Z"), "2026-11-25T09:30:00Z", "alert_before_deploy"),
-            ("within the grace window", |_| {}, |f| f.alert_started = t("2026-11-25T08:57:00Z"), "2026-11-25T09:30:00Z", "propose"),
-            ("opted out", |p| p.action = Action::Merge, |f| f.opted_out = Some("alert label".into()), "2026-11-25T09:30:00Z", "opted_out"),
-            ("rolled forward already", |_| {}, |f| f.running_version = Some("1.4".into()), "2026-11-25T09:30:00Z", "no_longer_running"),
-            ("still running the culprit", |_| {}, |f| f.running_version = Some("1.3".into()), "2026-11-25T09:30:00Z", "propose"),
-            ("frozen", |p| p.freeze = vec![Window::parse("* 9-10 * * WED", None).unwrap()], |_| {}, "2026-11-25T09:30:00Z", "frozen"),
-            ("freeze on another day", |p| p.freeze = vec![Window::parse("* 9-10 * * THU", None).unwrap()], |_| {}, "2026-11-25T09:30:00Z", "propose"),
-            ("cooldown", |_| {}, |f| f.last_revert = Some(t("2026-11-25T09:00:00Z")), "2026-11-25T09:30:00Z", "cooldown"),
-            ("cooldown over", |_| {}, |f| f.last_revert = Some(t("2026-11-25T08:00:00Z")), "2026-11-25T09:30:00Z", "propose"),
+            (
+                "alert before deploy",
+                |_| {},
+                |f| f.alert_started = t("2026-11-25T08:40:00Z"),
+                "2026-11-25T09:30:00Z",
+                "alert_before_deploy",
+            ),
+            (
+                "within the grace window",
+                |_| {},
+                |f| f.alert_started = t("2026-11-25T08:57:00Z"),
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
+            (
+                "opted out",
+                |p| p.action = Action::Merge,
+                |f| f.opted_out = Some("alert label".into()),
+                "2026-11-25T09:30:00Z",
+                "opted_out",
+            ),
+            (
+                "rolled forward already",
+                |_| {},
+                |f| f.running_version = Some("1.4".into()),
+                "2026-11-25T09:30:00Z",
+                "no_longer_running",
+            ),
+            (
+                "still running the culprit",
+                |_| {},
+                |f| f.running_version = Some("1.3".into()),
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
+            (
+                "frozen",
+                |p| p.freeze = vec![Window::parse("* 9-10 * * WED", None).unwrap()],
+                |_| {},
+                "2026-11-25T09:30:00Z",
+                "frozen",
+            ),
+            (
+                "freeze on another day",
+                |p| p.freeze = vec![Window::parse("* 9-10 * * THU", None).unwrap()],
+                |_| {},
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
+            (
+                "cooldown",
+                |_| {},
+                |f| f.last_revert = Some(t("2026-11-25T09:00:00Z")),
+                "2026-11-25T09:30:00Z",
+                "cooldown",
+            ),
+            (
+                "cooldown over",
+                |_| {},
+                |f| f.last_revert = Some(t("2026-11-25T08:00:00Z")),
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
             ("repo cap", |_| {}, |f| f.reverts_today_repo = 10, "2026-11-25T09:30:00Z", "too_many_reverts"),
             ("global cap", |_| {}, |f| f.reverts_today = 20, "2026-11-25T09:30:00Z", "too_many_reverts"),
-            ("caps off", |p| (p.max_reverts_per_day, p.max_reverts_per_day_per_repo) = (None, None), |f| f.reverts_today = 99, "2026-11-25T09:30:00Z", "propose"),
-            ("merge rule by severity", |p| p.merge_rules = vec![MergeRule { severity: vec!["critical".into()], ..Default::default() }], |_| {}, "2026-11-25T09:30:00Z", "merge"),
-            ("merge rule, other severity", |p| p.merge_rules = vec![MergeRule { severity: vec!["critical".into()], ..Default::default() }], |f| f.severity = Some("warning".into()), "2026-11-25T09:30:00Z", "propose"),
-            ("merge rule by label", |p| p.merge_rules = vec![MergeRule { labels: BTreeMap::from([("env".into(), "prod".into())]), ..Default::default() }], |_| {}, "2026-11-25T09:30:00Z", "merge"),
-            ("merge rule, label differs", |p| p.merge_rules = vec![MergeRule { labels: BTreeMap::from([("env".into(), "staging".into())]), ..Default::default() }], |_| {}, "2026-11-25T09:30:00Z", "propose"),
+            (
+                "caps off",
+                |p| (p.max_reverts_per_day, p.max_reverts_per_day_per_repo) = (None, None),
+                |f| f.reverts_today = 99,
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
+            (
+                "merge rule by severity",
+                |p| {
+                    p.merge_rules =
+                        vec![MergeRule { severity: vec!["critical".into()], ..Default::default() }]
+                },
+                |_| {},
+                "2026-11-25T09:30:00Z",
+                "merge",
+            ),
+            (
+                "merge rule, other severity",
+                |p| {
+                    p.merge_rules =
+                        vec![MergeRule { severity: vec!["critical".into()], ..Default::default() }]
+                },
+                |f| f.severity = Some("warning".into()),
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
+            (
+                "merge rule by label",
+                |p| {
+                    p.merge_rules = vec![MergeRule {
+                        labels: BTreeMap::from([("env".into(), "prod".into())]),
+                        ..Default::default()
+                    }]
+                },
+                |_| {},
+                "2026-11-25T09:30:00Z",
+                "merge",
+            ),
+            (
+                "merge rule, label differs",
+                |p| {
+                    p.merge_rules = vec![MergeRule {
+                        labels: BTreeMap::from([("env".into(), "staging".into())]),
+                        ..Default::default()
+                    }]
+                },
+                |_| {},
+                "2026-11-25T09:30:00Z",
+                "propose",
+            ),
         ];
         for (name, pol, fac, now, want) in rows {
             let mut p = Policy::default();
@@ -290,14 +429,26 @@ mod tests {
             assert_eq!(decide(&p, &f, t(now)).label(), want, "{name}");
         }
         // Merge windows: nights on weekdays only (deploys one minute before now, alerts at now).
-        let p = Policy { merge_rules: vec![MergeRule { when: nights(), ..Default::default() }], ..Policy::default() };
-        for (now, want) in [("2026-11-25T09:30:00Z", "propose"), ("2026-11-25T19:30:00Z", "merge"), ("2026-11-28T19:30:00Z", "propose"), ("2026-11-30T07:30:00Z", "merge")] {
+        let p = Policy {
+            merge_rules: vec![MergeRule { when: nights(), ..Default::default() }],
+            ..Policy::default()
+        };
+        for (now, want) in [
+            ("2026-11-25T09:30:00Z", "propose"),
+            ("2026-11-25T19:30:00Z", "merge"),
+            ("2026-11-28T19:30:00Z", "propose"),
+            ("2026-11-30T07:30:00Z", "merge"),
+        ] {
             let late = commit(&(t(now) - Duration::minutes(1)).to_rfc3339(), "deploy api 1.3");
             let f = Facts { alert_started: t(now), ..facts(&late, now) };
             assert_eq!(decide(&p, &f, t(now)).label(), want, "merge window at {now}");
         }
         let f = facts(&revert, "2026-11-25T09:10:00Z");
-        assert_eq!(decide(&Policy { action: Action::Merge, ..Policy::default() }, &f, t("2026-11-25T09:30:00Z")).label(), "culprit_is_revert");
+        assert_eq!(
+            decide(&Policy { action: Action::Merge, ..Policy::default() }, &f, t("2026-11-25T09:30:00Z"))
+                .label(),
+            "culprit_is_revert"
+        );
     }
 
     #[test]

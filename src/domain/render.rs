@@ -84,7 +84,8 @@ pub fn check_template(name: &str, text: &str) -> Result<(), RenderError> {
 pub fn render_pr(view: &PrView, title_tpl: &str, body_tpl: &str) -> Result<(String, String), RenderError> {
     let env = Environment::new();
     let render = |name: &str, tpl: &str| {
-        env.render_str(tpl, minijinja::value::Serde(view)).map_err(|source| RenderError { name: name.to_string(), source })
+        env.render_str(tpl, minijinja::value::Serde(view))
+            .map_err(|source| RenderError { name: name.to_string(), source })
     };
     let title = render("pr_title.txt", title_tpl)?.trim().to_string();
     let body = render("pr_body.md", body_tpl)?;

@@ -47,10 +47,19 @@ pub enum AutoReason {
 impl std::fmt::Display for AutoReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AutoReason::OnlyTheImageChanged => write!(f, "the culprit changed nothing but this image's version, and its revert applies cleanly"),
-            AutoReason::TouchedOtherFiles(files) => write!(f, "the culprit also changed other files ({})", files.join(", ")),
-            AutoReason::TouchedOtherLines(files) => write!(f, "the culprit also changed other lines in {}", files.join(", ")),
-            AutoReason::WouldConflict(files) => write!(f, "reverting the whole commit conflicts with later changes in {}", files.join(", ")),
+            AutoReason::OnlyTheImageChanged => write!(
+                f,
+                "the culprit changed nothing but this image's version, and its revert applies cleanly"
+            ),
+            AutoReason::TouchedOtherFiles(files) => {
+                write!(f, "the culprit also changed other files ({})", files.join(", "))
+            }
+            AutoReason::TouchedOtherLines(files) => {
+                write!(f, "the culprit also changed other lines in {}", files.join(", "))
+            }
+            AutoReason::WouldConflict(files) => {
+                write!(f, "reverting the whole commit conflicts with later changes in {}", files.join(", "))
+            }
             AutoReason::IsMerge => write!(f, "the culprit is a merge commit carrying other changes"),
         }
     }
@@ -58,9 +67,13 @@ impl std::fmt::Display for AutoReason {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
-    #[error("{file}:{line}: the version is written in a way that cannot be edited in place (escaped quotes, an alias or a block scalar); use --mode commit")]
+    #[error(
+        "{file}:{line}: the version is written in a way that cannot be edited in place (escaped quotes, an alias or a block scalar); use --mode commit"
+    )]
     NotEditable { file: String, line: usize },
-    #[error("{file}:{line}: cannot write {to} there: the reference has no {missing} field to hold it; use --mode commit")]
+    #[error(
+        "{file}:{line}: cannot write {to} there: the reference has no {missing} field to hold it; use --mode commit"
+    )]
     CannotExpress { file: String, line: usize, to: String, missing: &'static str },
     #[error("{file}: after the edit the file no longer shows {to} at line {line}; nothing was changed")]
     Unverified { file: String, line: usize, to: String },
@@ -70,7 +83,12 @@ pub enum EditError {
 pub fn set_version(text: &str, sites: &[&Occurrence], to: &Version) -> Result<String, EditError> {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for o in sites {
-        let cannot = |missing| EditError::CannotExpress { file: o.file.clone(), line: o.line, to: to.to_string(), missing };
+        let cannot = |missing| EditError::CannotExpress {
+            file: o.file.clone(),
+            line: o.line,
+            to: to.to_string(),
+            missing,
+        };
         match &o.site {
             Site::ReadOnly => return Err(EditError::NotEditable { file: o.file.clone(), line: o.line }),
             Site::Inline { suffix } => {
@@ -104,7 +122,8 @@ pub fn set_version(text: &str, sites: &[&Occurrence], to: &Version) -> Result<St
     // Re-read: every edited line must now show the new version.
     let again = extract(sites.first().map(|o| o.file.as_str()).unwrap_or(""), &out);
     for o in sites {
-        let ok = again.occurrences.iter().any(|n| n.line == o.line && n.slot() == o.slot() && &n.version == to);
+        let ok =
+            again.occurrences.iter().any(|n| n.line == o.line && n.slot() == o.slot() && &n.version == to);
         if !ok {
             return Err(EditError::Unverified { file: o.file.clone(), line: o.line, to: to.to_string() });
         }
@@ -155,7 +174,9 @@ mod tests {
     fn edit(text: &str, to: &str) -> Result<String, EditError> {
         let ex = extract("f.yaml", text);
         let sites: Vec<&Occurrence> = ex.occurrences.iter().collect();
-        let to = crate::domain::image_ref::ImageRef::parse(&format!("x:{to}")).map(|r| r.version).unwrap_or_else(|| Version::tag(to));
+        let to = crate::domain::image_ref::ImageRef::parse(&format!("x:{to}"))
+            .map(|r| r.version)
+            .unwrap_or_else(|| Version::tag(to));
         set_version(text, &sites, &to)
     }
 
@@ -163,9 +184,21 @@ mod tests {
     fn surgical_edits_touch_only_the_version() {
         let cases = [
             ("image: \"ghcr.io/a/b:1.3\" # keep me\n", "1.2", "image: \"ghcr.io/a/b:1.2\" # keep me\n"),
-            ("x:\n  image: 'localhost:5000/b:1.3'\r\n  other: 1\r\n", "1.2", "x:\n  image: 'localhost:5000/b:1.2'\r\n  other: 1\r\n"),
-            ("images:\n- name: app\n  newTag: \"1.3\"   # bump\n", "1.2", "images:\n- name: app\n  newTag: \"1.2\"   # bump\n"),
-            ("image:\n  repository: r/app\n  tag: 1.10\n", "1.9", "image:\n  repository: r/app\n  tag: 1.9\n"),
+            (
+                "x:\n  image: 'localhost:5000/b:1.3'\r\n  other: 1\r\n",
+                "1.2",
+                "x:\n  image: 'localhost:5000/b:1.2'\r\n  other: 1\r\n",
+            ),
+            (
+                "images:\n- name: app\n  newTag: \"1.3\"   # bump\n",
+                "1.2",
+                "images:\n- name: app\n  newTag: \"1.2\"   # bump\n",
+            ),
+            (
+                "image:\n  repository: r/app\n  tag: 1.10\n",
+                "1.9",
+                "image:\n  repository: r/app\n  tag: 1.9\n",
+            ),
         ];
         for (text, to, expect) in cases {
             assert_eq!(edit(text, to).as_deref(), Ok(expect), "editing {text:?}");
@@ -178,7 +211,9 @@ mod tests {
 
     #[test]
     fn what_cannot_be_written_in_place_is_refused() {
-        let err = edit("image:\n  repository: r/app\n  tag: \"1.3\"\n", &format!("1.2@sha256:{}", "a".repeat(64))).unwrap_err();
+        let err =
+            edit("image:\n  repository: r/app\n  tag: \"1.3\"\n", &format!("1.2@sha256:{}", "a".repeat(64)))
+                .unwrap_err();
         assert!(matches!(err, EditError::CannotExpress { missing: "digest", .. }), "{err}");
         let err = edit("image: \"r/app:1.3\\u0020\"\n", "1.2");
         assert!(err.is_err() || err.as_deref() == Ok("image: \"r/app:1.3\\u0020\"\n"));
@@ -198,7 +233,10 @@ mod tests {
         let m = message(&c, Mode::Surgical, "Alert ApiErrors fired.", &[]);
         assert_eq!(
             m,
-            format!("Revert \"deploy api 1.3\"\n\nThis reverts commit {a}.\n\nAlert ApiErrors fired.\n\nMetricops-Culprit: {a}\nMetricops-Mode: surgical\n", a = "a".repeat(40))
+            format!(
+                "Revert \"deploy api 1.3\"\n\nThis reverts commit {a}.\n\nAlert ApiErrors fired.\n\nMetricops-Culprit: {a}\nMetricops-Mode: surgical\n",
+                a = "a".repeat(40)
+            )
         );
         assert_eq!(reverted_culprit(&m), Some("a".repeat(40)));
         assert_eq!(branch_name(&"a".repeat(40)), "metricops/revert-aaaaaaaaaaaa");

@@ -37,13 +37,19 @@ pub fn annotated_rules(text: &str) -> Vec<(String, String, Option<String>)> {
 pub fn rollback_off(text: &str) -> bool {
     let Ok(docs) = crate::domain::yaml::parse_documents(text) else { return false };
     docs.iter().any(|d| {
-        ["annotations", "labels"].iter().any(|k| d.path(&["metadata", k]).and_then(|m| m.str_at("metricops.dev/rollback")).is_some_and(|v| v.eq_ignore_ascii_case("off")))
+        ["annotations", "labels"].iter().any(|k| {
+            d.path(&["metadata", k])
+                .and_then(|m| m.str_at("metricops.dev/rollback"))
+                .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+        })
     })
 }
 
 /// Checks PromQL syntax; the error names the rule.
 pub fn check_promql(rule: &str, expr: &str) -> Result<(), String> {
-    promql_parser::parser::parse(expr).map(|_| ()).map_err(|e| format!("rule {rule:?}: invalid PromQL {expr:?}: {e}"))
+    promql_parser::parser::parse(expr)
+        .map(|_| ())
+        .map_err(|e| format!("rule {rule:?}: invalid PromQL {expr:?}: {e}"))
 }
 
 /// `"99.9%"` or `"0.999"` → 0.999.
@@ -59,7 +65,8 @@ pub fn parse_objective(s: &str) -> Option<f64> {
 /// The multi-window, multi-burn-rate condition for an SLO. `good` and `total` contain `{{window}}`.
 pub fn slo_expr(objective: f64, good: &str, total: &str) -> String {
     let budget = 1.0 - objective;
-    let ratio = |w: &str| format!("(1 - ({}) / ({}))", good.replace("{{window}}", w), total.replace("{{window}}", w));
+    let ratio =
+        |w: &str| format!("(1 - ({}) / ({}))", good.replace("{{window}}", w), total.replace("{{window}}", w));
     let pair = |factor: f64, long: &str, short: &str| {
         let threshold = format_float(factor * budget);
         format!("({} > {threshold} and {} > {threshold})", ratio(long), ratio(short))
@@ -96,7 +103,9 @@ pub enum RuleState {
 pub enum Transition {
     Nothing,
     /// The rule starts firing: send an alert (starting at `since`).
-    Fire { since: DateTime<Utc> },
+    Fire {
+        since: DateTime<Utc>,
+    },
     /// The rule stopped holding.
     Resolve,
 }
@@ -105,14 +114,23 @@ impl RuleState {
     /// One evaluation. `Unknown` never moves a rule towards firing, and never resolves one that fires.
     pub fn step(self, sample: Sample, for_: Duration, now: DateTime<Utc>) -> (RuleState, Transition) {
         match (self, sample) {
-            (s, Sample::Unknown) => (match s {
-                RuleState::Pending { .. } => RuleState::Inactive,
-                other => other,
-            }, Transition::Nothing),
-            (RuleState::Inactive, Sample::Holds) if for_ <= Duration::zero() => (RuleState::Firing { since: now }, Transition::Fire { since: now }),
+            (s, Sample::Unknown) => (
+                match s {
+                    RuleState::Pending { .. } => RuleState::Inactive,
+                    other => other,
+                },
+                Transition::Nothing,
+            ),
+            (RuleState::Inactive, Sample::Holds) if for_ <= Duration::zero() => {
+                (RuleState::Firing { since: now }, Transition::Fire { since: now })
+            }
             (RuleState::Inactive, Sample::Holds) => (RuleState::Pending { since: now }, Transition::Nothing),
-            (RuleState::Pending { since }, Sample::Holds) if now - since >= for_ => (RuleState::Firing { since }, Transition::Fire { since }),
-            (s @ (RuleState::Pending { .. } | RuleState::Firing { .. }), Sample::Holds) => (s, Transition::Nothing),
+            (RuleState::Pending { since }, Sample::Holds) if now - since >= for_ => {
+                (RuleState::Firing { since }, Transition::Fire { since })
+            }
+            (s @ (RuleState::Pending { .. } | RuleState::Firing { .. }), Sample::Holds) => {
+                (s, Transition::Nothing)
+            }
             (RuleState::Firing { .. }, Sample::Clear) => (RuleState::Inactive, Transition::Resolve),
             (_, Sample::Clear) => (RuleState::Inactive, Transition::Nothing),
         }
@@ -149,7 +167,14 @@ mod tests {
     #[test]
     fn rules_are_read_from_workload_annotations() {
         let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: checkout\n  annotations:\n    metricops.dev/rule: rate(http_requests_total{code=~\"5..\"}[5m]) > 0\n    metricops.dev/rule-for: 2m\nspec: {}\n---\nkind: Service\nmetadata: {name: checkout}\n";
-        assert_eq!(annotated_rules(text), [("checkout".to_string(), "rate(http_requests_total{code=~\"5..\"}[5m]) > 0".to_string(), Some("2m".to_string()))]);
+        assert_eq!(
+            annotated_rules(text),
+            [(
+                "checkout".to_string(),
+                "rate(http_requests_total{code=~\"5..\"}[5m]) > 0".to_string(),
+                Some("2m".to_string())
+            )]
+        );
         assert!(annotated_rules("not: [valid").is_empty());
         assert!(rollback_off("metadata:\n  name: x\n  annotations:\n    metricops.dev/rollback: \"off\"\n"));
         assert!(rollback_off("metadata:\n  labels: {metricops.dev/rollback: \"OFF\"}\n"));
@@ -162,14 +187,36 @@ mod tests {
         let two = Duration::seconds(2);
         let mut s = RuleState::Inactive;
         let mut log = Vec::new();
-        for (at, sample) in [(0, Sample::Holds), (1, Sample::Holds), (2, Sample::Holds), (3, Sample::Holds), (4, Sample::Unknown), (5, Sample::Clear), (6, Sample::Holds), (7, Sample::Unknown), (8, Sample::Holds), (9, Sample::Holds), (10, Sample::Holds)] {
+        for (at, sample) in [
+            (0, Sample::Holds),
+            (1, Sample::Holds),
+            (2, Sample::Holds),
+            (3, Sample::Holds),
+            (4, Sample::Unknown),
+            (5, Sample::Clear),
+            (6, Sample::Holds),
+            (7, Sample::Unknown),
+            (8, Sample::Holds),
+            (9, Sample::Holds),
+            (10, Sample::Holds),
+        ] {
             let (next, tr) = s.step(sample, two, t(at));
             log.push((at, tr));
             s = next;
         }
         let fired: Vec<_> = log.iter().filter(|(_, tr)| *tr != Transition::Nothing).collect();
-        assert_eq!(fired, [&(2, Transition::Fire { since: t(0) }), &(5, Transition::Resolve), &(10, Transition::Fire { since: t(8) })]);
+        assert_eq!(
+            fired,
+            [
+                &(2, Transition::Fire { since: t(0) }),
+                &(5, Transition::Resolve),
+                &(10, Transition::Fire { since: t(8) })
+            ]
+        );
         // `for: 0` fires on the first holding sample.
-        assert_eq!(RuleState::Inactive.step(Sample::Holds, Duration::zero(), t(0)).1, Transition::Fire { since: t(0) });
+        assert_eq!(
+            RuleState::Inactive.step(Sample::Holds, Duration::zero(), t(0)).1,
+            Transition::Fire { since: t(0) }
+        );
     }
 }

@@ -31,11 +31,16 @@ impl Window {
     pub fn parse(text: &str, tz: Option<&str>) -> Result<Window, String> {
         let tz: Tz = match tz {
             None => Tz::UTC,
-            Some(t) => t.parse().map_err(|_| format!("{t:?} is not an IANA timezone (e.g. Europe/Berlin, America/New_York, UTC)"))?,
+            Some(t) => t.parse().map_err(|_| {
+                format!("{t:?} is not an IANA timezone (e.g. Europe/Berlin, America/New_York, UTC)")
+            })?,
         };
         let fields: Vec<&str> = text.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(format!("{text:?}: a window is 5 cron fields (minute hour day-of-month month day-of-week), got {}", fields.len()));
+            return Err(format!(
+                "{text:?}: a window is 5 cron fields (minute hour day-of-month month day-of-week), got {}",
+                fields.len()
+            ));
         }
         let dow = day_names(fields[4]).map_err(|e| format!("{text:?}: day of week: {e}"))?;
         let six = format!("* {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
@@ -161,6 +166,10 @@ mod tests {
         // A weekday boundary that only exists in local time: Sunday 23:30Z is Monday 00:30 in Berlin.
         let monday = Window::parse("* * * * MON", Some("Europe/Berlin")).unwrap();
         assert!(monday.includes(Utc.with_ymd_and_hms(2026, 11, 29, 23, 30, 0).unwrap()));
-        assert!(!Window::parse("* * * * MON", None).unwrap().includes(Utc.with_ymd_and_hms(2026, 11, 29, 23, 30, 0).unwrap()));
+        assert!(
+            !Window::parse("* * * * MON", None)
+                .unwrap()
+                .includes(Utc.with_ymd_and_hms(2026, 11, 29, 23, 30, 0).unwrap())
+        );
     }
 }

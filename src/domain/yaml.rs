@@ -123,7 +123,13 @@ fn scalar_from(value: Option<String>, raw: Option<&str>, range: Option<Range<usi
     }
     let multi_line = value.as_deref().is_some_and(|v| v.contains('\n'));
     if raw.starts_with('*') || multi_line || raw.contains('\n') {
-        return Scalar { text: value.unwrap_or_default(), content: None, style: Style::Other, line, is_null: false };
+        return Scalar {
+            text: value.unwrap_or_default(),
+            content: None,
+            style: Style::Other,
+            line,
+            is_null: false,
+        };
     }
     let is_null = raw.is_empty() || raw == "~" || raw == "null" || raw == "Null" || raw == "NULL";
     Scalar { text: raw.to_string(), content: Some(range), style: Style::Plain, line, is_null }

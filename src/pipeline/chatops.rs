@@ -8,8 +8,8 @@ use super::{Delivery, Engine, Target};
 use crate::adapters::github::{PullRequest, RepoId};
 use crate::config::{ForgeKind, RepoConfig};
 use crate::domain::chatops::{Line, Permission, Place, Verb, Who, authorize, help, parse};
-use crate::domain::forge_event::Comment;
 use crate::domain::culprit::{CommitSha, Culprit, Query, Subject};
+use crate::domain::forge_event::Comment;
 use crate::domain::revert::{BRANCH_PREFIX, ModeChoice, branch_name};
 use crate::revert::build_revert;
 
@@ -30,8 +30,14 @@ impl Engine<'_> {
             return Ok(Vec::new());
         }
         let gh = self.github()?;
-        let repo = RepoId::from_url(&format!("/{}", c.repo)).with_context(|| format!("repository {:?}", c.repo))?;
-        let Some(repo_cfg) = self.config.repos.iter().find(|r| r.forge == ForgeKind::Github && RepoId::from_url(&r.url).as_ref() == Some(&repo)) else {
+        let repo =
+            RepoId::from_url(&format!("/{}", c.repo)).with_context(|| format!("repository {:?}", c.repo))?;
+        let Some(repo_cfg) = self
+            .config
+            .repos
+            .iter()
+            .find(|r| r.forge == ForgeKind::Github && RepoId::from_url(&r.url).as_ref() == Some(&repo))
+        else {
             tracing::info!(repo = %c.repo, "a command on a repository that is not configured; ignored");
             return Ok(Vec::new());
         };
@@ -47,13 +53,20 @@ impl Engine<'_> {
             Place::OtherPr
         };
         let permission = Permission::parse(&self.role(gh, &repo, &c.author)?);
-        let allowed = self.config.github.as_ref().is_some_and(|g| g.chatops_users.iter().any(|u| u.eq_ignore_ascii_case(&c.author)));
+        let allowed = self
+            .config
+            .github
+            .as_ref()
+            .is_some_and(|g| g.chatops_users.iter().any(|u| u.eq_ignore_ascii_case(&c.author)));
         let mut replies = Vec::new();
         for line in lines {
             let text = match line {
                 Line::Reply(text) => text,
                 Line::Command(verb) => {
-                    let culprit_author = place == Place::RevertPr && permission < Permission::Write && !allowed && self.culprit_author(gh, &repo, &pr).as_deref() == Some(c.author.as_str());
+                    let culprit_author = place == Place::RevertPr
+                        && permission < Permission::Write
+                        && !allowed
+                        && self.culprit_author(gh, &repo, &pr).as_deref() == Some(c.author.as_str());
                     let who = Who { login: c.author.clone(), permission, allowed, culprit_author };
                     match authorize(&verb, &who, place) {
                         Err(why) => why,
@@ -64,7 +77,8 @@ impl Engine<'_> {
                     }
                 }
             };
-            let body = format!("@{} {text}\n\n<sub>In response to [this comment]({}).</sub>\n", c.author, c.url);
+            let body =
+                format!("@{} {text}\n\n<sub>In response to [this comment]({}).</sub>\n", c.author, c.url);
             gh.block(gh.app.comment(&repo, c.number, &body))?;
             replies.push(text);
         }
@@ -75,9 +89,10 @@ impl Engine<'_> {
     fn role(&self, gh: &GitHub, repo: &RepoId, login: &str) -> anyhow::Result<String> {
         let key = (repo.to_string(), login.to_ascii_lowercase());
         if let Some((at, role)) = self.roles.lock().expect("roles lock").get(&key)
-            && at.elapsed() < std::time::Duration::from_secs(60) {
-                return Ok(role.clone());
-            }
+            && at.elapsed() < std::time::Duration::from_secs(60)
+        {
+            return Ok(role.clone());
+        }
         let role = gh.block(gh.app.permission(repo, login))?;
         self.roles.lock().expect("roles lock").insert(key, (std::time::Instant::now(), role.clone()));
         Ok(role)
@@ -90,7 +105,15 @@ impl Engine<'_> {
         prs.into_iter().find(|p| p.is_merged()).and_then(|p| p.author().map(str::to_string))
     }
 
-    fn act(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest, verb: &Verb, c: &Comment) -> anyhow::Result<String> {
+    fn act(
+        &self,
+        gh: &GitHub,
+        repo_cfg: &RepoConfig,
+        repo: &RepoId,
+        pr: &PullRequest,
+        verb: &Verb,
+        c: &Comment,
+    ) -> anyhow::Result<String> {
         let open = pr.state == "open";
         let held = pr.labels.iter().any(|l| l.name == HOLD_LABEL);
         Ok(match verb {
@@ -103,9 +126,19 @@ impl Engine<'_> {
                 &pr.head.sha[..pr.head.sha.len().min(12)],
                 pr.head.name,
                 pr.base.name,
-                pr.body.as_deref().and_then(|b| b.lines().find(|l| l.starts_with("**Decision:**"))).map(|d| format!(" {d}")).unwrap_or_default()
+                pr.body
+                    .as_deref()
+                    .and_then(|b| b.lines().find(|l| l.starts_with("**Decision:**")))
+                    .map(|d| format!(" {d}"))
+                    .unwrap_or_default()
             ),
-            Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry if !open => format!("#{} is {} already; nothing to do.", pr.number, if pr.is_merged() { "merged" } else { "closed" }),
+            Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. } | Verb::Retry if !open => {
+                format!(
+                    "#{} is {} already; nothing to do.",
+                    pr.number,
+                    if pr.is_merged() { "merged" } else { "closed" }
+                )
+            }
             Verb::Hold => {
                 gh.block(gh.app.add_labels(repo, pr.number, &[HOLD_LABEL.to_string()]))?;
                 "held: no automatic merge for this revert until `/metricops unhold`.".into()
@@ -133,12 +166,26 @@ impl Engine<'_> {
                 let mirror = self.mirror(&repo_cfg.name)?;
                 let auth = self.git_auth(repo_cfg)?;
                 let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-                let t = Target { mirror: &mirror, repo: repo_cfg, auth: auth.as_ref(), tip: &tip, revert_branch: &pr.head.name, now: chrono::Utc::now() };
+                let t = Target {
+                    mirror: &mirror,
+                    repo: repo_cfg,
+                    auth: auth.as_ref(),
+                    tip: &tip,
+                    revert_branch: &pr.head.name,
+                    now: chrono::Utc::now(),
+                };
                 let message = self.head_message(&t, &pr.head.name)?;
                 match self.merge(gh, cfg, repo, pr, &message, &pr.head.name)? {
-                    Delivery::Merged { .. } => format!("merged into `{}`; the branch is deleted. Argo CD or Flux rolls back from there.", pr.base.name),
-                    Delivery::AutoMergeEnabled { .. } => "auto-merge enabled: GitHub merges this revert once the required checks pass.".into(),
-                    Delivery::MergeRefused { reason, .. } => format!("GitHub will not merge it now: {reason}"),
+                    Delivery::Merged { .. } => format!(
+                        "merged into `{}`; the branch is deleted. Argo CD or Flux rolls back from there.",
+                        pr.base.name
+                    ),
+                    Delivery::AutoMergeEnabled { .. } => {
+                        "auto-merge enabled: GitHub merges this revert once the required checks pass.".into()
+                    }
+                    Delivery::MergeRefused { reason, .. } => {
+                        format!("GitHub will not merge it now: {reason}")
+                    }
                     other => other.label().to_string(),
                 }
             }
@@ -158,7 +205,12 @@ impl Engine<'_> {
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
         let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-        let culprit = crate::revert::trace(&mirror, &tip.0, &Query { subject: subject.clone(), tag: None, digest: None }, &w.paths)?;
+        let culprit = crate::revert::trace(
+            &mirror,
+            &tip.0,
+            &Query { subject: subject.clone(), tag: None, digest: None },
+            &w.paths,
+        )?;
         if culprit.commit.sha.0 != culprit_sha {
             return Ok(format!(
                 "`{}` now has {} from {}, not from {}: this revert no longer applies. `/metricops cancel` it; the next alert proposes what is right now.",
@@ -170,24 +222,55 @@ impl Engine<'_> {
         }
         mirror.delete_branch(&pr.head.name)?;
         let reason = format!("metricops: rebuilt on {} by /metricops retry.", tip.short());
-        let built = build_revert(&mirror, &culprit, &subject, &tip, ModeChoice::Auto, Some(&pr.head.name), &reason, &[(super::WORKLOAD_TRAILER, w.name.clone())], chrono::Utc::now())?;
+        let built = build_revert(
+            &mirror,
+            &culprit,
+            &subject,
+            &tip,
+            ModeChoice::Auto,
+            Some(&pr.head.name),
+            &reason,
+            &[(super::WORKLOAD_TRAILER, w.name.clone())],
+            chrono::Utc::now(),
+        )?;
         mirror.force_push(&repo_cfg.url, &built.commit, &pr.head.name, auth.as_ref())?;
-        Ok(format!("rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.", pr.base.name, tip.short(), built.mode.label(), built.why, built.commit.short()))
+        Ok(format!(
+            "rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.",
+            pr.base.name,
+            tip.short(),
+            built.mode.label(),
+            built.why,
+            built.commit.short()
+        ))
     }
 
     /// The culprit and the configured workload a revert PR's marker names, or why not.
-    fn revert_pr_subject(&self, pr: &PullRequest) -> Result<(String, &crate::config::WorkloadConfig), String> {
+    fn revert_pr_subject(
+        &self,
+        pr: &PullRequest,
+    ) -> Result<(String, &crate::config::WorkloadConfig), String> {
         let body = pr.body.as_deref().unwrap_or("");
         let (Some(culprit), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
             return Err("this PR's body has no metricops marker (culprit, incident)".into());
         };
         let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
-        let w = self.config.workloads.iter().find(|w| w.name == workload).ok_or_else(|| format!("workload {workload:?} is no longer configured"))?;
+        let w = self
+            .config
+            .workloads
+            .iter()
+            .find(|w| w.name == workload)
+            .ok_or_else(|| format!("workload {workload:?} is no longer configured"))?;
         Ok((culprit, w))
     }
 
     /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
-    fn resume(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest) -> anyhow::Result<String> {
+    fn resume(
+        &self,
+        gh: &GitHub,
+        repo_cfg: &RepoConfig,
+        repo: &RepoId,
+        pr: &PullRequest,
+    ) -> anyhow::Result<String> {
         let (culprit, w) = match self.revert_pr_subject(pr) {
             Ok(found) => found,
             Err(why) => return Ok(format!("{why}; nothing to resume.")),
@@ -199,42 +282,84 @@ impl Engine<'_> {
         let mut what = Vec::new();
         for target in &w.pause {
             if let Some(text) = mirror.read_file(&tip, &target.file)?
-                && let Ok(Some(new)) = crate::domain::pause::set_paused(&text, target, false) {
-                    edits.push((target.file.clone(), new));
-                    what.push(target.describe());
-                }
+                && let Ok(Some(new)) = crate::domain::pause::set_paused(&text, target, false)
+            {
+                edits.push((target.file.clone(), new));
+                what.push(target.describe());
+            }
         }
         if edits.is_empty() {
             return Ok(format!("nothing is paused for `{}` on `{}`.", w.name, pr.base.name));
         }
         let branch = format!("metricops/resume-{}", &culprit[..culprit.len().min(12)]);
         let tree = mirror.tree_with(&tip, &edits)?;
-        let message = format!("Resume re-promotion of {}\n\nPaused by the revert in #{}; resumed by /metricops resume.\n\n{}\n", w.name, pr.number, what.iter().map(|d| format!("- {d}")).collect::<Vec<_>>().join("\n"));
+        let message = format!(
+            "Resume re-promotion of {}\n\nPaused by the revert in #{}; resumed by /metricops resume.\n\n{}\n",
+            w.name,
+            pr.number,
+            what.iter().map(|d| format!("- {d}")).collect::<Vec<_>>().join("\n")
+        );
         let commit = mirror.write_commit(tree, &tip, &message, chrono::Utc::now())?;
         mirror.delete_branch(&branch)?;
         mirror.create_branch(&branch, &commit)?;
         mirror.force_push(&repo_cfg.url, &commit, &branch, auth.as_ref())?;
         let title = format!("Resume re-promotion of {}", w.name);
-        let (created, _) = gh.block(gh.app.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name))?;
-        Ok(format!("opened #{} to resume: {}. Merge it when the fixed version is ready to go out.", created.number, what.join("; ")))
+        let (created, _) =
+            gh.block(gh.app.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name))?;
+        Ok(format!(
+            "opened #{} to resume: {}. Merge it when the fixed version is ready to go out.",
+            created.number,
+            what.join("; ")
+        ))
     }
 
     /// Opens (or merges, with `--merge`) the revert of a merged pull request's merge commit.
-    fn rollback(&self, gh: &GitHub, repo_cfg: &RepoConfig, repo: &RepoId, pr: &PullRequest, merge: bool, c: &Comment) -> anyhow::Result<String> {
-        let sha = pr.merge_commit_sha.clone().context("GitHub gives no merge commit for this pull request")?;
+    fn rollback(
+        &self,
+        gh: &GitHub,
+        repo_cfg: &RepoConfig,
+        repo: &RepoId,
+        pr: &PullRequest,
+        merge: bool,
+        c: &Comment,
+    ) -> anyhow::Result<String> {
+        let sha =
+            pr.merge_commit_sha.clone().context("GitHub gives no merge commit for this pull request")?;
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
         let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-        let commit = mirror.commit_info(&CommitSha(sha.clone())).with_context(|| format!("the merge commit {sha} is not on {}", pr.base.name))?;
+        let commit = mirror
+            .commit_info(&CommitSha(sha.clone()))
+            .with_context(|| format!("the merge commit {sha} is not on {}", pr.base.name))?;
         let branch = branch_name(&sha);
         if let Some(open) = gh.block(gh.app.open_pull_for(repo, &branch))? {
             return Ok(format!("the rollback of #{} is open already: #{}.", pr.number, open.number));
         }
-        let culprit = Culprit { parent: commit.parents.first().cloned(), commit, image: None, version: Default::default(), previous: None, changes: Vec::new(), other_files: Vec::new(), current: Vec::new(), notes: Vec::new() };
+        let culprit = Culprit {
+            parent: commit.parents.first().cloned(),
+            commit,
+            image: None,
+            version: Default::default(),
+            previous: None,
+            changes: Vec::new(),
+            other_files: Vec::new(),
+            current: Vec::new(),
+            notes: Vec::new(),
+        };
         let subject = Subject::Image(format!("#{}", pr.number));
         mirror.delete_branch(&branch)?;
         let reason = format!("Rollback of #{} asked for by @{} (/metricops rollback).", pr.number, c.author);
-        let built = build_revert(&mirror, &culprit, &subject, &tip, ModeChoice::Commit, Some(&branch), &reason, &[], chrono::Utc::now())?;
+        let built = build_revert(
+            &mirror,
+            &culprit,
+            &subject,
+            &tip,
+            ModeChoice::Commit,
+            Some(&branch),
+            &reason,
+            &[],
+            chrono::Utc::now(),
+        )?;
         mirror.push(&repo_cfg.url, &built.commit, &branch, auth.as_ref())?;
         let title = format!("Revert #{}: {}", pr.number, pr.title);
         let body = format!(
@@ -263,13 +388,24 @@ This reverts commit {sha} on `{}`.
             gh.block(gh.app.add_labels(repo, created.number, &cfg.labels))?;
         }
         if !merge {
-            return Ok(format!("opened #{} to revert #{}; merge it, or `/metricops approve` there.", created.number, pr.number));
+            return Ok(format!(
+                "opened #{} to revert #{}; merge it, or `/metricops approve` there.",
+                created.number, pr.number
+            ));
         }
         let cfg = self.config.github.as_ref().context("no `github:` section")?;
         Ok(match self.merge(gh, cfg, repo, &created, &built.message, &branch)? {
-            Delivery::Merged { .. } => format!("opened and merged #{} into `{}`: #{} is reverted.", created.number, pr.base.name, pr.number),
-            Delivery::AutoMergeEnabled { .. } => format!("opened #{}; auto-merge is on, GitHub merges it once the required checks pass.", created.number),
-            Delivery::MergeRefused { reason, .. } => format!("opened #{}; GitHub will not merge it now: {reason}", created.number),
+            Delivery::Merged { .. } => format!(
+                "opened and merged #{} into `{}`: #{} is reverted.",
+                created.number, pr.base.name, pr.number
+            ),
+            Delivery::AutoMergeEnabled { .. } => format!(
+                "opened #{}; auto-merge is on, GitHub merges it once the required checks pass.",
+                created.number
+            ),
+            Delivery::MergeRefused { reason, .. } => {
+                format!("opened #{}; GitHub will not merge it now: {reason}", created.number)
+            }
             other => format!("opened #{} ({})", created.number, other.label()),
         })
     }

@@ -69,20 +69,34 @@ impl Engine<'_> {
         let suppress = self.config.cancel_suppress();
         let cancelled = gh.block(gh.app.pulls_for(&repo, branch, "closed"))?.into_iter().find(|p| {
             p.labels.iter().any(|l| l.name == CANCELLED_LABEL)
-                && p.closed_at.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()).is_some_and(|c| t.now - c.with_timezone(&chrono::Utc) < suppress)
+                && p.closed_at
+                    .as_deref()
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                    .is_some_and(|c| t.now - c.with_timezone(&chrono::Utc) < suppress)
         });
         if let Some(pr) = cancelled {
-            tracing::info!(pr = pr.number, "a person cancelled this culprit's revert recently; not proposed again");
+            tracing::info!(
+                pr = pr.number,
+                "a person cancelled this culprit's revert recently; not proposed again"
+            );
             return Ok(Delivery::Suppressed { branch: branch.to_string(), pr: link(&pr) });
         }
         let original = outcome.original_pr.clone();
-        let original_view = original.as_ref().map(|p| OriginalPr { number: p.number, url: p.html_url.clone(), title: p.title.clone(), author: p.author().map(str::to_string) });
+        let original_view = original.as_ref().map(|p| OriginalPr {
+            number: p.number,
+            url: p.html_url.clone(),
+            title: p.title.clone(),
+            author: p.author().map(str::to_string),
+        });
         let built = self.build(t, outcome, original_view)?;
         let message = t.mirror.commit_info(&built.commit)?.message;
         match push(t, &built.commit, branch) {
             Ok(()) => {}
             // Someone (a racing replica) pushed this branch first: use theirs.
-            Err(e) if e.downcast_ref::<GitError>().is_some_and(|g| matches!(g, GitError::PushRejected { .. })) => {
+            Err(e)
+                if e.downcast_ref::<GitError>()
+                    .is_some_and(|g| matches!(g, GitError::PushRejected { .. })) =>
+            {
                 tracing::warn!(%branch, "the revert branch exists at GitHub already (another replica?); reusing it");
             }
             Err(e) => return Err(e),
@@ -90,7 +104,8 @@ impl Engine<'_> {
         outcome.revert = Some(built);
         let (title, body) = outcome.pr.clone().context("no PR text was rendered")?;
         let body = format!("{body}\n{}\n", alerts_marker(outcome));
-        let (pr, opened) = gh.block(gh.app.open_or_find_pull(&repo, &title, &body, branch, &outcome.branch))?;
+        let (pr, opened) =
+            gh.block(gh.app.open_or_find_pull(&repo, &title, &body, branch, &outcome.branch))?;
         if opened {
             tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
             self.dress(gh, cfg, &repo, &pr, original.as_ref());
@@ -107,16 +122,25 @@ impl Engine<'_> {
     }
 
     /// Labels and review requests. Failures here are logged: the PR is what matters.
-    fn dress(&self, gh: &GitHub, cfg: &GitHubConfig, repo: &RepoId, pr: &PullRequest, original: Option<&PullRequest>) {
+    fn dress(
+        &self,
+        gh: &GitHub,
+        cfg: &GitHubConfig,
+        repo: &RepoId,
+        pr: &PullRequest,
+        original: Option<&PullRequest>,
+    ) {
         if !cfg.labels.is_empty()
-            && let Err(e) = gh.block(gh.app.add_labels(repo, pr.number, &cfg.labels)) {
-                tracing::warn!(error = %e, "could not label the revert PR");
-            }
+            && let Err(e) = gh.block(gh.app.add_labels(repo, pr.number, &cfg.labels))
+        {
+            tracing::warn!(error = %e, "could not label the revert PR");
+        }
         let mut users = cfg.reviewers.clone();
         if cfg.request_review_from_author
-            && let Some(author) = original.and_then(|p| p.user.as_ref()).filter(|u| u.kind != "Bot") {
-                users.push(author.login.clone());
-            }
+            && let Some(author) = original.and_then(|p| p.user.as_ref()).filter(|u| u.kind != "Bot")
+        {
+            users.push(author.login.clone());
+        }
         // GitHub refuses a review request to the PR's own author (the App).
         let me = pr.author().unwrap_or_default().to_string();
         users.retain(|u| *u != me);
@@ -131,7 +155,13 @@ impl Engine<'_> {
     }
 
     /// A later alert on an open revert: one comment per new set of alerts, none for a repeat.
-    fn reconfirm(&self, gh: &GitHub, repo: &RepoId, pr: &PullRequest, outcome: &Outcome) -> anyhow::Result<()> {
+    fn reconfirm(
+        &self,
+        gh: &GitHub,
+        repo: &RepoId,
+        pr: &PullRequest,
+        outcome: &Outcome,
+    ) -> anyhow::Result<()> {
         let marker = alerts_marker(outcome);
         if pr.body.as_deref().is_some_and(|b| b.contains(&marker)) {
             return Ok(());
@@ -144,9 +174,22 @@ impl Engine<'_> {
             .incident
             .alerts
             .iter()
-            .map(|a| format!("- **{}** ({}) firing since {}{}", a.name, a.severity.as_deref().unwrap_or("no severity"), a.starts_at.to_rfc3339(), a.annotations.get("summary").map(|s| format!(": {s}")).unwrap_or_default()))
+            .map(|a| {
+                format!(
+                    "- **{}** ({}) firing since {}{}",
+                    a.name,
+                    a.severity.as_deref().unwrap_or("no severity"),
+                    a.starts_at.to_rfc3339(),
+                    a.annotations.get("summary").map(|s| format!(": {s}")).unwrap_or_default()
+                )
+            })
             .collect();
-        let body = format!("Still firing for `{}`; this revert is still the proposed fix ({}).\n\n{}\n\n{marker}\n", outcome.workload, outcome.decision.label(), lines.join("\n"));
+        let body = format!(
+            "Still firing for `{}`; this revert is still the proposed fix ({}).\n\n{}\n\n{marker}\n",
+            outcome.workload,
+            outcome.decision.label(),
+            lines.join("\n")
+        );
         gh.block(gh.app.comment(repo, pr.number, &body))?;
         Ok(())
     }
@@ -158,8 +201,17 @@ impl Engine<'_> {
     }
 
     /// Merge by policy: auto-merge where checks are required, else merge now, guarded by the head sha.
-    pub(super) fn merge(&self, gh: &GitHub, cfg: &GitHubConfig, repo: &RepoId, pr: &PullRequest, message: &str, branch: &str) -> anyhow::Result<Delivery> {
-        let (headline, body) = message.split_once('\n').map(|(h, b)| (h.trim(), b.trim())).unwrap_or((message.trim(), ""));
+    pub(super) fn merge(
+        &self,
+        gh: &GitHub,
+        cfg: &GitHubConfig,
+        repo: &RepoId,
+        pr: &PullRequest,
+        message: &str,
+        branch: &str,
+    ) -> anyhow::Result<Delivery> {
+        let (headline, body) =
+            message.split_once('\n').map(|(h, b)| (h.trim(), b.trim())).unwrap_or((message.trim(), ""));
         let headline = format!("{headline} (#{})", pr.number);
         if gh.block(gh.app.requires_checks(repo, &pr.base.name))? {
             gh.block(gh.app.enable_auto_merge(repo, pr, cfg.merge_method, &headline, body))?;
@@ -174,7 +226,10 @@ impl Engine<'_> {
                 }
                 Ok(Delivery::Merged { branch: pr.base.name.clone(), pr: Some(link(pr)) })
             }
-            Merge::HeadMoved => anyhow::bail!("the head of #{} moved while merging; the next alert re-drives the merge", pr.number),
+            Merge::HeadMoved => anyhow::bail!(
+                "the head of #{} moved while merging; the next alert re-drives the merge",
+                pr.number
+            ),
             Merge::NotMergeable(reason) => {
                 tracing::warn!(pr = pr.number, %reason, "GitHub will not merge the revert now; it stays open for a person");
                 Ok(Delivery::MergeRefused { branch: branch.to_string(), pr: link(pr), reason })

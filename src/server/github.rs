@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use octocrab::models::webhook_events::payload::{
+    InstallationRepositoriesWebhookEventAction, InstallationWebhookEventAction,
+    IssueCommentWebhookEventAction, PullRequestWebhookEventAction,
+};
 use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload, verify_signature};
-use octocrab::models::webhook_events::payload::{InstallationRepositoriesWebhookEventAction, InstallationWebhookEventAction, PullRequestWebhookEventAction, IssueCommentWebhookEventAction};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::adapters::github::{GitHubApp, RepoId};
@@ -48,9 +51,10 @@ impl Recent {
             return true;
         }
         if self.order.len() == self.cap
-            && let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
         self.order.push_back(id.to_string());
         self.set.insert(id.to_string());
         false
@@ -58,17 +62,25 @@ impl Recent {
 }
 
 /// The events parsed and acted on; the App subscribes to these.
-const HANDLED: [&str; 5] = ["ping", "installation", "installation_repositories", "pull_request", "issue_comment"];
+const HANDLED: [&str; 5] =
+    ["ping", "installation", "installation_repositories", "pull_request", "issue_comment"];
 
 pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(signature) = header("x-hub-signature-256") else {
         tracing::warn!("GitHub webhook without X-Hub-Signature-256 refused");
-        return (StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256: set the webhook secret in the GitHub App settings\n".into());
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing X-Hub-Signature-256: set the webhook secret in the GitHub App settings\n".into(),
+        );
     };
     if let Err(e) = verify_signature(signature, hook.secret.expose_secret().as_bytes(), &body) {
         tracing::warn!(error = %e, "GitHub webhook with a bad signature refused");
-        return (StatusCode::UNAUTHORIZED, "X-Hub-Signature-256 does not match the body: is the webhook secret the same on both sides?\n".into());
+        return (
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256 does not match the body: is the webhook secret the same on both sides?\n"
+                .into(),
+        );
     }
     let delivery = header("x-github-delivery").unwrap_or("").to_string();
     let Some(event_name) = header("x-github-event") else {
@@ -97,7 +109,8 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
     match event.action() {
         Action::Acknowledge(why) => {
             tracing::info!(why = %why, "GitHub event acknowledged");
-            let status = if matches!(event, ForgeEvent::Ping) { StatusCode::OK } else { StatusCode::ACCEPTED };
+            let status =
+                if matches!(event, ForgeEvent::Ping) { StatusCode::OK } else { StatusCode::ACCEPTED };
             (status, format!("{why}\n"))
         }
         Action::Remember { installation, repos } => {
@@ -111,7 +124,10 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
         }
         Action::Forget { installation, repos } => {
             match &repos {
-                Some(list) => list.iter().filter_map(|r| parse_full_name(r)).for_each(|r| hook.app.forget(Some(&r), installation)),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|r| parse_full_name(r))
+                    .for_each(|r| hook.app.forget(Some(&r), installation)),
                 None => hook.app.forget(None, installation),
             }
             tracing::info!(installation, repos = ?repos, "installation forgotten");
@@ -119,7 +135,9 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
         }
         Action::Obey(comment) => match hook.queue.try_send(Job::Comment(comment)) {
             Ok(()) => (StatusCode::OK, "command queued\n".into()),
-            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, redeliver later\n".into()),
+            Err(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, redeliver later\n".into())
+            }
         },
         Action::DeleteBranch { repo, branch, merged } => {
             let Some(id) = parse_full_name(&repo) else {
@@ -129,11 +147,21 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
             let b = branch.clone();
             tokio::spawn(async move {
                 match app.delete_branch(&id, &b).await {
-                    Ok(()) => tracing::info!(repo = %id, branch = %b, merged, "revert PR closed; branch deleted"),
-                    Err(e) => tracing::warn!(repo = %id, branch = %b, error = %e, "revert PR closed; could not delete its branch"),
+                    Ok(()) => {
+                        tracing::info!(repo = %id, branch = %b, merged, "revert PR closed; branch deleted")
+                    }
+                    Err(e) => {
+                        tracing::warn!(repo = %id, branch = %b, error = %e, "revert PR closed; could not delete its branch")
+                    }
                 }
             });
-            (StatusCode::OK, format!("revert PR closed ({}); deleting {branch}\n", if merged { "merged" } else { "not merged" }))
+            (
+                StatusCode::OK,
+                format!(
+                    "revert PR closed ({}); deleting {branch}\n",
+                    if merged { "merged" } else { "not merged" }
+                ),
+            )
         }
     }
 }
@@ -153,14 +181,24 @@ pub fn to_forge_event(event_name: &str, e: WebhookEvent) -> ForgeEvent {
         WebhookEventPayload::Installation(p) => {
             let repos = p.repositories.unwrap_or_default().into_iter().map(|r| r.full_name).collect();
             match p.action {
-                InstallationWebhookEventAction::Created | InstallationWebhookEventAction::NewPermissionsAccepted | InstallationWebhookEventAction::Unsuspend => ForgeEvent::Installed { installation, repos },
-                InstallationWebhookEventAction::Deleted | InstallationWebhookEventAction::Suspend => ForgeEvent::Uninstalled { installation },
+                InstallationWebhookEventAction::Created
+                | InstallationWebhookEventAction::NewPermissionsAccepted
+                | InstallationWebhookEventAction::Unsuspend => ForgeEvent::Installed { installation, repos },
+                InstallationWebhookEventAction::Deleted | InstallationWebhookEventAction::Suspend => {
+                    ForgeEvent::Uninstalled { installation }
+                }
                 _ => other(None),
             }
         }
         WebhookEventPayload::InstallationRepositories(p) => match p.action {
-            InstallationRepositoriesWebhookEventAction::Added => ForgeEvent::ReposAdded { installation, repos: p.repositories_added.into_iter().map(|r| r.full_name).collect() },
-            InstallationRepositoriesWebhookEventAction::Removed => ForgeEvent::ReposRemoved { installation, repos: p.repositories_removed.into_iter().map(|r| r.full_name).collect() },
+            InstallationRepositoriesWebhookEventAction::Added => ForgeEvent::ReposAdded {
+                installation,
+                repos: p.repositories_added.into_iter().map(|r| r.full_name).collect(),
+            },
+            InstallationRepositoriesWebhookEventAction::Removed => ForgeEvent::ReposRemoved {
+                installation,
+                repos: p.repositories_removed.into_iter().map(|r| r.full_name).collect(),
+            },
             _ => other(None),
         },
         WebhookEventPayload::PullRequest(p) => match p.action {
@@ -201,13 +239,28 @@ mod tests {
 
     #[test]
     fn real_deliveries_become_forge_events() {
-        assert_eq!(event("installation", "octokit.installation.created.payload.json"), ForgeEvent::Installed { installation: 957387, repos: vec!["Codertocat/Hello-World".into()] });
-        assert_eq!(event("installation_repositories", "octokit.installation_repositories.added.payload.json"), ForgeEvent::ReposAdded { installation: 957387, repos: vec!["Codertocat/Space".into()] });
+        assert_eq!(
+            event("installation", "octokit.installation.created.payload.json"),
+            ForgeEvent::Installed { installation: 957387, repos: vec!["Codertocat/Hello-World".into()] }
+        );
+        assert_eq!(
+            event("installation_repositories", "octokit.installation_repositories.added.payload.json"),
+            ForgeEvent::ReposAdded { installation: 957387, repos: vec!["Codertocat/Space".into()] }
+        );
         assert_eq!(
             event("pull_request", "octokit.pull_request.closed.unmerged.payload.json"),
-            ForgeEvent::PullClosed { repo: "Codertocat/Hello-World".into(), number: 2, head_ref: "changes".into(), head_repo: Some("Codertocat/Hello-World".into()), merged: false }
+            ForgeEvent::PullClosed {
+                repo: "Codertocat/Hello-World".into(),
+                number: 2,
+                head_ref: "changes".into(),
+                head_repo: Some("Codertocat/Hello-World".into()),
+                merged: false
+            }
         );
-        assert!(matches!(event("pull_request", "bors.pull_request.closed.merged.json"), ForgeEvent::PullClosed { number: 5, merged: true, .. }));
+        assert!(matches!(
+            event("pull_request", "bors.pull_request.closed.merged.json"),
+            ForgeEvent::PullClosed { number: 5, merged: true, .. }
+        ));
         assert_eq!(
             event("issue_comment", "bors.issue_comment.created.on-pull-request.json"),
             ForgeEvent::Comment(Comment {
@@ -221,7 +274,9 @@ mod tests {
                 url: "https://github.com/Kobzol/bors-kindergarten/pull/5#issuecomment-1420770715".into()
             })
         );
-        assert!(matches!(event("pull_request", "octokit.pull_request.opened.payload.json"), ForgeEvent::Other { action: Some(a), .. } if a == "opened"));
+        assert!(
+            matches!(event("pull_request", "octokit.pull_request.opened.payload.json"), ForgeEvent::Other { action: Some(a), .. } if a == "opened")
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
-use secrecy::ExposeSecret;
 use axum::routing::{get, post};
+use secrecy::ExposeSecret;
 
 use crate::adapters::github::GitHubApp;
 use crate::adapters::prometheus::Prometheus;
@@ -65,7 +65,12 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     };
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(config.server.queue.unwrap_or(QUEUE));
-    let shared = Arc::new(Shared { queue: tx.clone(), auth: config.server.webhook_auth()?, metrics: metrics.clone(), ready: AtomicBool::new(false) });
+    let shared = Arc::new(Shared {
+        queue: tx.clone(),
+        auth: config.server.webhook_auth()?,
+        metrics: metrics.clone(),
+        ready: AtomicBool::new(false),
+    });
     if matches!(shared.auth, WebhookAuth::Open) {
         tracing::warn!("server.webhook_auth is not set: the alert webhooks accept anyone who can reach them");
     }
@@ -92,12 +97,16 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         match g.webhook_secret()? {
             Some(secret) => {
                 let hook = Arc::new(github::Hook::new(secret, app.clone(), shared.queue.clone()));
-                router = router.route("/webhooks/github", post(github::receive).with_state(hook).layer(DefaultBodyLimit::max(g.webhook_max_bytes)));
+                router = router.route(
+                    "/webhooks/github",
+                    post(github::receive).with_state(hook).layer(DefaultBodyLimit::max(g.webhook_max_bytes)),
+                );
             }
             None => tracing::warn!("github.webhook_secret_file is not set: POST /webhooks/github is off"),
         }
     }
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = match &config.server.tls {
@@ -113,9 +122,12 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
             crate::adapters::install_crypto_provider();
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
                 .await
-                .with_context(|| format!("server.tls: reading {} and {}", tls.cert_file.display(), tls.key_file.display()))?;
+                .with_context(|| {
+                    format!("server.tls: reading {} and {}", tls.cert_file.display(), tls.key_file.display())
+                })?;
             let handle = axum_server::Handle::new();
-            let server = axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?.handle(handle.clone());
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle.clone());
             tokio::spawn(async move {
                 let _ = stop_rx.await;
                 handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
@@ -146,11 +158,20 @@ pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if s.ready.load(Ordering::Relaxed) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") }
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
 }
 
-async fn metrics_text(State(s): State<Arc<Shared>>) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render())
+async fn metrics_text(
+    State(s): State<Arc<Shared>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.render(),
+    )
 }
 
 /// Whether the request carries the configured credentials (compared in constant time).
@@ -158,10 +179,13 @@ fn authorised(auth: &WebhookAuth, headers: &HeaderMap) -> bool {
     let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     match auth {
         WebhookAuth::Open => true,
-        WebhookAuth::Bearer(token) => given.strip_prefix("Bearer ").is_some_and(|g| same(g.trim().as_bytes(), token.expose_secret().as_bytes())),
+        WebhookAuth::Bearer(token) => given
+            .strip_prefix("Bearer ")
+            .is_some_and(|g| same(g.trim().as_bytes(), token.expose_secret().as_bytes())),
         WebhookAuth::Basic { username, password } => {
             use base64::Engine as _;
-            let expected = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose_secret()));
+            let expected = base64::engine::general_purpose::STANDARD
+                .encode(format!("{username}:{}", password.expose_secret()));
             given.strip_prefix("Basic ").is_some_and(|g| same(g.trim().as_bytes(), expected.as_bytes()))
         }
     }
@@ -172,7 +196,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// An alert webhook: check credentials, parse, enqueue, answer. The engine does the rest.
-async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn receive_alerts(
+    source: Source,
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     let endpoint = source.label();
     let answer = |code: StatusCode, text: String| {
         s.metrics.webhook(endpoint, code.as_u16());
@@ -203,13 +232,23 @@ async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, headers: H
             s.metrics.error("queue_full");
             answer(StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
         }
-        Err(TrySendError::Disconnected(_)) => answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into()),
+        Err(TrySendError::Disconnected(_)) => {
+            answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into())
+        }
     }
 }
 
 /// The engine thread: starts the evaluator (config and annotation rules), then handles one job at
 /// a time, GitHub calls blocking on the runtime.
-fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime::Handle, rx: Receiver<Job>, tx: SyncSender<Job>, prometheus: Option<(Prometheus, std::time::Duration)>, shared: Arc<Shared>) {
+fn work(
+    config: Arc<Config>,
+    app: Option<Arc<GitHubApp>>,
+    handle: tokio::runtime::Handle,
+    rx: Receiver<Job>,
+    tx: SyncSender<Job>,
+    prometheus: Option<(Prometheus, std::time::Duration)>,
+    shared: Arc<Shared>,
+) {
     let mut engine = match app {
         Some(app) => Engine::with_github(&config, app, handle.clone()),
         None => Engine::new(&config),
@@ -221,7 +260,14 @@ fn work(config: Arc<Config>, app: Option<Arc<GitHubApp>>, handle: tokio::runtime
         for r in &rules {
             tracing::info!(rule = %r.name, workload = %r.workload, origin = %r.origin, expr = %r.expr, "rule loaded");
         }
-        handle.spawn(crate::evaluator::run(config.clone(), rules, prom, interval, tx, shared.metrics.clone()));
+        handle.spawn(crate::evaluator::run(
+            config.clone(),
+            rules,
+            prom,
+            interval,
+            tx,
+            shared.metrics.clone(),
+        ));
     } else {
         drop(tx);
     }

@@ -67,7 +67,11 @@ impl Repo {
 
     /// A file's content at a revision.
     pub fn show(&self, rev: &str, path: &str) -> String {
-        let out = Command::new("git").args(["show", &format!("{rev}:{path}")]).current_dir(self.path()).output().unwrap();
+        let out = Command::new("git")
+            .args(["show", &format!("{rev}:{path}")])
+            .current_dir(self.path())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "git show {rev}:{path}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
@@ -79,7 +83,12 @@ impl Repo {
     /// A bare clone, to check bare repositories work the same.
     pub fn bare_clone(&self) -> PathBuf {
         let dest = self.path().join("bare.git");
-        let out = Command::new("git").args(["clone", "-q", "--bare", "."]).arg(&dest).current_dir(self.path()).output().unwrap();
+        let out = Command::new("git")
+            .args(["clone", "-q", "--bare", "."])
+            .arg(&dest)
+            .current_dir(self.path())
+            .output()
+            .unwrap();
         assert!(out.status.success());
         dest
     }
@@ -93,13 +102,19 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("stdout is not one JSON object ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 }
 
 pub fn metricops(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_metricops")).args(args).output().expect("metricops runs");
-    Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// `metricops trace --json` on a repo; panics with the git log when it fails.

@@ -19,7 +19,9 @@ pub fn require(binary: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{binary} is not installed: run `bash tests/run.sh` (it installs it), or `apt-get install -y prometheus prometheus-alertmanager`");
+    panic!(
+        "{binary} is not installed: run `bash tests/run.sh` (it installs it), or `apt-get install -y prometheus prometheus-alertmanager`"
+    );
 }
 
 /// A process killed on drop, its output kept in a file for failure messages.
@@ -45,7 +47,12 @@ impl Drop for Proc {
 fn spawn(binary: &str, args: &[String], dir: &Path, name: &str, port: u16) -> Proc {
     let log = dir.join(format!("{name}.log"));
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(require(binary)).args(args).stdout(Stdio::from(out.try_clone().unwrap())).stderr(Stdio::from(out)).spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    let child = Command::new(require(binary))
+        .args(args)
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let p = Proc { child, addr, log };
     let started = Instant::now();
@@ -61,7 +68,9 @@ fn spawn(binary: &str, args: &[String], dir: &Path, name: &str, port: u16) -> Pr
 pub fn prometheus(dir: &Path, target: SocketAddr, rules: &str, alertmanager: Option<SocketAddr>) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("rules.yml"), rules).unwrap();
-    let alerting = alertmanager.map(|a| format!("alerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['{a}']\n")).unwrap_or_default();
+    let alerting = alertmanager
+        .map(|a| format!("alerting:\n  alertmanagers:\n  - static_configs:\n    - targets: ['{a}']\n"))
+        .unwrap_or_default();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{}']\n{alerting}scrape_configs:\n- job_name: checkout\n  static_configs:\n  - targets: ['{target}']\n", dir.join("rules.yml").display()),
@@ -137,10 +146,20 @@ impl App {
                     ok.load(Ordering::Relaxed),
                     err.load(Ordering::Relaxed)
                 );
-                let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
-        let (ok, err, stop, v, first) = (app.ok.clone(), app.err.clone(), app.stop.clone(), app.version.clone(), app.first_failure.clone());
+        let (ok, err, stop, v, first) = (
+            app.ok.clone(),
+            app.err.clone(),
+            app.stop.clone(),
+            app.version.clone(),
+            app.first_failure.clone(),
+        );
         let bad = bad.to_string();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -178,9 +197,14 @@ impl SyncLoop {
         let (bare, file) = (bare.to_path_buf(), file.to_string());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let out = Command::new("git").args(["show", &format!("main:{file}")]).current_dir(&bare).output();
+                let out =
+                    Command::new("git").args(["show", &format!("main:{file}")]).current_dir(&bare).output();
                 if let Some(tag) = out.ok().filter(|o| o.status.success()).and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.trim().strip_prefix("newTag:").map(|t| t.split('#').next().unwrap_or("").trim().trim_matches('"').to_string()))
+                    String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                        l.trim()
+                            .strip_prefix("newTag:")
+                            .map(|t| t.split('#').next().unwrap_or("").trim().trim_matches('"').to_string())
+                    })
                 }) {
                     let mut v = version.lock().unwrap();
                     if *v != tag {

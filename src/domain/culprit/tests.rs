@@ -72,7 +72,11 @@ impl History for Mem {
     fn files(&self, sha: &CommitSha) -> Result<Vec<(String, usize)>, NoCommit> {
         Ok(self.snapshot(sha)?.iter().map(|(p, b)| (p.clone(), *b)).collect())
     }
-    fn changes(&self, parent: Option<&CommitSha>, sha: &CommitSha) -> Result<Vec<FileChange<usize>>, NoCommit> {
+    fn changes(
+        &self,
+        parent: Option<&CommitSha>,
+        sha: &CommitSha,
+    ) -> Result<Vec<FileChange<usize>>, NoCommit> {
         let new = self.snapshot(sha)?;
         let empty = BTreeMap::new();
         let old = match parent {
@@ -97,7 +101,9 @@ impl History for Mem {
 }
 
 fn deploy(tag: &str) -> String {
-    format!("kind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n      - name: api\n        image: ghcr.io/x/api:{tag}\n")
+    format!(
+        "kind: Deployment\nmetadata:\n  name: api\nspec:\n  template:\n    spec:\n      containers:\n      - name: api\n        image: ghcr.io/x/api:{tag}\n"
+    )
 }
 
 fn image(i: &str) -> Query {
@@ -111,7 +117,15 @@ fn check(h: &Mem, tip: &CommitSha, q: &Query, expect: &str) {
             let changes: Vec<String> = c
                 .changes
                 .iter()
-                .map(|s| format!("{}:{} {}->{}", s.file, s.line, s.old.as_ref().map(|v| v.to_string()).unwrap_or("-".into()), s.new))
+                .map(|s| {
+                    format!(
+                        "{}:{} {}->{}",
+                        s.file,
+                        s.line,
+                        s.old.as_ref().map(|v| v.to_string()).unwrap_or("-".into()),
+                        s.new
+                    )
+                })
                 .collect();
             format!(
                 "{} | prev {} | {} | other {:?}",
@@ -130,9 +144,15 @@ fn check(h: &Mem, tip: &CommitSha, q: &Query, expect: &str) {
 fn the_bump_is_the_culprit_not_later_unrelated_commits() {
     let mut h = Mem::default();
     let a = h.add("init", &[], &[("d.yaml", Some(&*deploy("1.0"))), ("README.md", Some("hi"))]);
-    let b = h.add("bump api to 1.1", &[&a], &[("d.yaml", Some(&*deploy("1.1"))), ("CHANGELOG.md", Some("1.1"))]);
+    let b =
+        h.add("bump api to 1.1", &[&a], &[("d.yaml", Some(&*deploy("1.1"))), ("CHANGELOG.md", Some("1.1"))]);
     let c = h.add("docs", &[&b], &[("README.md", Some("hello"))]);
-    check(&h, &c, &image("ghcr.io/x/api"), "bump api to 1.1 | prev 1.0 | d.yaml:9 1.0->1.1 | other [\"CHANGELOG.md\"]");
+    check(
+        &h,
+        &c,
+        &image("ghcr.io/x/api"),
+        "bump api to 1.1 | prev 1.0 | d.yaml:9 1.0->1.1 | other [\"CHANGELOG.md\"]",
+    );
     check(&h, &a, &image("ghcr.io/x/api"), "init | prev - | d.yaml:9 -->1.0 | other [\"README.md\"]");
 }
 
@@ -160,10 +180,29 @@ fn renames_are_not_blamed() {
 #[test]
 fn errors_name_what_is_there() {
     let mut h = Mem::default();
-    let a = h.add("init", &[], &[("a.yaml", Some(&*deploy("1.0"))), ("b.yaml", Some(&*deploy("2.0").replace("api:", "api2:")))]);
-    check(&h, &a, &image("ghcr.io/x/ap"), "error image_not_found: image ghcr.io/x/ap not found in scope; images there, nearest first: ghcr.io/x/api, ghcr.io/x/api2");
+    let a = h.add(
+        "init",
+        &[],
+        &[("a.yaml", Some(&*deploy("1.0"))), ("b.yaml", Some(&*deploy("2.0").replace("api:", "api2:")))],
+    );
+    check(
+        &h,
+        &a,
+        &image("ghcr.io/x/ap"),
+        "error image_not_found: image ghcr.io/x/ap not found in scope; images there, nearest first: ghcr.io/x/api, ghcr.io/x/api2",
+    );
     let b = h.add("second copy", &[&a], &[("c.yaml", Some(&*deploy("1.1")))]);
-    check(&h, &b, &image("ghcr.io/x/api"), "error ambiguous: image ghcr.io/x/api has several current versions in scope: 1.0 in a.yaml; 1.1 in c.yaml; name one with --tag/--digest or narrow the scope with --path");
+    check(
+        &h,
+        &b,
+        &image("ghcr.io/x/api"),
+        "error ambiguous: image ghcr.io/x/api has several current versions in scope: 1.0 in a.yaml; 1.1 in c.yaml; name one with --tag/--digest or narrow the scope with --path",
+    );
     let q = Query { tag: Some("9.9".into()), ..image("ghcr.io/x/api") };
-    check(&h, &b, &q, "error version_not_found: image ghcr.io/x/api never became version 9.9 on this history");
+    check(
+        &h,
+        &b,
+        &q,
+        "error version_not_found: image ghcr.io/x/api never became version 9.9 on this history",
+    );
 }

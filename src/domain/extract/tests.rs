@@ -18,7 +18,13 @@ fn render(file: &str, text: &str, ex: &Extraction) -> String {
             };
             assert!(ok, "{file}: span {slice:?} does not hold version {v}");
         }
-        let mut s = format!("{} {} {} {}", o.line, o.layout.label(), o.repository.as_deref().unwrap_or("-"), o.version);
+        let mut s = format!(
+            "{} {} {} {}",
+            o.line,
+            o.layout.label(),
+            o.repository.as_deref().unwrap_or("-"),
+            o.version
+        );
         if let Some(w) = &o.workload {
             s.push_str(&format!(" [{w}]"));
         }
@@ -125,7 +131,11 @@ fn kustomization_images() {
 #[test]
 fn image_updater_kustomization_write_back_reference() {
     // argoproj-labs/argocd-image-updater update_test.go: newName without newTag is no version.
-    check("kustomization.yaml", include_str!("../../../fixtures/layouts/image-updater.kustomization.yaml"), "8 kustomize baz 123 {images[name=bar].newTag}");
+    check(
+        "kustomization.yaml",
+        include_str!("../../../fixtures/layouts/image-updater.kustomization.yaml"),
+        "8 kustomize baz 123 {images[name=bar].newTag}",
+    );
 }
 
 #[test]
@@ -163,7 +173,9 @@ fn flux_helmrelease_values_and_setter_markers() {
     check(
         "release.yaml",
         include_str!("../../../fixtures/layouts/flux-setter.helmrelease.yaml"),
-        &format!("10 helm-release ghcr.io/my-org/my-app 4.0.6@{D} [HelmRelease/default/my-app] {{image.tag}} <flux-system:my-policy>"),
+        &format!(
+            "10 helm-release ghcr.io/my-org/my-app 4.0.6@{D} [HelmRelease/default/my-app] {{image.tag}} <flux-system:my-policy>"
+        ),
     );
     check(
         "cronjob.yaml",
@@ -174,9 +186,18 @@ fn flux_helmrelease_values_and_setter_markers() {
     );
     let release = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: nexus\nspec:\n  values:\n    nexus:\n      imageTag: 3.16.2\n";
     check_key("release.yaml", release, "nexus.imageTag", "8 helm-release - 3.16.2 {nexus.imageTag}");
-    check_key("release.yaml", release, "spec.values.nexus.imageTag", "8 helm-release - 3.16.2 {spec.values.nexus.imageTag}");
+    check_key(
+        "release.yaml",
+        release,
+        "spec.values.nexus.imageTag",
+        "8 helm-release - 3.16.2 {spec.values.nexus.imageTag}",
+    );
     // A tag marked for automation with no repository beside it.
-    check("marked.yaml", "app:\n  version: 1.4.0 # {\"$imagepolicy\": \"ns:app:tag\"}\n", "2 flux-setter - 1.4.0 <ns:app>");
+    check(
+        "marked.yaml",
+        "app:\n  version: 1.4.0 # {\"$imagepolicy\": \"ns:app:tag\"}\n",
+        "2 flux-setter - 1.4.0 <ns:app>",
+    );
 }
 
 #[test]
@@ -216,7 +237,12 @@ spec:
 24 argocd-application ghcr.io/shop/cart 1.1
 25 argocd-application ghcr.io/shop/cart2 2.2"#,
     );
-    check_key("app.yaml", text, "image.tag", "14 argocd-application - 5.0.1 {image.tag}\n20 argocd-application - v9 {image.tag}");
+    check_key(
+        "app.yaml",
+        text,
+        "image.tag",
+        "14 argocd-application - 5.0.1 {image.tag}\n20 argocd-application - v9 {image.tag}",
+    );
 }
 
 #[test]
@@ -279,7 +305,11 @@ fn broken_yaml_falls_back_to_image_lines() {
 fn crlf_and_non_ascii_keep_exact_spans() {
     let text = "# é commentaire\r\nkind: Deployment\r\nmetadata:\r\n  name: ü\r\nspec:\r\n  template:\r\n    spec:\r\n      containers:\r\n      - name: a\r\n        image: r/é:1.0\r\n      - name: b\r\n        image: r/b:2.0\r\n";
     // `r/é` is not a valid repository; the second one is found with exact spans.
-    check("x.yaml", text, "12 workload r/b 2.0 [Deployment/ü container b] {spec.template.spec.containers[1].image}");
+    check(
+        "x.yaml",
+        text,
+        "12 workload r/b 2.0 [Deployment/ü container b] {spec.template.spec.containers[1].image}",
+    );
 }
 
 #[test]

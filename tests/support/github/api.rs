@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::openapi::{self, Op, example};
-use super::{Auth, BOT_LOGIN, PullState, Reply, RepoState, State, error, git, git_env, now, parse_query, pct_decode, validation_failed};
+use super::{
+    Auth, BOT_LOGIN, PullState, Reply, RepoState, State, error, git, git_env, now, parse_query, pct_decode,
+    validation_failed,
+};
 
 pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, path: &str, query: &str, body: &[u8]) -> Reply {
     let q = parse_query(query);
@@ -31,7 +34,8 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, path: &str, query:
     let body_errs = op.check_body(body_json.as_ref());
     s.violations.extend(op.check_query(&q));
     s.violations.extend(body_errs.iter().cloned());
-    let jwt_endpoint = op.template.starts_with("/app") || (method == "GET" && op.template == "/repos/{owner}/{repo}/installation");
+    let jwt_endpoint = op.template.starts_with("/app")
+        || (method == "GET" && op.template == "/repos/{owner}/{repo}/installation");
     let denied = match (auth, jwt_endpoint) {
         (Auth::Jwt, true) | (Auth::Token(_), false) => None,
         (Auth::None, _) => Some("Requires authentication"),
@@ -73,14 +77,23 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
     let p = params(&op.template, path);
     let (m, t) = (op.method.as_str(), op.template.as_str());
     if (m, t) == ("POST", "/app/installations/{installation_id}/access_tokens") {
-        let Some(id) = p["installation_id"].parse::<u64>().ok().filter(|id| s.installations.contains(id)) else { return not_found() };
+        let Some(id) = p["installation_id"].parse::<u64>().ok().filter(|id| s.installations.contains(id))
+        else {
+            return not_found();
+        };
         let token = s.mint(id);
         let mut v = example("installation-token");
         let o = v.as_object_mut().unwrap();
         o.retain(|k, _| ["token", "expires_at", "permissions", "repository_selection"].contains(&k.as_str()));
         o.insert("token".into(), json!(token));
-        o.insert("expires_at".into(), json!((chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string()));
-        o.insert("permissions".into(), json!({"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}));
+        o.insert(
+            "expires_at".into(),
+            json!((chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+        );
+        o.insert(
+            "permissions".into(),
+            json!({"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"}),
+        );
         o.insert("repository_selection".into(), json!("selected"));
         return Reply::json(201, v);
     }
@@ -136,7 +149,12 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
                 .filter(|pl| base_f.as_ref().is_none_or(|b| b == &pl.p.base_ref))
                 .collect();
             list.sort_by_key(|pl| std::cmp::Reverse(pl.p.number));
-            let v: Vec<Value> = list.iter().skip((page - 1) * per_page).take(per_page).map(|pl| pull_json(&base, r, pl, &branches, false)).collect();
+            let v: Vec<Value> = list
+                .iter()
+                .skip((page - 1) * per_page)
+                .take(per_page)
+                .map(|pl| pull_json(&base, r, pl, &branches, false))
+                .collect();
             let last = list.len().div_ceil(per_page).max(1);
             let reply = Reply::json(200, Value::Array(v));
             if last <= 1 {
@@ -182,7 +200,10 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             let name = p.get("name").cloned().unwrap_or_default();
             let Some(pl) = r.pull_mut(n) else { return not_found() };
             let Some(i) = pl.p.labels.iter().position(|l| *l == name) else {
-                return Reply::json(404, json!({"message": "Label does not exist", "documentation_url": "https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue"}));
+                return Reply::json(
+                    404,
+                    json!({"message": "Label does not exist", "documentation_url": "https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue"}),
+                );
             };
             pl.p.labels.remove(i);
             pl.updated_at = now();
@@ -201,7 +222,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
                 _ => vec![],
             };
             for it in items {
-                let Some(l) = it.as_str().or_else(|| it["name"].as_str()).map(str::to_string) else { continue };
+                let Some(l) = it.as_str().or_else(|| it["name"].as_str()).map(str::to_string) else {
+                    continue;
+                };
                 if !r.labels.contains_key(&l) {
                     let id = new_id();
                     r.labels.insert(l.clone(), id);
@@ -218,7 +241,12 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
         ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers") => {
             let n = num("pull_number");
             let Some(pl) = r.pull(n) else { return not_found() };
-            let strs = |k: &str| -> Vec<String> { body[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default() };
+            let strs = |k: &str| -> Vec<String> {
+                body[k]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default()
+            };
             let (users, teams) = (strs("reviewers"), strs("team_reviewers"));
             if users.iter().any(|u| u.eq_ignore_ascii_case(&pl.p.author)) {
                 return Reply::json(422, error("Review cannot be requested from pull request author."));
@@ -252,10 +280,18 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             let Some(pl) = r.pull_mut(n) else { return not_found() };
             let text = body["body"].as_str().unwrap_or_default().to_string();
             let t = now();
-            pl.comments.push(super::Comment { id, body: text, author: BOT_LOGIN.into(), created_at: t.clone(), updated_at: t.clone(), reactions: vec![] });
+            pl.comments.push(super::Comment {
+                id,
+                body: text,
+                author: BOT_LOGIN.into(),
+                created_at: t.clone(),
+                updated_at: t.clone(),
+                reactions: vec![],
+            });
             pl.updated_at = t;
             let c = r.pull(n).unwrap().comments.last().unwrap();
-            Reply::json(201, comment_json(&base, r, n, c)).header("location", &format!("{base}/repos/{}/{}/issues/comments/{id}", r.owner, r.name))
+            Reply::json(201, comment_json(&base, r, n, c))
+                .header("location", &format!("{base}/repos/{}/{}/issues/comments/{id}", r.owner, r.name))
         }
         ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
             let n = num("issue_number");
@@ -275,7 +311,12 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             if let Some(x) = c.reactions.iter().find(|x| x.login == BOT_LOGIN && x.content == content) {
                 return Reply::json(200, reaction_json(&base, x));
             }
-            c.reactions.push(super::Reaction { id: rid, login: BOT_LOGIN.into(), content, created_at: now() });
+            c.reactions.push(super::Reaction {
+                id: rid,
+                login: BOT_LOGIN.into(),
+                content,
+                created_at: now(),
+            });
             Reply::json(201, reaction_json(&base, c.reactions.last().unwrap()))
         }
         ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission") => {
@@ -298,7 +339,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             v["user"] = u;
             Reply::json(200, v)
         }
-        ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}") => update_pull(&base, r, &branches, num("pull_number"), &body),
+        ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}") => {
+            update_pull(&base, r, &branches, num("pull_number"), &body)
+        }
         ("GET", "/repos/{owner}/{repo}/branches/{branch}") => {
             let b = &p["branch"];
             match branches.get(b) {
@@ -309,15 +352,27 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
         ("PUT", "/repos/{owner}/{repo}/pulls/{pull_number}/merge") => {
             let method = body["merge_method"].as_str().unwrap_or("merge").to_string();
             let s = |k: &str| body[k].as_str().map(str::to_string);
-            match merge(r, num("pull_number"), &method, s("sha").as_deref(), s("commit_title"), s("commit_message")) {
-                Ok(sha) => Reply::json(200, json!({"sha": sha, "merged": true, "message": "Pull Request successfully merged"})),
+            match merge(
+                r,
+                num("pull_number"),
+                &method,
+                s("sha").as_deref(),
+                s("commit_title"),
+                s("commit_message"),
+            ) {
+                Ok(sha) => Reply::json(
+                    200,
+                    json!({"sha": sha, "merged": true, "message": "Pull Request successfully merged"}),
+                ),
                 Err((status, msg)) => Reply::json(status, error(&msg)),
             }
         }
         ("DELETE", "/repos/{owner}/{repo}/git/refs/{ref}") => {
             let rf = &p["ref"];
             let full = format!("refs/{rf}");
-            if !(rf.starts_with("heads/") || rf.starts_with("tags/")) || git(&r.path, &["rev-parse", "--verify", "-q", &full]).is_err() {
+            if !(rf.starts_with("heads/") || rf.starts_with("tags/"))
+                || git(&r.path, &["rev-parse", "--verify", "-q", &full]).is_err()
+            {
                 return Reply::json(422, error("Reference does not exist"));
             }
             if let Err(e) = git(&r.path, &["update-ref", "-d", &full]) {
@@ -342,7 +397,13 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
     }
 }
 
-fn create_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String>, body: &Value, id: u64) -> Reply {
+fn create_pull(
+    base: &str,
+    r: &mut RepoState,
+    branches: &BTreeMap<String, String>,
+    body: &Value,
+    id: u64,
+) -> Reply {
     let head_raw = body["head"].as_str().unwrap_or_default();
     let head = match head_raw.split_once(':') {
         Some((o, b)) if o == r.owner => b.to_string(),
@@ -350,14 +411,25 @@ fn create_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String
         None => head_raw.to_string(),
     };
     let base_ref = body["base"].as_str().unwrap_or_default().to_string();
-    let invalid = |field: &str| Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "field": field, "code": "invalid"}])));
-    let custom = |msg: String| Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "code": "custom", "message": msg}])));
+    let invalid = |field: &str| {
+        Reply::json(
+            422,
+            validation_failed(json!([{"resource": "PullRequest", "field": field, "code": "invalid"}])),
+        )
+    };
+    let custom = |msg: String| {
+        Reply::json(
+            422,
+            validation_failed(json!([{"resource": "PullRequest", "code": "custom", "message": msg}])),
+        )
+    };
     let Some(head_sha) = branches.get(&head) else { return invalid("head") };
     let Some(base_sha) = branches.get(&base_ref) else { return invalid("base") };
     if r.pulls.iter().any(|pl| pl.p.state == "open" && pl.p.head_ref == head && pl.p.base_ref == base_ref) {
         return custom(format!("A pull request already exists for {}:{head}.", r.owner));
     }
-    let ahead = git(&r.path, &["rev-list", "--count", &format!("{base_sha}..{head_sha}")]).unwrap_or_default();
+    let ahead =
+        git(&r.path, &["rev-list", "--count", &format!("{base_sha}..{head_sha}")]).unwrap_or_default();
     if ahead == "0" {
         return custom(format!("No commits between {base_ref} and {head}"));
     }
@@ -397,27 +469,55 @@ fn create_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String
 }
 
 /// `PATCH .../pulls/{n}`: title, body, base and state (close / reopen).
-fn update_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String>, n: u64, body: &Value) -> Reply {
+fn update_pull(
+    base: &str,
+    r: &mut RepoState,
+    branches: &BTreeMap<String, String>,
+    n: u64,
+    body: &Value,
+) -> Reply {
     let Some(pl) = r.pull(n) else { return not_found() };
     // The exact wording GitHub uses for these refusals is not documented; the shape (422 Validation Failed,
     // a "custom" error on the PullRequest resource) is.
-    let refuse = |field: &str, message: String| Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "field": field, "code": "custom", "message": message}])));
+    let refuse = |field: &str, message: String| {
+        Reply::json(
+            422,
+            validation_failed(
+                json!([{"resource": "PullRequest", "field": field, "code": "custom", "message": message}]),
+            ),
+        )
+    };
     let state = body["state"].as_str();
     if state.is_some() && pl.p.merged {
         return refuse("state", "state cannot be changed. The pull request has already been merged.".into());
     }
     if state == Some("open") && pl.p.state == "closed" {
         if !branches.contains_key(&pl.p.head_ref) {
-            return refuse("state", format!("state cannot be changed. The {} branch has been deleted.", pl.p.head_ref));
+            return refuse(
+                "state",
+                format!("state cannot be changed. The {} branch has been deleted.", pl.p.head_ref),
+            );
         }
-        if r.pulls.iter().any(|x| x.p.state == "open" && x.p.head_ref == pl.p.head_ref && x.p.base_ref == pl.p.base_ref) {
-            return refuse("state", format!("state cannot be changed. There is already an open pull request from {} to {}.", pl.p.head_ref, pl.p.base_ref));
+        if r.pulls
+            .iter()
+            .any(|x| x.p.state == "open" && x.p.head_ref == pl.p.head_ref && x.p.base_ref == pl.p.base_ref)
+        {
+            return refuse(
+                "state",
+                format!(
+                    "state cannot be changed. There is already an open pull request from {} to {}.",
+                    pl.p.head_ref, pl.p.base_ref
+                ),
+            );
         }
     }
     if let Some(b) = body["base"].as_str()
         && !branches.contains_key(b)
     {
-        return Reply::json(422, validation_failed(json!([{"resource": "PullRequest", "field": "base", "code": "invalid"}])));
+        return Reply::json(
+            422,
+            validation_failed(json!([{"resource": "PullRequest", "field": "base", "code": "invalid"}])),
+        );
     }
     let t = now();
     let pl = r.pull_mut(n).unwrap();
@@ -449,7 +549,14 @@ fn update_pull(base: &str, r: &mut RepoState, branches: &BTreeMap<String, String
 }
 
 /// Merges pull `n` for real in the bare repository. Err((status, message)) as GitHub answers.
-pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, title: Option<String>, message: Option<String>) -> Result<String, (u16, String)> {
+pub(super) fn merge(
+    r: &mut RepoState,
+    n: u64,
+    method: &str,
+    sha: Option<&str>,
+    title: Option<String>,
+    message: Option<String>,
+) -> Result<String, (u16, String)> {
     r.refresh();
     let Some(pl) = r.pull(n) else { return Err((404, "Not Found".into())) };
     if pl.p.state != "open" {
@@ -462,7 +569,9 @@ pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, 
         return Err((405, format!("Required status check \"{c}\" is expected.")));
     }
     let branches = r.branches();
-    let Some(base_tip) = branches.get(&pl.p.base_ref).cloned() else { return Err((422, "Base branch was deleted".into())) };
+    let Some(base_tip) = branches.get(&pl.p.base_ref).cloned() else {
+        return Err((422, "Base branch was deleted".into()));
+    };
     let head_tip = pl.p.head_sha.clone();
     let not_mergeable = |_| (405, "Pull Request is not mergeable".to_string());
     let tree = git(&r.path, &["merge-tree", "--write-tree", &base_tip, &head_tip]).map_err(not_mergeable)?;
@@ -473,11 +582,19 @@ pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, 
         None => t,
     };
     let author_of = |c: &str| -> Vec<String> {
-        git(&r.path, &["log", "-1", "--format=%an%n%ae%n%ad", "--date=raw", c]).unwrap_or_default().lines().map(str::to_string).collect()
+        git(&r.path, &["log", "-1", "--format=%an%n%ae%n%ad", "--date=raw", c])
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
     let new = match method {
         "merge" => {
-            let msg = with_body(title.unwrap_or_else(|| format!("Merge pull request #{n} from {}/{}", r.owner, pl.p.head_ref)), message.or(Some(pl.p.title.clone())));
+            let msg = with_body(
+                title
+                    .unwrap_or_else(|| format!("Merge pull request #{n} from {}/{}", r.owner, pl.p.head_ref)),
+                message.or(Some(pl.p.title.clone())),
+            );
             let env = [("GIT_AUTHOR_NAME", BOT_LOGIN), ("GIT_AUTHOR_EMAIL", bot_email.as_str())];
             git_env(&r.path, &["commit-tree", &tree, "-p", &base_tip, "-p", &head_tip, "-m", &msg], &env)
         }
@@ -488,22 +605,33 @@ pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, 
             git_env(&r.path, &["commit-tree", &tree, "-p", &base_tip, "-m", &msg], &env)
         }
         "rebase" => {
-            let list = git(&r.path, &["rev-list", "--reverse", "--topo-order", "--no-merges", &format!("{base_tip}..{head_tip}")]).map_err(not_mergeable)?;
+            let list = git(
+                &r.path,
+                &["rev-list", "--reverse", "--topo-order", "--no-merges", &format!("{base_tip}..{head_tip}")],
+            )
+            .map_err(not_mergeable)?;
             let mut cur = base_tip.clone();
             for c in list.lines() {
-                let t = git(&r.path, &["merge-tree", "--write-tree", &format!("--merge-base={c}^"), &cur, c]).map_err(not_mergeable)?;
+                let t = git(&r.path, &["merge-tree", "--write-tree", &format!("--merge-base={c}^"), &cur, c])
+                    .map_err(not_mergeable)?;
                 let t = t.lines().next().unwrap_or_default().to_string();
                 let msg = git(&r.path, &["log", "-1", "--format=%B", c]).map_err(not_mergeable)?;
                 let a = author_of(c);
-                let env = [("GIT_AUTHOR_NAME", a[0].as_str()), ("GIT_AUTHOR_EMAIL", a[1].as_str()), ("GIT_AUTHOR_DATE", a[2].as_str())];
-                cur = git_env(&r.path, &["commit-tree", &t, "-p", &cur, "-m", &msg], &env).map_err(not_mergeable)?;
+                let env = [
+                    ("GIT_AUTHOR_NAME", a[0].as_str()),
+                    ("GIT_AUTHOR_EMAIL", a[1].as_str()),
+                    ("GIT_AUTHOR_DATE", a[2].as_str()),
+                ];
+                cur = git_env(&r.path, &["commit-tree", &t, "-p", &cur, "-m", &msg], &env)
+                    .map_err(not_mergeable)?;
             }
             Ok(cur)
         }
         other => return Err((422, format!("Invalid merge_method {other}"))),
     }
     .map_err(|e| (500, format!("stand-in merge failed: {e}")))?;
-    git(&r.path, &["update-ref", &format!("refs/heads/{}", pl.p.base_ref), &new, &base_tip]).map_err(|e| (409, format!("Base branch was modified: {e}")))?;
+    git(&r.path, &["update-ref", &format!("refs/heads/{}", pl.p.base_ref), &new, &base_tip])
+        .map_err(|e| (409, format!("Base branch was modified: {e}")))?;
     let t = now();
     let pl = r.pull_mut(n).unwrap();
     pl.p.state = "closed".into();
@@ -517,7 +645,11 @@ pub(super) fn merge(r: &mut RepoState, n: u64, method: &str, sha: Option<&str>, 
 }
 
 fn localize(v: Value, base: &str, r: &RepoState, n: Option<u64>) -> Value {
-    let mut t = v.to_string().replace("https://api.github.com", base).replace("octocat/Hello-World", &format!("{}/{}", r.owner, r.name)).replace("Hello-World", &r.name);
+    let mut t = v
+        .to_string()
+        .replace("https://api.github.com", base)
+        .replace("octocat/Hello-World", &format!("{}/{}", r.owner, r.name))
+        .replace("Hello-World", &r.name);
     if let Some(n) = n {
         t = t.replace("/1347", &format!("/{n}"));
     }
@@ -525,11 +657,16 @@ fn localize(v: Value, base: &str, r: &RepoState, n: Option<u64>) -> Value {
 }
 
 fn small_hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3)) % 100_000_000 + 1
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+        % 100_000_000
+        + 1
 }
 
 pub(super) fn user(base: &str, login: &str) -> Value {
-    let t = example("pull-request")["user"].to_string().replace("https://api.github.com", base).replace("octocat", login);
+    let t = example("pull-request")["user"]
+        .to_string()
+        .replace("https://api.github.com", base)
+        .replace("octocat", login);
     let mut v: Value = serde_json::from_str(&t).unwrap();
     let id = small_hash(login);
     v["id"] = json!(id);
@@ -574,9 +711,13 @@ fn comment_json(base: &str, r: &RepoState, n: u64, c: &super::Comment) -> Value 
     v["user"] = user(base, &c.author);
     v["created_at"] = json!(c.created_at);
     v["updated_at"] = json!(c.updated_at);
-    v["reactions"] = reactions_rollup(&format!("{base}/repos/{}/{}/issues/comments/{}/reactions", r.owner, r.name, c.id), &c.reactions);
+    v["reactions"] = reactions_rollup(
+        &format!("{base}/repos/{}/{}/issues/comments/{}/reactions", r.owner, r.name, c.id),
+        &c.reactions,
+    );
     v["url"] = json!(format!("{base}/repos/{}/{}/issues/comments/{}", r.owner, r.name, c.id));
-    v["html_url"] = json!(format!("https://github.com/{}/{}/pull/{n}#issuecomment-{}", r.owner, r.name, c.id));
+    v["html_url"] =
+        json!(format!("https://github.com/{}/{}/pull/{n}#issuecomment-{}", r.owner, r.name, c.id));
     v["issue_url"] = json!(format!("{base}/repos/{}/{}/issues/{n}", r.owner, r.name));
     v["author_association"] = json!(association(r, &c.author));
     v["performed_via_github_app"] = Value::Null;
@@ -613,7 +754,13 @@ fn repo_json(base: &str, r: &RepoState) -> Value {
     v
 }
 
-fn pull_json(base: &str, r: &RepoState, pl: &PullState, branches: &BTreeMap<String, String>, full: bool) -> Value {
+fn pull_json(
+    base: &str,
+    r: &RepoState,
+    pl: &PullState,
+    branches: &BTreeMap<String, String>,
+    full: bool,
+) -> Value {
     let p = &pl.p;
     let n = p.number;
     let mut v = localize(example("pull-request"), base, r, Some(n));
@@ -665,7 +812,10 @@ fn pull_json(base: &str, r: &RepoState, pl: &PullState, branches: &BTreeMap<Stri
     let (mut mergeable, mut state) = (Value::Null, "unknown");
     if full && p.state == "open" && !base_sha.is_empty() {
         let range = format!("{base_sha}...{}", p.head_sha);
-        commits = git(&r.path, &["rev-list", "--count", &format!("{base_sha}..{}", p.head_sha)]).ok().and_then(|x| x.parse().ok()).unwrap_or(1);
+        commits = git(&r.path, &["rev-list", "--count", &format!("{base_sha}..{}", p.head_sha)])
+            .ok()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(1);
         for l in git(&r.path, &["diff", "--numstat", &range]).unwrap_or_default().lines() {
             let mut it = l.split('\t');
             adds += it.next().and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
@@ -697,7 +847,11 @@ fn branch_json(base: &str, r: &RepoState, branch: &str, sha: &str) -> Value {
     let (o, name) = (&r.owner, &r.name);
     v["name"] = json!(branch);
     let c = &mut v["commit"];
-    let info = git(&r.path, &["log", "-1", "--format=%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%T%x00%P%x00%B", sha]).unwrap_or_default();
+    let info = git(
+        &r.path,
+        &["log", "-1", "--format=%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%T%x00%P%x00%B", sha],
+    )
+    .unwrap_or_default();
     let f: Vec<&str> = info.splitn(9, '\0').collect();
     let at = |i: usize| f.get(i).copied().unwrap_or_default();
     c["sha"] = json!(sha);
@@ -708,7 +862,8 @@ fn branch_json(base: &str, r: &RepoState, branch: &str, sha: &str) -> Value {
     c["commit"]["author"] = json!({"name": at(0), "email": at(1), "date": at(2)});
     c["commit"]["committer"] = json!({"name": at(3), "email": at(4), "date": at(5)});
     c["commit"]["message"] = json!(at(8).trim_end());
-    c["commit"]["tree"] = json!({"sha": at(6), "url": format!("{base}/repos/{o}/{name}/git/trees/{}", at(6))});
+    c["commit"]["tree"] =
+        json!({"sha": at(6), "url": format!("{base}/repos/{o}/{name}/git/trees/{}", at(6))});
     c["commit"]["url"] = json!(format!("{base}/repos/{o}/{name}/git/commits/{sha}"));
     c["author"] = Value::Null;
     c["committer"] = Value::Null;
@@ -724,7 +879,9 @@ fn branch_json(base: &str, r: &RepoState, branch: &str, sha: &str) -> Value {
             "url": format!("{purl}/required_status_checks"), "enforcement_level": "non_admins", "contexts": cs,
             "checks": cs.iter().map(|c| json!({"context": c, "app_id": null})).collect::<Vec<_>>(),
             "contexts_url": format!("{purl}/required_status_checks/contexts"), "strict": false}}),
-        None => json!({"enabled": false, "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []}}),
+        None => {
+            json!({"enabled": false, "required_status_checks": {"enforcement_level": "off", "contexts": [], "checks": []}})
+        }
     };
     v["protection_url"] = json!(purl);
     if let Some(o) = v.as_object_mut() {

@@ -52,7 +52,15 @@ fn unauthorized(msg: &str) -> Reply {
     Reply::json(401, error(msg)).header("www-authenticate", "Basic realm=\"GitHub\"")
 }
 
-pub(super) fn serve(state: &Mutex<State>, auth: &Auth, method: &str, path: &str, query: &str, headers: &axum::http::HeaderMap, body: &[u8]) -> Reply {
+pub(super) fn serve(
+    state: &Mutex<State>,
+    auth: &Auth,
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Reply {
     let (root, repo_ok) = {
         let s = lock(state);
         let (prefix, _) = path.split_once(".git/").unwrap_or((path, ""));
@@ -63,8 +71,15 @@ pub(super) fn serve(state: &Mutex<State>, auth: &Auth, method: &str, path: &str,
             (None, _) => (s.root.clone(), Err(Reply::json(404, error("Repository not found.")))),
             (Some(_), Auth::None) => (s.root.clone(), Err(unauthorized("Authentication required"))),
             (Some(repo), Auth::Token(i)) if repo.installation == Some(*i) => (s.root.clone(), Ok(())),
-            (Some(_), Auth::Token(_)) => (s.root.clone(), Err(Reply::json(404, error("Repository not found.")))),
-            (Some(_), _) => (s.root.clone(), Err(unauthorized("Invalid username or token. Password authentication is not supported for Git operations."))),
+            (Some(_), Auth::Token(_)) => {
+                (s.root.clone(), Err(Reply::json(404, error("Repository not found."))))
+            }
+            (Some(_), _) => (
+                s.root.clone(),
+                Err(unauthorized(
+                    "Invalid username or token. Password authentication is not supported for Git operations.",
+                )),
+            ),
         }
     };
     if let Err(r) = repo_ok {
@@ -91,7 +106,11 @@ pub(super) fn serve(state: &Mutex<State>, auth: &Auth, method: &str, path: &str,
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (hdr, var) in [("content-encoding", "HTTP_CONTENT_ENCODING"), ("git-protocol", "HTTP_GIT_PROTOCOL"), ("accept", "HTTP_ACCEPT")] {
+    for (hdr, var) in [
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+        ("git-protocol", "HTTP_GIT_PROTOCOL"),
+        ("accept", "HTTP_ACCEPT"),
+    ] {
         let v = h(hdr);
         if !v.is_empty() {
             cmd.env(var, v);
@@ -113,11 +132,15 @@ pub(super) fn serve(state: &Mutex<State>, auth: &Auth, method: &str, path: &str,
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     let _ = writer.join();
     let _ = child.wait();
-    parse_cgi(&out).unwrap_or_else(|| Reply::json(500, error(&format!("git http-backend gave no CGI answer: {err}"))))
+    parse_cgi(&out)
+        .unwrap_or_else(|| Reply::json(500, error(&format!("git http-backend gave no CGI answer: {err}"))))
 }
 
 fn parse_cgi(out: &[u8]) -> Option<Reply> {
-    let (head_end, sep) = [(b"\r\n\r\n".as_slice(), 4), (b"\n\n".as_slice(), 2)].iter().filter_map(|(pat, n)| out.windows(pat.len()).position(|w| w == *pat).map(|p| (p, *n))).min()?;
+    let (head_end, sep) = [(b"\r\n\r\n".as_slice(), 4), (b"\n\n".as_slice(), 2)]
+        .iter()
+        .filter_map(|(pat, n)| out.windows(pat.len()).position(|w| w == *pat).map(|p| (p, *n)))
+        .min()?;
     let head = String::from_utf8_lossy(&out[..head_end]);
     let mut reply = Reply::empty(200);
     for line in head.lines() {

@@ -5,7 +5,10 @@ use serde_json::{Value, json};
 use super::{Auth, Reply, State, error, now};
 
 fn gql_error(kind: &str, message: &str) -> Reply {
-    Reply::json(200, json!({"data": null, "errors": [{"type": kind, "path": ["enablePullRequestAutoMerge"], "message": message}]}))
+    Reply::json(
+        200,
+        json!({"data": null, "errors": [{"type": kind, "path": ["enablePullRequestAutoMerge"], "message": message}]}),
+    )
 }
 
 /// The value of argument `field`: inline (`field: "x"`, `field: ENUM`, `field: $var`), else from the
@@ -71,12 +74,21 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, body: &[u8]) -> Re
     };
     let Some(query) = v["query"].as_str() else {
         s.violations.push("POST /graphql: no `query` string".into());
-        return Reply::json(200, json!({"errors": [{"message": "A query attribute must be specified and must be a string."}]}));
+        return Reply::json(
+            200,
+            json!({"errors": [{"message": "A query attribute must be specified and must be a string."}]}),
+        );
     };
     let vars = &v["variables"];
     if !query.contains("enablePullRequestAutoMerge") || !query.trim_start().starts_with("mutation") {
-        s.violations.push(format!("stand-in does not implement GraphQL {}", query.chars().take(120).collect::<String>()));
-        return Reply::json(200, json!({"data": null, "errors": [{"message": "stand-in does not implement this GraphQL operation"}]}));
+        s.violations.push(format!(
+            "stand-in does not implement GraphQL {}",
+            query.chars().take(120).collect::<String>()
+        ));
+        return Reply::json(
+            200,
+            json!({"data": null, "errors": [{"message": "stand-in does not implement this GraphQL operation"}]}),
+        );
     }
     let text = |f: &str| arg(query, vars, f).and_then(|x| x.as_str().map(str::to_string));
     let Some(pr_id) = text("pullRequestId") else {
@@ -88,14 +100,25 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, body: &[u8]) -> Re
     };
     let method = text("mergeMethod").unwrap_or_else(|| "MERGE".into());
     if !["MERGE", "SQUASH", "REBASE"].contains(&method.as_str()) {
-        s.violations.push(format!("GraphQL enablePullRequestAutoMerge: mergeMethod {method} is not MERGE|SQUASH|REBASE"));
-        return Reply::json(200, json!({"errors": [{"message": format!("Argument 'mergeMethod' on InputObject 'EnablePullRequestAutoMergeInput' has an invalid value ({method}). Expected type 'PullRequestMergeMethod'.")}]}));
+        s.violations.push(format!(
+            "GraphQL enablePullRequestAutoMerge: mergeMethod {method} is not MERGE|SQUASH|REBASE"
+        ));
+        return Reply::json(
+            200,
+            json!({"errors": [{"message": format!("Argument 'mergeMethod' on InputObject 'EnablePullRequestAutoMergeInput' has an invalid value ({method}). Expected type 'PullRequestMergeMethod'.")}]}),
+        );
     }
     let expected = text("expectedHeadOid");
     let (headline, body_text) = (text("commitHeadline"), text("commitBody"));
-    let found = s.repos.values_mut().find(|r| r.installation == Some(inst) && r.pulls.iter().any(|p| p.p.node_id == pr_id));
+    let found = s
+        .repos
+        .values_mut()
+        .find(|r| r.installation == Some(inst) && r.pulls.iter().any(|p| p.p.node_id == pr_id));
     let Some(r) = found else {
-        return gql_error("NOT_FOUND", &format!("Could not resolve to a node with the global id of '{pr_id}'"));
+        return gql_error(
+            "NOT_FOUND",
+            &format!("Could not resolve to a node with the global id of '{pr_id}'"),
+        );
     };
     r.refresh();
     let pending = {
@@ -118,5 +141,8 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, body: &[u8]) -> Re
     p.p.auto_merge = Some(method.to_ascii_lowercase());
     p.auto_merge_text = (headline, body_text);
     p.updated_at = now();
-    Reply::json(200, json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": p.p.number, "autoMergeRequest": {"enabledAt": now()}}}}}))
+    Reply::json(
+        200,
+        json!({"data": {"enablePullRequestAutoMerge": {"pullRequest": {"number": p.p.number, "autoMergeRequest": {"enabledAt": now()}}}}}),
+    )
 }

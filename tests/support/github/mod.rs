@@ -167,11 +167,15 @@ impl State {
     }
 
     fn repo(&self, owner: &str, name: &str) -> &RepoState {
-        self.repos.get(&(owner.to_string(), name.to_string())).unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
+        self.repos
+            .get(&(owner.to_string(), name.to_string()))
+            .unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
     }
 
     fn repo_mut(&mut self, owner: &str, name: &str) -> &mut RepoState {
-        self.repos.get_mut(&(owner.to_string(), name.to_string())).unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
+        self.repos
+            .get_mut(&(owner.to_string(), name.to_string()))
+            .unwrap_or_else(|| panic!("no repo {owner}/{name} (add_repo first)"))
     }
 }
 
@@ -279,7 +283,8 @@ impl GitHub {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let state = Arc::new(Mutex::new(State {
             base_url: url.clone(),
             root: dir.path().to_path_buf(),
@@ -297,7 +302,11 @@ impl GitHub {
         let thread = std::thread::Builder::new()
             .name("github-standin".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     let l = tokio::net::TcpListener::from_std(listener).expect("listener");
                     let app = axum::Router::new().fallback(entry).with_state(st);
@@ -388,7 +397,14 @@ impl GitHub {
         r.refresh();
         let t = now();
         let pl = r.pull_mut(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
-        pl.comments.push(Comment { id, body: body.to_string(), author: login.to_string(), created_at: t.clone(), updated_at: t.clone(), reactions: vec![] });
+        pl.comments.push(Comment {
+            id,
+            body: body.to_string(),
+            author: login.to_string(),
+            created_at: t.clone(),
+            updated_at: t.clone(),
+            reactions: vec![],
+        });
         pl.updated_at = t;
         let payload = webhook::issue_comment(&base, r, id, login, "created", None);
         (id, payload.to_string())
@@ -401,7 +417,8 @@ impl GitHub {
         let base = s.base_url.clone();
         let r = s.repo_mut(owner, name);
         r.refresh();
-        let (n, c) = r.comment_mut(comment_id).unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
+        let (n, c) =
+            r.comment_mut(comment_id).unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
         let old = std::mem::replace(&mut c.body, new_body.to_string());
         c.updated_at = now();
         let login = c.author.clone();
@@ -412,18 +429,30 @@ impl GitHub {
     /// Reactions on an issue comment, oldest first: (user login, content).
     pub fn reactions(&self, owner: &str, name: &str, comment_id: u64) -> Vec<(String, String)> {
         let s = lock(&self.state);
-        let (_, c) = s.repo(owner, name).comment(comment_id).unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
+        let (_, c) = s
+            .repo(owner, name)
+            .comment(comment_id)
+            .unwrap_or_else(|| panic!("no comment {comment_id} in {owner}/{name}"));
         c.reactions.iter().map(|x| (x.login.clone(), x.content.clone())).collect()
     }
 
     /// Comments on pull `number`, oldest first: (id, author login, body).
     pub fn comments_on(&self, owner: &str, name: &str, number: u64) -> Vec<(u64, String, String)> {
         let s = lock(&self.state);
-        let pl = s.repo(owner, name).pull(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
+        let pl =
+            s.repo(owner, name).pull(number).unwrap_or_else(|| panic!("no pull #{number} in {owner}/{name}"));
         pl.comments.iter().map(|c| (c.id, c.author.clone(), c.body.clone())).collect()
     }
 
-    pub fn add_merged_pull(&self, owner: &str, name: &str, author: &str, title: &str, head_ref: &str, merge_commit_sha: &str) -> u64 {
+    pub fn add_merged_pull(
+        &self,
+        owner: &str,
+        name: &str,
+        author: &str,
+        title: &str,
+        head_ref: &str,
+        merge_commit_sha: &str,
+    ) -> u64 {
         let mut s = lock(&self.state);
         let id = s.id();
         let suffix = s.alnum(10);
@@ -463,7 +492,10 @@ impl GitHub {
     }
 
     pub fn protect(&self, owner: &str, name: &str, branch: &str, required_checks: &[&str]) {
-        lock(&self.state).repo_mut(owner, name).protection.insert(branch.to_string(), required_checks.iter().map(|c| c.to_string()).collect());
+        lock(&self.state)
+            .repo_mut(owner, name)
+            .protection
+            .insert(branch.to_string(), required_checks.iter().map(|c| c.to_string()).collect());
     }
 
     pub fn complete_checks(&self, owner: &str, name: &str, number: u64) {
@@ -476,7 +508,9 @@ impl GitHub {
             let (title, message) = p.auto_merge_text.clone();
             if let Err((status, msg)) = api::merge(r, number, &method, None, title, message) {
                 drop(s);
-                lock(&self.state).violations.push(format!("auto-merge of {owner}/{name}#{number} failed after checks passed: {status} {msg}"));
+                lock(&self.state).violations.push(format!(
+                    "auto-merge of {owner}/{name}#{number} failed after checks passed: {status} {msg}"
+                ));
             }
         }
     }
@@ -512,7 +546,14 @@ impl GitHub {
         assert!(v.is_empty(), "the GitHub stand-in saw {} violation(s):\n  {}", v.len(), v.join("\n  "));
     }
 
-    pub fn fail_next(&self, method: &str, path_prefix: &str, status: u16, headers: &[(&str, &str)], times: usize) {
+    pub fn fail_next(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        status: u16,
+        headers: &[(&str, &str)],
+        times: usize,
+    ) {
         lock(&self.state).faults.push(Fault {
             method: method.to_ascii_uppercase(),
             prefix: path_prefix.to_string(),
@@ -642,12 +683,17 @@ fn classify(s: &State, headers: &axum::http::HeaderMap) -> Auth {
     }
 }
 
-async fn entry(axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>, req: axum::extract::Request) -> axum::response::Response {
+async fn entry(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
-    let reply = tokio::task::spawn_blocking(move || handle(&state, &parts.method, &parts.uri, &parts.headers, &bytes)).await.unwrap_or_else(|e| {
-        Reply::json(500, error(&format!("stand-in panicked: {e}")))
-    });
+    let reply = tokio::task::spawn_blocking(move || {
+        handle(&state, &parts.method, &parts.uri, &parts.headers, &bytes)
+    })
+    .await
+    .unwrap_or_else(|e| Reply::json(500, error(&format!("stand-in panicked: {e}"))));
     let mut b = axum::response::Response::builder().status(reply.status);
     for (k, v) in &reply.headers {
         b = b.header(k.as_str(), v.as_str());
@@ -655,7 +701,13 @@ async fn entry(axum::extract::State(state): axum::extract::State<Arc<Mutex<State
     b.body(axum::body::Body::from(reply.body)).unwrap()
 }
 
-fn handle(state: &Mutex<State>, method: &axum::http::Method, uri: &axum::http::Uri, headers: &axum::http::HeaderMap, body: &[u8]) -> Reply {
+fn handle(
+    state: &Mutex<State>,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Reply {
     let path = uri.path().to_string();
     let full = match uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -666,7 +718,10 @@ fn handle(state: &Mutex<State>, method: &axum::http::Method, uri: &axum::http::U
     let auth = classify(&lock(state), headers);
     let fault = {
         let mut s = lock(state);
-        let f = s.faults.iter_mut().find(|f| f.left > 0 && (f.method == method || f.method == "*") && path.starts_with(&f.prefix));
+        let f = s
+            .faults
+            .iter_mut()
+            .find(|f| f.left > 0 && (f.method == method || f.method == "*") && path.starts_with(&f.prefix));
         f.map(|f| {
             f.left -= 1;
             (f.status, f.headers.clone())
@@ -675,10 +730,15 @@ fn handle(state: &Mutex<State>, method: &axum::http::Method, uri: &axum::http::U
     let reply = if let Some((status, hs)) = fault {
         let msg = match status {
             403 | 429 if hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("retry-after")) => {
-                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".to_string()
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+                    .to_string()
             }
             403 | 429 => "API rate limit exceeded for installation.".to_string(),
-            _ => axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error").to_string(),
+            _ => axum::http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error")
+                .to_string(),
         };
         let mut r = Reply::json(status, error(&msg));
         for (k, v) in hs {
@@ -692,7 +752,12 @@ fn handle(state: &Mutex<State>, method: &axum::http::Method, uri: &axum::http::U
     } else {
         api::serve(&mut lock(state), &auth, &method, &path, uri.query().unwrap_or(""), body)
     };
-    lock(state).requests.push(Recorded { method, path: full, status: reply.status, auth: auth.label().to_string() });
+    lock(state).requests.push(Recorded {
+        method,
+        path: full,
+        status: reply.status,
+        auth: auth.label().to_string(),
+    });
     reply
 }
 
@@ -703,14 +768,17 @@ fn pct_decode(s: &str, plus: bool) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(x) => {
-                    out.push(x);
-                    i += 3;
-                    continue;
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(x) => {
+                        out.push(x);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
                 }
-                None => out.push(b'%'),
-            },
+            }
             b'+' if plus => out.push(b' '),
             c => out.push(c),
         }

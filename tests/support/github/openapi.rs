@@ -110,7 +110,10 @@ impl Op {
         let mut errs = vec![];
         for (k, v) in query {
             let Some(p) = params.iter().find(|p| p["in"] == "query" && p["name"] == k.as_str()) else {
-                errs.push(format!("{} {}: query parameter `{k}` is not declared", self.method, self.template));
+                errs.push(format!(
+                    "{} {}: query parameter `{k}` is not declared",
+                    self.method, self.template
+                ));
                 continue;
             };
             let schema = resolve(&p["schema"]);
@@ -118,7 +121,10 @@ impl Op {
                 Some("integer") => match v.parse::<i64>() {
                     Ok(n) => Value::from(n),
                     Err(_) => {
-                        errs.push(format!("{} {}: query `{k}={v}` is not an integer", self.method, self.template));
+                        errs.push(format!(
+                            "{} {}: query `{k}={v}` is not an integer",
+                            self.method, self.template
+                        ));
                         continue;
                     }
                 },
@@ -129,7 +135,10 @@ impl Op {
         }
         for p in params.iter().filter(|p| p["in"] == "query" && p["required"] == true) {
             if !query.iter().any(|(k, _)| p["name"] == k.as_str()) {
-                errs.push(format!("{} {}: required query parameter `{}` missing", self.method, self.template, p["name"]));
+                errs.push(format!(
+                    "{} {}: required query parameter `{}` missing",
+                    self.method, self.template, p["name"]
+                ));
             }
         }
         errs
@@ -172,7 +181,9 @@ impl Op {
             None => errs.push("no JSON body".to_string()),
             Some(b) => validate(b, schema, "response", &mut errs),
         }
-        errs.into_iter().map(|e| format!("stand-in response {status} to {} {}: {e}", self.method, self.template)).collect()
+        errs.into_iter()
+            .map(|e| format!("stand-in response {status} to {} {}: {e}", self.method, self.template))
+            .collect()
     }
 }
 

@@ -8,7 +8,14 @@ use super::{RepoState, fixture};
 
 /// The `issue_comment` payload for comment `id` (on a pull request) with `action`; `from` = the old body
 /// for "edited". URLs point at the stand-in, as a GitHub Enterprise Server delivery points at its API.
-pub(super) fn issue_comment(base: &str, r: &RepoState, id: u64, sender: &str, action: &str, from: Option<&str>) -> Value {
+pub(super) fn issue_comment(
+    base: &str,
+    r: &RepoState,
+    id: u64,
+    sender: &str,
+    action: &str,
+    from: Option<&str>,
+) -> Value {
     let (n, c) = r.comment(id).expect("the comment exists");
     let pl = r.pull(n).expect("the pull exists");
     let (o, name) = (&r.owner, &r.name);
@@ -37,7 +44,11 @@ pub(super) fn issue_comment(base: &str, r: &RepoState, id: u64, sender: &str, ac
     i["user"] = user(base, &p.author);
     i["labels"] = Value::Array(p.labels.iter().map(|l| label_json(base, r, l)).collect());
     i["state"] = json!(p.state);
-    i["state_reason"] = if p.state == "closed" { json!(if p.merged { "completed" } else { "not_planned" }) } else { Value::Null };
+    i["state_reason"] = if p.state == "closed" {
+        json!(if p.merged { "completed" } else { "not_planned" })
+    } else {
+        Value::Null
+    };
     i["comments"] = json!(pl.comments.len());
     i["created_at"] = json!(pl.created_at);
     i["updated_at"] = json!(pl.updated_at);
@@ -64,7 +75,8 @@ pub(super) fn issue_comment(base: &str, r: &RepoState, id: u64, sender: &str, ac
     k["updated_at"] = json!(c.updated_at);
     k["author_association"] = json!(association(r, &c.author));
     k["body"] = json!(c.body);
-    k["reactions"] = reactions_rollup(&format!("{base}/repos/{o}/{name}/issues/comments/{id}/reactions"), &c.reactions);
+    k["reactions"] =
+        reactions_rollup(&format!("{base}/repos/{o}/{name}/issues/comments/{id}/reactions"), &c.reactions);
 
     let repo = &mut v["repository"];
     repo["id"] = json!(r.id);
@@ -82,7 +94,10 @@ pub(super) fn issue_comment(base: &str, r: &RepoState, id: u64, sender: &str, ac
 
     v["sender"] = user(base, sender);
     match r.installation {
-        Some(inst) => v["installation"] = json!({"id": inst, "node_id": format!("MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{inst}")}),
+        Some(inst) => {
+            v["installation"] =
+                json!({"id": inst, "node_id": format!("MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{inst}")})
+        }
         None => {
             v.as_object_mut().unwrap().remove("installation");
         }
