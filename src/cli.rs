@@ -92,15 +92,48 @@ pub struct Scope {
     pub json: bool,
 }
 
+/// Which references, and which moment.
+#[derive(Args, Debug)]
+pub struct Pick {
+    /// Only the references of this object: KIND/NAMESPACE/NAME, NAMESPACE/NAME or NAME (a
+    /// Deployment, a HelmRelease, an Application...), for files that hold several.
+    #[arg(long, value_name = "OBJECT")]
+    pub workload: Option<String>,
+    /// Last known good: name the change that made current the version running at this time
+    /// (RFC 3339, e.g. 2026-11-25T10:00:00Z, or seconds since the epoch), and list what changed
+    /// the same references after it.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// RFC 3339, or seconds since the epoch.
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(secs) = s.parse::<i64>()
+        && let Some(t) = chrono::DateTime::from_timestamp(secs, 0)
+    {
+        return Ok(t);
+    }
+    Err(format!(
+        "{s:?} is not a time: write RFC 3339 (2026-11-25T10:00:00Z, 2026-11-25T11:00:00+01:00) or seconds since the epoch"
+    ))
+}
+
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("subject").required(true).args(["image", "key"]))]
 pub struct TraceArgs {
     #[command(flatten)]
     pub scope: Scope,
+    #[command(flatten)]
+    pub pick: Pick,
     /// The image repository, e.g. ghcr.io/shop/checkout.
     #[arg(long, value_name = "REPOSITORY")]
     pub image: Option<String>,
-    /// A dotted key holding the tag, e.g. nexus.imageTag (Helm values, HelmRelease values, Argo CD parameters).
+    /// A dotted key holding the tag, e.g. nexus.imageTag (inside Helm values: values files, HelmRelease
+    /// values, Argo CD values and parameters), spec.values.image.tag (from the document's root), or
+    /// KIND/NAMESPACE/NAME|spec.values.image.tag (one document of several).
     #[arg(long, value_name = "DOTTED.KEY")]
     pub key: Option<String>,
     /// Trace this tag: the most recent time the image became it (also picks one of several current versions).
@@ -116,6 +149,8 @@ pub struct TraceArgs {
 pub struct RevertArgs {
     #[command(flatten)]
     pub scope: Scope,
+    #[command(flatten)]
+    pub pick: Pick,
     /// The commit to revert.
     #[arg(long, value_name = "SHA")]
     pub commit: Option<String>,
@@ -195,13 +230,25 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn query(image: Option<String>, key: Option<String>, tag: Option<String>, digest: Option<String>) -> Query {
+fn query(
+    image: Option<String>,
+    key: Option<String>,
+    tag: Option<String>,
+    digest: Option<String>,
+    pick: &Pick,
+) -> Result<Query, CliError> {
     let subject = match (image, key) {
         (Some(i), _) => Subject::Image(i),
         (None, Some(k)) => Subject::Key(k),
-        (None, None) => unreachable!("clap requires --image or --key"),
+        (None, None) => {
+            return Err(CliError {
+                kind: "usage",
+                message: "name what to trace with --image or --key".into(),
+                details: json!({}),
+            });
+        }
     };
-    Query { subject, tag, digest }
+    Ok(Query { subject, tag, digest, workload: pick.workload.clone(), at: pick.at })
 }
 
 fn open(scope: &Scope) -> Result<GitRepo, CliError> {
@@ -222,10 +269,17 @@ pub fn culprit_json(c: &Culprit) -> Value {
         "author": format!("{} <{}>", c.commit.author, c.commit.author_email),
         "time": c.commit.time.to_rfc3339(),
         "changes": c.changes.iter().map(|s| json!({
-            "file": s.file, "line": s.line, "old": v(&s.old), "new": s.new.to_string(),
+            "file": s.file, "line": s.line, "slot": s.slot.to_string(), "old": v(&s.old), "new": s.new.to_string(),
+            "old_image": s.old_repository,
             "workload": s.workload.as_ref().map(|w| w.to_string()),
+            "now": {"file": s.tip.file, "line": s.tip.line, "version": s.tip.version.to_string()},
+        })).collect::<Vec<_>>(),
+        "later": c.later.iter().map(|l| json!({
+            "commit": l.commit, "subject": l.summary, "time": l.time.to_rfc3339(), "file": l.file,
+            "slot": l.slot.to_string(), "old": v(&l.old), "new": l.new.to_string(),
         })).collect::<Vec<_>>(),
         "other_files": c.other_files,
+        "notes": c.notes,
     })
 }
 
@@ -247,17 +301,32 @@ pub fn culprit_text(c: &Culprit) -> String {
     for ch in &c.changes {
         let old = ch.old.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         let w = ch.workload.as_ref().map(|w| format!("  ({w})")).unwrap_or_default();
-        s.push_str(&format!("  {}:{}  {} -> {}{}\n", ch.file, ch.line, old, ch.new, w));
+        let was = ch.old_repository.as_ref().map(|r| format!(" (was {r})")).unwrap_or_default();
+        s.push_str(&format!("  {}:{}  {}{} -> {}{}\n", ch.file, ch.line, old, was, ch.new, w));
     }
     if !c.other_files.is_empty() {
         s.push_str(&format!("  also touched: {}\n", c.other_files.join(", ")));
+    }
+    if !c.later.is_empty() {
+        s.push_str(&format!("  {} later change(s) of the same references followed it:\n", c.later.len()));
+        for l in &c.later {
+            let old = l.old.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            s.push_str(&format!(
+                "    {} {} ({} -> {}) {}\n",
+                l.commit.short(),
+                l.time.to_rfc3339(),
+                old,
+                l.new,
+                l.summary
+            ));
+        }
     }
     s
 }
 
 fn run_trace(a: TraceArgs) -> Result<(), CliError> {
     let repo = open(&a.scope)?;
-    let q = query(a.image, a.key, a.tag, a.digest);
+    let q = query(a.image, a.key, a.tag, a.digest, &a.pick)?;
     let c = trace(&repo, &a.scope.rev, &q, &a.scope.paths)?;
     for n in &c.notes {
         tracing::warn!("{n}");
@@ -280,12 +349,12 @@ fn run_revert(a: RevertArgs) -> Result<(), CliError> {
                 return revert_whole_commit(&repo, &commit, &onto, &a);
             }
             // An image with a commit: trace from that commit.
-            let q = query(image, key, None, None);
+            let q = query(image, key, None, None, &a.pick)?;
             let c = trace(&repo, &commit.0, &q, &a.scope.paths)?;
             (c, q.subject)
         }
         (None, image, key) => {
-            let q = query(image, key, None, None);
+            let q = query(image, key, None, None, &a.pick)?;
             (trace(&repo, &a.scope.rev, &q, &a.scope.paths)?, q.subject)
         }
     };
@@ -346,6 +415,7 @@ fn revert_whole_commit(
         from: String::new(),
         to: None,
         files: Vec::new(),
+        later: Vec::new(),
         message: msg,
     };
     print_built(&built, a.scope.json);

@@ -242,8 +242,9 @@ impl<'c> Engine<'c> {
                 let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
                 let history = mirror.history(&w.paths);
                 let mut out = Vec::new();
-                for (path, blob) in history.files(&tip)? {
-                    let text = String::from_utf8_lossy(&history.read(blob)?).into_owned();
+                for f in history.files(&tip)?.into_iter().filter(|f| !f.symlink) {
+                    let path = f.path;
+                    let text = String::from_utf8_lossy(&history.read(f.blob)?).into_owned();
                     for (name, expr, for_) in annotated_rules(&text) {
                         let rule_name =
                             format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
@@ -392,7 +393,7 @@ impl<'c> Engine<'c> {
             .fetch(&repo_cfg.url, &branch, auth.as_ref())
             .with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
-        let query = Query { subject: subject.clone(), tag: None, digest: None };
+        let query = Query::new(subject.clone());
         self.metrics.step("fetch", step.elapsed().as_secs_f64());
         let step = std::time::Instant::now();
         let culprit = trace(&mirror, &tip.0, &query, &w.paths)?;
@@ -605,8 +606,8 @@ fn opted_out_in_manifests(
 ) -> anyhow::Result<Option<String>> {
     use crate::domain::culprit::History;
     let history = mirror.history(paths);
-    for (path, blob) in history.files(tip)? {
-        let bytes = history.read(blob)?;
+    for f in history.files(tip)?.into_iter().filter(|f| !f.symlink) {
+        let (path, bytes) = (f.path, history.read(f.blob)?);
         if !bytes.windows(18).any(|w| w == b"metricops.dev/roll") {
             continue;
         }

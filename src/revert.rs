@@ -6,12 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::adapters::git::{GitError, GitRepo};
-use crate::domain::culprit::{CommitSha, Culprit, Query, TraceError, find_culprit};
-use crate::domain::culprit::{Subject, subject_matches};
-use crate::domain::extract::{Occurrence, extract, find_key};
+use crate::domain::culprit::{CommitSha, Culprit, Query, Subject, TraceError, find_culprit};
+use crate::domain::extract::{Occurrence, extract, find_key, text_of};
 use crate::domain::image_ref::Version;
 use crate::domain::revert::{
-    AutoReason, EditError, Mode, ModeChoice, branch_name, message, only_version_changed, set_version,
+    AutoReason, EditError, Mode, ModeChoice, apply, branch_name, message, only_version_changed, plan_edits,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +57,8 @@ pub struct BuiltRevert {
     pub from: String,
     pub to: Option<String>,
     pub files: Vec<String>,
+    /// Later commits whose changes of the same references the revert also sets back.
+    pub later: Vec<CommitSha>,
     pub message: String,
 }
 
@@ -67,55 +68,63 @@ pub fn trace(repo: &GitRepo, rev: &str, query: &Query, scope: &[String]) -> Resu
     Ok(find_culprit(&history, &tip, query)?)
 }
 
-fn subject_sites<'a>(
-    subject: &Subject,
-    file: &str,
-    text: &str,
-    version: &Version,
-    keep: &'a mut Vec<Occurrence>,
-) -> Vec<&'a Occurrence> {
-    let ex = match subject {
-        Subject::Image(_) => extract(file, text),
-        Subject::Key(k) => find_key(file, text, k),
-    };
-    *keep = ex
-        .occurrences
-        .into_iter()
-        .filter(|o| &o.version == version)
-        .filter(|o| subject_matches(subject, o))
-        .collect();
-    keep.iter().collect()
+/// Every reference in a file as the subject reads it, and every image reference (to see what an
+/// anchor is shared with).
+fn references(subject: &Subject, file: &str, text: &str) -> Vec<Occurrence> {
+    let mut all = extract(file, text).occurrences;
+    if let Subject::Key(k) = subject {
+        for o in find_key(file, text, k).occurrences {
+            if !all.iter().any(|a| a.slot == o.slot) {
+                all.push(o);
+            }
+        }
+    }
+    all
 }
 
-/// Auto mode's choice: the whole commit when it changed only this image's version and reverts
-/// cleanly onto `onto`, surgical otherwise.
+/// A file's text for reading, and its bytes for editing (the same offsets).
+fn file_at(repo: &GitRepo, commit: &CommitSha, path: &str) -> Result<Option<(String, Vec<u8>)>, RevertError> {
+    Ok(repo.read_bytes(commit, path)?.map(|bytes| (text_of(path, &bytes).0, bytes)))
+}
+
+/// Auto mode's choice: the whole commit when it changed only this image's versions, nothing came
+/// after it in the same places, and it reverts cleanly onto `onto`; surgical otherwise.
 fn choose(
     repo: &GitRepo,
     c: &Culprit,
     subject: &Subject,
     onto: &CommitSha,
 ) -> Result<(Mode, AutoReason), RevertError> {
+    if !c.later.is_empty() {
+        let later =
+            c.later.iter().map(|l| format!("{} ({} -> {})", l.commit.short(), opt(&l.old), l.new)).collect();
+        return Ok((Mode::Surgical, AutoReason::LaterChanges(later)));
+    }
     if !c.other_files.is_empty() {
         return Ok((Mode::Surgical, AutoReason::TouchedOtherFiles(c.other_files.clone())));
     }
     let Some(parent) = &c.parent else {
         return Ok((Mode::Surgical, AutoReason::TouchedOtherFiles(vec!["(root commit)".into()])));
     };
-    let mut by_file: BTreeMap<&str, Vec<&Option<Version>>> = BTreeMap::new();
+    let mut by_file: BTreeMap<&str, Vec<&crate::domain::culprit::SiteChange>> = BTreeMap::new();
     for s in &c.changes {
-        by_file.entry(s.file.as_str()).or_default().push(&s.old);
+        by_file.entry(s.file.as_str()).or_default().push(s);
     }
     let mut other_lines = Vec::new();
-    for (file, olds) in by_file {
-        let before = repo.read_file(parent, file)?;
-        let after = repo.read_file(&c.commit.sha, file)?;
-        let old = olds[0];
-        let same_old = olds.iter().all(|o| *o == old);
-        let ok = match (before, after, old, same_old) {
-            (Some(before), Some(after), Some(old), true) => {
-                let mut keep = Vec::new();
-                let sites = subject_sites(subject, file, &after, &c.version, &mut keep);
-                only_version_changed(&before, &after, &sites, old)
+    for (file, changes) in by_file {
+        let before = repo.read_bytes(parent, file)?;
+        let after = file_at(repo, &c.commit.sha, file)?;
+        let ok = match (before, after) {
+            (Some(before), Some((after, _))) if changes.iter().all(|s| s.old.is_some()) => {
+                let all = references(subject, file, &after);
+                let olds: Vec<Version> = changes.iter().filter_map(|s| s.old.clone()).collect();
+                let sites: Vec<(&Occurrence, &Version)> = changes
+                    .iter()
+                    .zip(&olds)
+                    .filter_map(|(s, old)| all.iter().find(|o| o.slot == s.slot).map(|o| (o, old)))
+                    .collect();
+                sites.len() == changes.len()
+                    && only_version_changed(&before, &after, &sites, &all, |t| references(subject, file, t))
             }
             _ => false,
         };
@@ -131,6 +140,51 @@ fn choose(
         Err(GitError::Conflict { files, .. }) => Ok((Mode::Surgical, AutoReason::WouldConflict(files))),
         Err(e) => Err(e.into()),
     }
+}
+
+fn opt(v: &Option<Version>) -> String {
+    v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
+}
+
+/// The surgical edit: each reference the culprit changed goes back to what it was before the
+/// culprit, found at `onto` by its slot. A reference that `onto` has somewhere else than the traced
+/// tip had it (moved, removed, or set to yet another version) is left alone.
+fn surgical_edits(
+    repo: &GitRepo,
+    c: &Culprit,
+    subject: &Subject,
+    image: &str,
+    onto: &CommitSha,
+) -> Result<Vec<(String, Vec<u8>)>, RevertError> {
+    let mut by_file: BTreeMap<&str, Vec<(&crate::domain::culprit::SiteChange, &Version)>> = BTreeMap::new();
+    let mut no_previous = true;
+    for s in &c.changes {
+        if let Some(old) = &s.old {
+            no_previous = false;
+            by_file.entry(s.tip.file.as_str()).or_default().push((s, old));
+        }
+    }
+    if no_previous {
+        return Err(RevertError::NoPrevious { image: image.to_string(), commit: c.commit.sha.0.clone() });
+    }
+    let mut edits = Vec::new();
+    for (file, changes) in by_file {
+        let Some((text, bytes)) = file_at(repo, onto, file)? else { continue };
+        let all = references(subject, file, &text);
+        let mut sites = Vec::new();
+        for (s, old) in changes {
+            let Some(o) = all.iter().find(|o| o.slot == s.slot) else { continue };
+            if o.version == s.tip.version && &o.version != old {
+                sites.push((o, old));
+            }
+        }
+        if sites.is_empty() {
+            continue;
+        }
+        let plan = plan_edits(&text, &sites, &all, |t| references(subject, file, t))?;
+        edits.push((file.to_string(), apply(&bytes, &plan)));
+    }
+    Ok(edits)
 }
 
 /// Builds the revert of `c` on top of `onto` and points `branch` (default
@@ -170,43 +224,18 @@ pub fn build_revert(
             (tree, files)
         }
         Mode::Surgical => {
-            let previous = c.previous.clone().ok_or_else(|| RevertError::NoPrevious {
-                image: image.clone(),
-                commit: c.commit.sha.0.clone(),
-            })?;
-            let mut files: Vec<String> = c.changes.iter().map(|s| s.file.clone()).collect();
-            files.sort();
-            files.dedup();
-            // A file the culprit changed may have moved since: then use where the version is now.
-            let mut edits = Vec::new();
-            let mut targets: Vec<String> = Vec::new();
-            for f in &files {
-                match repo.read_file(onto, f)? {
-                    Some(_) => targets.push(f.clone()),
-                    None => targets.extend(c.current.iter().map(|o| o.file.clone())),
-                }
-            }
-            targets.sort();
-            targets.dedup();
-            for f in &targets {
-                let Some(text) = repo.read_file(onto, f)? else { continue };
-                let mut keep = Vec::new();
-                let sites = subject_sites(subject, f, &text, &c.version, &mut keep);
-                if sites.is_empty() {
-                    continue;
-                }
-                edits.push((f.clone(), set_version(&text, &sites, &previous)?));
-            }
+            let edits = surgical_edits(repo, c, subject, &image, onto)?;
+            let files: Vec<String> = edits.iter().map(|(f, _)| f.clone()).collect();
             if edits.is_empty() {
+                let files = c.changes.iter().map(|s| s.tip.file.clone()).collect::<Vec<_>>().join(", ");
                 return Err(RevertError::AlreadyReverted {
                     image,
                     version: c.version.to_string(),
-                    files: targets.join(", "),
+                    files,
                     onto: onto.short().to_string(),
                 });
             }
-            let files = edits.iter().map(|(f, _)| f.clone()).collect();
-            (repo.tree_with(onto, &edits)?, files)
+            (repo.tree_with_bytes(onto, &edits)?, files)
         }
     };
     if tree == repo.tree_of(onto)? {
@@ -217,7 +246,23 @@ pub fn build_revert(
             onto: onto.short().to_string(),
         });
     }
-    let msg = message(&c.commit, mode, reason, trailers);
+    let mut reason = reason.trim_end().to_string();
+    if mode == Mode::Surgical && !c.later.is_empty() {
+        reason.push_str(&format!(
+            "\n\nLater changes of the same references are set back too, to the version before {}:\n",
+            c.commit.sha.short()
+        ));
+        for l in &c.later {
+            reason.push_str(&format!(
+                "- {} {} ({} -> {})\n",
+                l.commit.short(),
+                l.summary,
+                opt(&l.old),
+                l.new
+            ));
+        }
+    }
+    let msg = message(&c.commit, mode, &reason, trailers);
     let commit = repo.write_commit(tree, onto, &msg, now)?;
     let branch = branch.map(str::to_string).unwrap_or_else(|| branch_name(&c.commit.sha.0));
     repo.create_branch(&branch, &commit)?;
@@ -229,9 +274,10 @@ pub fn build_revert(
         why,
         culprit: c.commit.sha.clone(),
         image,
-        from: c.version.to_string(),
+        from: c.changes.first().map(|s| s.tip.version.to_string()).unwrap_or_else(|| c.version.to_string()),
         to: c.previous.as_ref().map(|v| v.to_string()),
         files,
+        later: c.later.iter().map(|l| l.commit.clone()).collect(),
         message: msg,
     })
 }

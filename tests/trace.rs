@@ -23,8 +23,14 @@ fn names_the_bump_with_previous_version_and_other_files() {
     assert!(j["time"].as_str().unwrap().ends_with("+00:00"), "RFC 3339: {}", j["time"]);
     assert_eq!(
         j["changes"],
-        serde_json::json!([{"file": "apps/api/deploy.yaml", "line": 11, "old": "1.0", "new": "1.1", "workload": "Deployment/shop/api container api"}])
+        serde_json::json!([{
+            "file": "apps/api/deploy.yaml", "line": 11, "old": "1.0", "new": "1.1", "old_image": null,
+            "slot": "Deployment/shop/api|spec.template.spec.containers[name=api].image",
+            "workload": "Deployment/shop/api container api",
+            "now": {"file": "apps/api/deploy.yaml", "line": 11, "version": "1.1"},
+        }])
     );
+    assert_eq!(j["later"], serde_json::json!([]));
     assert_eq!(j["other_files"], serde_json::json!(["CHANGELOG.md"]));
     // Bare repositories answer the same; --rev searches from elsewhere.
     let bare = r.bare_clone();

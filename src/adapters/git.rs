@@ -2,6 +2,7 @@
 //! repositories work, no working tree is touched), branches, fetch and push.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
@@ -9,7 +10,7 @@ use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Signature, TreeWalkM
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History};
+use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -143,12 +144,20 @@ impl GitRepo {
         Ok(info(&self.repo.find_commit(oid(c)?)?))
     }
 
-    /// A file's text at a commit, if it exists there.
+    /// A file's text at a commit, if it exists there (bytes that are not UTF-8 replaced).
     pub fn read_file(&self, commit: &CommitSha, path: &str) -> Result<Option<String>, GitError> {
+        Ok(self.read_bytes(commit, path)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// A regular file's bytes at a commit, if it exists there.
+    pub fn read_bytes(&self, commit: &CommitSha, path: &str) -> Result<Option<Vec<u8>>, GitError> {
         let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
         let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
+        if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == MODE_LINK as i32 {
+            return Ok(None);
+        }
         let blob = self.repo.find_blob(entry.id())?;
-        Ok(Some(String::from_utf8_lossy(blob.content()).into_owned()))
+        Ok(Some(blob.content().to_vec()))
     }
 
     /// The tree `git revert` would make of `culprit` on top of `onto` (merges against parent 1).
@@ -173,11 +182,18 @@ impl GitRepo {
 
     /// `onto`'s tree with these files replaced.
     pub fn tree_with(&self, onto: &CommitSha, files: &[(String, String)]) -> Result<Oid, GitError> {
+        let files: Vec<(String, Vec<u8>)> =
+            files.iter().map(|(p, t)| (p.clone(), t.clone().into_bytes())).collect();
+        self.tree_with_bytes(onto, &files)
+    }
+
+    /// `onto`'s tree with these files replaced, byte for byte.
+    pub fn tree_with_bytes(&self, onto: &CommitSha, files: &[(String, Vec<u8>)]) -> Result<Oid, GitError> {
         let base = self.repo.find_commit(oid(onto)?)?.tree()?;
         let mut b = git2::build::TreeUpdateBuilder::new();
-        for (path, text) in files {
+        for (path, bytes) in files {
             let mode = base.get_path(Path::new(path)).map(|e| e.filemode()).unwrap_or(0o100644);
-            let blob = self.repo.blob(text.as_bytes())?;
+            let blob = self.repo.blob(bytes)?;
             b.upsert(
                 path.as_str(),
                 blob,
@@ -382,23 +398,29 @@ impl GitRepo {
     }
 }
 
-/// Finds `name` in a raw tree object (`<mode> <name>\0<20-byte id>`...) without parsing it all.
-fn tree_entry(data: &[u8], name: &[u8]) -> Option<Oid> {
+/// Finds `name` in a raw tree object (`<mode> <name>\0<20-byte id>`...) without parsing it all:
+/// its id and mode (octal, as written).
+fn tree_entry(data: &[u8], name: &[u8]) -> Option<(Oid, u32)> {
     let mut i = 0;
     while i < data.len() {
-        let space = i + data[i..].iter().position(|b| *b == b' ')?;
-        let nul = space + 1 + data[space + 1..].iter().position(|b| *b == 0)?;
+        let space = i + memchr::memchr(b' ', &data[i..])?;
+        let nul = space + 1 + memchr::memchr(0, &data[space + 1..])?;
         let id_end = nul + 1 + 20;
         if id_end > data.len() {
             return None;
         }
         if &data[space + 1..nul] == name {
-            return Oid::from_bytes(&data[nul + 1..id_end]).ok();
+            let mode = data[i..space].iter().fold(0u32, |m, d| m * 8 + u32::from(d.wrapping_sub(b'0')));
+            return Oid::from_bytes(&data[nul + 1..id_end]).ok().map(|o| (o, mode));
         }
         i = id_end;
     }
     None
 }
+
+const MODE_TREE: u32 = 0o40000;
+const MODE_LINK: u32 = 0o120000;
+const MODE_COMMIT: u32 = 0o160000;
 
 fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
@@ -419,91 +441,90 @@ fn info(c: &git2::Commit<'_>) -> CommitInfo {
     }
 }
 
-/// First-parent history of a repository, limited to a scope of paths (files or directories).
+/// First-parent history of a repository; `files` lists a scope of paths (files or directories).
 pub struct GitHistory<'r> {
     repo: &'r Repository,
     scope: Vec<String>,
-    /// The scope's entry ids of the commit looked at last: the walk asks for each commit twice.
-    last: RefCell<Option<(Oid, Vec<Option<Oid>>)>>,
-    /// (tree, name) → entry id: a subtree that did not change is never read twice.
-    lookups: RefCell<std::collections::HashMap<(Oid, String), Option<Oid>>>,
+    /// The commit read last: its root tree, first parent and committer time.
+    last: RefCell<Option<(Oid, Oid, Option<Oid>, i64)>>,
+    /// (tree, name) → entry id and mode: a subtree that did not change is never read twice.
+    lookups: RefCell<HashMap<(Oid, Box<[u8]>), Option<(Oid, u32)>>>,
 }
 
 impl GitHistory<'_> {
-    /// A commit's tree and first parent, read from the raw object (no full parse, no object cache).
-    fn raw_commit(&self, c: Oid) -> Result<(Oid, Option<Oid>), git2::Error> {
+    /// A commit's tree, first parent and committer time, read from the raw object (no full parse,
+    /// no object cache).
+    fn raw_commit(&self, c: Oid) -> Result<(Oid, Option<Oid>, i64), git2::Error> {
+        if let Some((id, tree, parent, time)) = *self.last.borrow()
+            && id == c
+        {
+            return Ok((tree, parent, time));
+        }
         let odb = self.repo.odb()?;
         let obj = odb.read(c)?;
         let text = obj.data();
         let mut tree = None;
         let mut parent = None;
+        let mut time = 0;
         for line in text.split(|b| *b == b'\n') {
             if line.is_empty() {
                 break;
             }
             if let Some(hex) = line.strip_prefix(b"tree ") {
                 tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
-            } else if let Some(hex) = line.strip_prefix(b"parent ")
-                && parent.is_none()
-            {
-                parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+            } else if let Some(hex) = line.strip_prefix(b"parent ") {
+                if parent.is_none() {
+                    parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+                }
+            } else if let Some(rest) = line.strip_prefix(b"committer ") {
+                // `Name <email> 1700000000 +0100`
+                let after = rest.iter().rposition(|b| *b == b'>').map(|i| &rest[i + 1..]).unwrap_or(rest);
+                let secs = std::str::from_utf8(after).unwrap_or("").split_whitespace().next().unwrap_or("0");
+                time = secs.parse().unwrap_or(0);
             }
         }
         let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
-        Ok((tree, parent))
+        *self.last.borrow_mut() = Some((c, tree, parent, time));
+        Ok((tree, parent, time))
     }
 
-    /// The root tree id, then the entry id at each scope path. Each (tree, name) lookup is
-    /// memoised, so a subtree that did not change is never read again.
-    fn scope_ids(&self, commit: Oid) -> Result<Vec<Option<Oid>>, git2::Error> {
-        if let Some((c, ids)) = &*self.last.borrow()
-            && *c == commit
-        {
-            return Ok(ids.clone());
-        }
-        let (root, _) = self.raw_commit(commit)?;
-        let mut ids = vec![Some(root)];
-        if !self.scope.is_empty() {
-            let odb = self.repo.odb()?;
-            for p in &self.scope {
-                let mut cur = Some(root);
-                for comp in p.split('/') {
-                    cur = match cur {
-                        Some(t) => {
-                            let mut memo = self.lookups.borrow_mut();
-                            if memo.len() > 200_000 {
-                                memo.clear();
-                            }
-                            match memo.get(&(t, comp.to_string())) {
-                                Some(found) => *found,
-                                None => {
-                                    let found = match odb.read(t) {
-                                        Ok(obj) if obj.kind() == ObjectType::Tree => {
-                                            tree_entry(obj.data(), comp.as_bytes())
-                                        }
-                                        _ => None,
-                                    };
-                                    memo.insert((t, comp.to_string()), found);
-                                    found
-                                }
-                            }
-                        }
-                        None => None,
+    /// The entry at `path` below `root`: each (tree, name) lookup is memoised.
+    fn entry(&self, root: Oid, path: &str) -> Result<Option<(Oid, u32)>, git2::Error> {
+        let odb = self.repo.odb()?;
+        let mut cur = (root, MODE_TREE);
+        for comp in path.split('/').filter(|c| !c.is_empty()) {
+            if cur.1 != MODE_TREE {
+                return Ok(None);
+            }
+            let key = (cur.0, Box::<[u8]>::from(comp.as_bytes()));
+            let found = match self.lookups.borrow().get(&key) {
+                Some(f) => Some(*f),
+                None => None,
+            };
+            let found = match found {
+                Some(f) => f,
+                None => {
+                    let f = match odb.read(cur.0) {
+                        Ok(obj) if obj.kind() == ObjectType::Tree => tree_entry(obj.data(), comp.as_bytes()),
+                        _ => None,
                     };
+                    let mut memo = self.lookups.borrow_mut();
+                    if memo.len() > 200_000 {
+                        memo.clear();
+                    }
+                    memo.insert(key, f);
+                    f
                 }
-                ids.push(cur);
+            };
+            match found {
+                Some(f) => cur = f,
+                None => return Ok(None),
             }
         }
-        *self.last.borrow_mut() = Some((commit, ids.clone()));
-        Ok(ids)
+        Ok(Some(cur))
     }
 
-    fn diff(
-        &self,
-        parent: Option<Oid>,
-        commit: Oid,
-        scoped: bool,
-    ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+    fn diff(&self, parent: Option<Oid>, commit: Oid) -> Result<Vec<FileChange<Oid>>, git2::Error> {
         let new_tree = self.repo.find_commit(commit)?.tree()?;
         let old_tree = match parent {
             Some(p) => Some(self.repo.find_commit(p)?.tree()?),
@@ -511,12 +532,6 @@ impl GitHistory<'_> {
         };
         let mut opts = DiffOptions::new();
         opts.skip_binary_check(true).ignore_submodules(true);
-        if scoped {
-            for p in &self.scope {
-                opts.pathspec(p);
-            }
-            opts.disable_pathspec_match(true);
-        }
         let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))?;
         let mut out = Vec::new();
         for d in diff.deltas() {
@@ -524,7 +539,9 @@ impl GitHistory<'_> {
             let new = d.new_file();
             let path =
                 new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            let id = |f: &git2::DiffFile<'_>| (!f.id().is_zero()).then(|| f.id());
+            let id = |f: &git2::DiffFile<'_>| {
+                (!f.id().is_zero() && f.mode() != git2::FileMode::Link).then(|| f.id())
+            };
             match d.status() {
                 Delta::Added
                 | Delta::Deleted
@@ -549,18 +566,29 @@ impl History for GitHistory<'_> {
         Ok(info(&self.repo.find_commit(oid(c)?)?))
     }
 
-    fn first_parent(&self, c: &CommitSha) -> Result<Option<CommitSha>, git2::Error> {
-        Ok(self.raw_commit(oid(c)?)?.1.map(sha))
+    fn step(&self, c: &CommitSha) -> Result<(Option<CommitSha>, i64), git2::Error> {
+        let (_, parent, time) = self.raw_commit(oid(c)?)?;
+        Ok((parent.map(sha), time))
     }
 
-    fn files(&self, c: &CommitSha) -> Result<Vec<(String, Oid)>, git2::Error> {
+    fn files(&self, c: &CommitSha) -> Result<Vec<TreeFile<Oid>>, git2::Error> {
         let tree = self.repo.find_commit(oid(c)?)?.tree()?;
         let out = RefCell::new(Vec::new());
+        let push = |path: String, id: Oid, mode: i32| {
+            if mode == MODE_LINK as i32 {
+                out.borrow_mut().push(TreeFile { path, blob: id, symlink: true });
+            } else if mode != MODE_COMMIT as i32 {
+                out.borrow_mut().push(TreeFile { path, blob: id, symlink: false });
+            }
+        };
         let walk = |prefix: &str, t: &git2::Tree<'_>| {
             t.walk(TreeWalkMode::PreOrder, |dir, entry| {
                 if entry.kind() == Some(ObjectType::Blob) {
-                    out.borrow_mut()
-                        .push((format!("{prefix}{dir}{}", entry.name().unwrap_or("")), entry.id()));
+                    push(
+                        format!("{prefix}{dir}{}", entry.name().unwrap_or("")),
+                        entry.id(),
+                        entry.filemode(),
+                    );
                 }
                 TreeWalkResult::Ok
             })
@@ -571,7 +599,7 @@ impl History for GitHistory<'_> {
             for p in &self.scope {
                 let Ok(entry) = tree.get_path(Path::new(p)) else { continue };
                 match entry.kind() {
-                    Some(ObjectType::Blob) => out.borrow_mut().push((p.clone(), entry.id())),
+                    Some(ObjectType::Blob) => push(p.clone(), entry.id(), entry.filemode()),
                     Some(ObjectType::Tree) => {
                         let sub = self.repo.find_tree(entry.id())?;
                         walk(&format!("{p}/"), &sub)?
@@ -581,9 +609,14 @@ impl History for GitHistory<'_> {
             }
         }
         let mut out = out.into_inner();
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.dedup_by(|a, b| a.path == b.path);
         Ok(out)
+    }
+
+    fn blob_at(&self, c: &CommitSha, path: &str) -> Result<Option<Oid>, git2::Error> {
+        let (root, _, _) = self.raw_commit(oid(c)?)?;
+        Ok(self.entry(root, path)?.filter(|(_, mode)| *mode & 0o170000 == 0o100000).map(|(id, _)| id))
     }
 
     fn changes(
@@ -591,24 +624,8 @@ impl History for GitHistory<'_> {
         parent: Option<&CommitSha>,
         c: &CommitSha,
     ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
-        let c = oid(c)?;
         let parent = parent.map(oid).transpose()?;
-        if let Some(p) = parent {
-            // Most commits leave the scope alone: compare the scope's entry ids before diffing.
-            let new_ids = self.scope_ids(c)?;
-            let old_ids = self.scope_ids(p)?;
-            let same =
-                if self.scope.is_empty() { new_ids[0] == old_ids[0] } else { new_ids[1..] == old_ids[1..] };
-            if same {
-                return Ok(Vec::new());
-            }
-        }
-        self.diff(parent, c, !self.scope.is_empty())
-    }
-
-    fn touched(&self, parent: Option<&CommitSha>, c: &CommitSha) -> Result<Vec<String>, git2::Error> {
-        let parent = parent.map(oid).transpose()?;
-        Ok(self.diff(parent, oid(c)?, false)?.into_iter().map(|f| f.path).collect())
+        self.diff(parent, oid(c)?)
     }
 
     fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {

@@ -6,6 +6,7 @@ pub mod culprit;
 pub mod extract;
 pub mod forge_event;
 pub mod image_ref;
+pub mod linediff;
 pub mod pause;
 pub mod policy;
 pub mod render;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::culprit::CommitInfo;
-use super::extract::{Occurrence, Site, extract};
+use super::extract::{Occurrence, Site};
 use super::image_ref::Version;
 
 /// How the revert is built.
@@ -41,7 +41,8 @@ pub enum AutoReason {
     TouchedOtherFiles(Vec<String>),
     TouchedOtherLines(Vec<String>),
     WouldConflict(Vec<String>),
-    IsMerge,
+    /// Later commits changed the same references: only a surgical revert sets them all back.
+    LaterChanges(Vec<String>),
 }
 
 impl std::fmt::Display for AutoReason {
@@ -60,7 +61,11 @@ impl std::fmt::Display for AutoReason {
             AutoReason::WouldConflict(files) => {
                 write!(f, "reverting the whole commit conflicts with later changes in {}", files.join(", "))
             }
-            AutoReason::IsMerge => write!(f, "the culprit is a merge commit carrying other changes"),
+            AutoReason::LaterChanges(commits) => write!(
+                f,
+                "later commits changed the same references ({}); they go back too",
+                commits.join(", ")
+            ),
         }
     }
 }
@@ -68,44 +73,69 @@ impl std::fmt::Display for AutoReason {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EditError {
     #[error(
-        "{file}:{line}: the version is written in a way that cannot be edited in place (escaped quotes, an alias or a block scalar); use --mode commit"
+        "{file}:{line}: the version is written as {why}, which cannot be edited in place; use --mode commit"
     )]
-    NotEditable { file: String, line: usize },
+    NotEditable { file: String, line: usize, why: &'static str },
     #[error(
         "{file}:{line}: cannot write {to} there: the reference has no {missing} field to hold it; use --mode commit"
     )]
     CannotExpress { file: String, line: usize, to: String, missing: &'static str },
-    #[error("{file}: after the edit the file no longer shows {to} at line {line}; nothing was changed")]
-    Unverified { file: String, line: usize, to: String },
+    #[error("{file}:{line}: the version is written once (an anchor) and also used by {}; setting it back here would change those too; use --mode commit, or edit the file by hand", others.join(", "))]
+    SharedWithOtherSlots { file: String, line: usize, others: Vec<String> },
+    #[error(
+        "{file}:{line}: two references share the text there but would go back to different versions ({a} and {b}); edit the file by hand"
+    )]
+    Conflicting { file: String, line: usize, a: String, b: String },
+    #[error("{file}: after the edit {slot} does not read {to}; nothing was changed")]
+    Unverified { file: String, slot: String, to: String },
 }
 
-/// Writes `to` into every site, leaving every other byte as it was.
-pub fn set_version(text: &str, sites: &[&Occurrence], to: &Version) -> Result<String, EditError> {
-    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    for o in sites {
+/// One byte-range replacement in a file.
+pub type Edit = (std::ops::Range<usize>, String);
+
+/// The replacements that write each site's version, leaving every other byte as it was. `all` is
+/// every reference in the file: a scalar written once and shared through an alias is only edited
+/// when every reference sharing it goes back too. `reread` reads the references of the edited text
+/// the same way `all` was read, to check each site now says its version.
+pub fn plan_edits(
+    text: &str,
+    sites: &[(&Occurrence, &Version)],
+    all: &[Occurrence],
+    reread: impl Fn(&str) -> Vec<Occurrence>,
+) -> Result<Vec<Edit>, EditError> {
+    let mut edits: Vec<(Edit, &Occurrence, &Version)> = Vec::new();
+    for (o, to) in sites {
         let cannot = |missing| EditError::CannotExpress {
             file: o.file.clone(),
             line: o.line,
             to: to.to_string(),
             missing,
         };
+        let mut push = |r: &std::ops::Range<usize>, t: String| edits.push(((r.clone(), t), o, to));
         match &o.site {
-            Site::ReadOnly => return Err(EditError::NotEditable { file: o.file.clone(), line: o.line }),
+            Site::ReadOnly(why) => {
+                return Err(EditError::NotEditable { file: o.file.clone(), line: o.line, why });
+            }
             Site::Inline { suffix } => {
                 if to.is_empty() {
                     return Err(cannot("tag"));
                 }
-                edits.push((suffix.clone(), to.inline_suffix()));
+                push(suffix, to.inline_suffix());
             }
+            Site::TagAtDigest { range } => match (&to.tag, &to.digest) {
+                (Some(t), Some(d)) => push(range, format!("{t}@{d}")),
+                (Some(t), None) => push(range, t.clone()),
+                (None, _) => return Err(cannot("tag value (the previous version had none)")),
+            },
             Site::Fields { tag, digest } => {
                 match (tag, &to.tag) {
-                    (Some(r), Some(t)) => edits.push((r.clone(), t.clone())),
+                    (Some(r), Some(t)) => push(r, t.clone()),
                     (None, None) => {}
                     (Some(_), None) => return Err(cannot("tag value (the previous version had none)")),
                     (None, Some(_)) => return Err(cannot("tag")),
                 }
                 match (digest, &to.digest) {
-                    (Some(r), Some(d)) => edits.push((r.clone(), d.clone())),
+                    (Some(r), Some(d)) => push(r, d.clone()),
                     (None, None) => {}
                     (Some(_), None) => return Err(cannot("digest value (the previous version had none)")),
                     (None, Some(_)) => return Err(cannot("digest")),
@@ -113,27 +143,70 @@ pub fn set_version(text: &str, sites: &[&Occurrence], to: &Version) -> Result<St
             }
         }
     }
-    edits.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
-    edits.dedup_by(|a, b| a.0 == b.0);
-    let mut out = text.to_string();
-    for (range, new) in edits {
-        out.replace_range(range, &new);
-    }
-    // Re-read: every edited line must now show the new version.
-    let again = extract(sites.first().map(|o| o.file.as_str()).unwrap_or(""), &out);
-    for o in sites {
-        let ok =
-            again.occurrences.iter().any(|n| n.line == o.line && n.slot() == o.slot() && &n.version == to);
-        if !ok {
-            return Err(EditError::Unverified { file: o.file.clone(), line: o.line, to: to.to_string() });
+    // A scalar shared through an anchor goes back only when every reference to it does, to one value.
+    for ((range, new), o, _) in &edits {
+        let sharing: Vec<&Occurrence> =
+            all.iter().filter(|x| x.site.ranges().iter().any(|r| r == range)).collect();
+        let others: Vec<String> = sharing
+            .iter()
+            .filter(|x| !sites.iter().any(|(s, _)| s.slot == x.slot))
+            .map(|x| format!("{} (line {})", x.slot, x.line))
+            .collect();
+        if !others.is_empty() {
+            return Err(EditError::SharedWithOtherSlots { file: o.file.clone(), line: o.line, others });
+        }
+        if let Some(((_, b), _, _)) = edits.iter().find(|((r, n), _, _)| r == range && n != new) {
+            return Err(EditError::Conflicting {
+                file: o.file.clone(),
+                line: o.line,
+                a: new.clone(),
+                b: b.clone(),
+            });
         }
     }
-    Ok(out)
+    let mut plan: Vec<Edit> = edits.iter().map(|(e, _, _)| e.clone()).collect();
+    plan.sort_by_key(|(r, _)| std::cmp::Reverse(r.start));
+    plan.dedup_by(|a, b| a.0 == b.0);
+    // Re-read: every site must now say its version.
+    let edited = String::from_utf8_lossy(&apply(text.as_bytes(), &plan)).into_owned();
+    let again = reread(&edited);
+    for (o, to) in sites {
+        if !again.iter().any(|n| n.slot == o.slot && &n.version == *to) {
+            return Err(EditError::Unverified {
+                file: o.file.clone(),
+                slot: o.slot.to_string(),
+                to: to.to_string(),
+            });
+        }
+    }
+    Ok(plan)
 }
 
-/// Whether going from `before` to `after` changed nothing but these sites' version to `new`.
-pub fn only_version_changed(before: &str, after: &str, sites_after: &[&Occurrence], old: &Version) -> bool {
-    set_version(after, sites_after, old).is_ok_and(|back| back == before)
+/// The bytes with the replacements made (planned on the same offsets; bytes elsewhere, valid UTF-8
+/// or not, are kept).
+pub fn apply(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut sorted: Vec<&Edit> = edits.iter().collect();
+    sorted.sort_by_key(|(r, _)| r.start);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for (r, new) in sorted {
+        out.extend_from_slice(&bytes[at..r.start]);
+        out.extend_from_slice(new.as_bytes());
+        at = r.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// Whether going from `before` to `after` changed nothing but these sites' versions.
+pub fn only_version_changed(
+    before: &[u8],
+    after: &str,
+    sites_after: &[(&Occurrence, &Version)],
+    all: &[Occurrence],
+    reread: impl Fn(&str) -> Vec<Occurrence>,
+) -> bool {
+    plan_edits(after, sites_after, all, reread).is_ok_and(|plan| apply(after.as_bytes(), &plan) == before)
 }
 
 /// The revert's commit message, in git's convention plus metricops' trailers.
@@ -173,11 +246,12 @@ mod tests {
 
     fn edit(text: &str, to: &str) -> Result<String, EditError> {
         let ex = extract("f.yaml", text);
-        let sites: Vec<&Occurrence> = ex.occurrences.iter().collect();
         let to = crate::domain::image_ref::ImageRef::parse(&format!("x:{to}"))
             .map(|r| r.version)
             .unwrap_or_else(|| Version::tag(to));
-        set_version(text, &sites, &to)
+        let sites: Vec<(&Occurrence, &Version)> = ex.occurrences.iter().map(|o| (o, &to)).collect();
+        let plan = plan_edits(text, &sites, &ex.occurrences, |t| extract("f.yaml", t).occurrences)?;
+        Ok(String::from_utf8(apply(text.as_bytes(), &plan)).unwrap())
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! A YAML tree that remembers where every scalar sits in the source, byte for byte.
 //!
 //! Built on `serde-saphyr`'s `Spanned<T>`; values are read from the source text itself, so a plain
-//! `1.10` stays `1.10` (not the float 1.1) and `y` stays `y` (not YAML 1.1's `true`).
+//! `1.10` stays `1.10` (not the float 1.1) and `y` stays `y` (not YAML 1.1's `true`). A value
+//! reached through an alias (`*tag`) or a merge key (`<<: *base`) points at the scalar where the
+//! anchor defines it, so it can be edited there. YAML written inside a literal block string
+//! (`patch: |`) can be parsed again with every position in the outer file's terms.
 
 use std::ops::Range;
 
@@ -14,7 +17,9 @@ pub enum Style {
     Plain,
     SingleQuoted,
     DoubleQuoted,
-    /// A block scalar (`|`, `>`), an alias (`*a`), or a quoted scalar with escapes: read, never edited.
+    /// A literal block scalar (`|`): its lines are the source's lines less the indentation.
+    Literal,
+    /// A folded block scalar (`>`), or a quoted scalar with escapes: read, never edited.
     Other,
 }
 
@@ -30,17 +35,29 @@ pub struct Scalar {
     /// The value as a string (for a plain scalar, its exact source text).
     pub text: String,
     /// Byte range of `text` in the source (inside the quotes), when it can be replaced in place.
+    /// For an alias, the range of the anchor's scalar.
     pub content: Option<Range<usize>>,
     pub style: Style,
-    /// 1-based line.
+    /// 1-based line where the value is written (for an alias or a merged key: the anchor's line).
     pub line: usize,
+    /// 1-based line where the value is used (the alias), `line` otherwise.
+    pub used_line: usize,
     pub is_null: bool,
+    /// For a literal block scalar: byte offset of its first content character and its indentation.
+    pub block: Option<(usize, usize)>,
+}
+
+impl Scalar {
+    /// Whether the value comes from an anchor elsewhere (`*a`, `<<: *a`).
+    pub fn aliased(&self) -> bool {
+        self.line != self.used_line
+    }
 }
 
 impl Node {
     pub fn get(&self, key: &str) -> Option<&Node> {
         match self {
-            Node::Map(entries) => entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v),
+            Node::Map(entries) => entries.iter().rev().find(|(k, _)| k.text == key).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -59,12 +76,138 @@ impl Node {
     pub fn path(&self, keys: &[&str]) -> Option<&Node> {
         keys.iter().try_fold(self, |n, k| n.get(k))
     }
+
+    /// The first and last source line of every scalar below this node (keys included).
+    pub fn lines(&self) -> Option<(usize, usize)> {
+        fn widen(acc: &mut Option<(usize, usize)>, line: usize) {
+            *acc = Some(match *acc {
+                None => (line, line),
+                Some((a, b)) => (a.min(line), b.max(line)),
+            });
+        }
+        fn walk(n: &Node, acc: &mut Option<(usize, usize)>) {
+            match n {
+                Node::Scalar(s) => {
+                    widen(acc, s.line);
+                    widen(acc, s.used_line);
+                }
+                Node::Seq(items) => items.iter().for_each(|i| walk(i, acc)),
+                Node::Map(entries) => entries.iter().for_each(|(k, v)| {
+                    widen(acc, k.used_line);
+                    walk(v, acc);
+                }),
+            }
+        }
+        let mut acc = None;
+        walk(self, &mut acc);
+        acc
+    }
+}
+
+/// The parser's settings: tolerant where real manifests are (a repeated key keeps the last value,
+/// as Helm and kubectl read it; big generated files and deep CRD schemas pass), strict nowhere else.
+fn options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 100_000;
+    budget.max_nodes = 10_000_000;
+    budget.max_events = 20_000_000;
+    budget.max_depth = 512;
+    let mut o = serde_saphyr::Options::default();
+    o.budget = Some(budget);
+    o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
+    o.emit_comments = false;
+    o.with_snippet = false;
+    o
 }
 
 /// Parses every document of a YAML stream. Empty documents are dropped.
 pub fn parse_documents(src: &str) -> Result<Vec<Node>, String> {
-    let raw: Vec<Spanned<Raw>> = serde_saphyr::from_multiple(src).map_err(|e| first_line(&e.to_string()))?;
+    let raw: Vec<Spanned<Raw>> =
+        serde_saphyr::from_multiple_with_options(src, options()).map_err(|e| first_line(&e.to_string()))?;
     Ok(raw.into_iter().map(|r| convert(src, r)).collect())
+}
+
+/// The documents written inside a literal block scalar, with every line and byte range in the
+/// outer source's terms. `None` when the block holds no YAML collection. When the block's lines do
+/// not map exactly onto the source (tabs, an explicit indentation indicator), values are still read
+/// but none of them is editable.
+pub fn parse_embedded(src: &str, s: &Scalar) -> Option<Vec<Node>> {
+    let (start, indent) = s.block?;
+    let mut docs = parse_documents(&s.text).ok()?;
+    docs.retain(|d| !matches!(d, Node::Scalar(_)));
+    if docs.is_empty() {
+        return None;
+    }
+    let map = BlockMap::new(src, start, indent, &s.text);
+    for d in &mut docs {
+        remap(d, &map, s.line);
+    }
+    Some(docs)
+}
+
+/// Inner line starts, and the outer offset of each inner line's first byte (when they match).
+struct BlockMap {
+    inner_starts: Vec<usize>,
+    outer_starts: Option<Vec<usize>>,
+}
+
+impl BlockMap {
+    fn new(src: &str, start: usize, indent: usize, inner: &str) -> BlockMap {
+        let mut inner_starts = Vec::new();
+        let mut outer_starts = Vec::new();
+        let mut ok =
+            start >= indent && src.get(start - indent..start).is_some_and(|p| p.bytes().all(|b| b == b' '));
+        let mut outer = start.saturating_sub(indent);
+        let mut at = 0;
+        for line in inner.split_inclusive('\n') {
+            inner_starts.push(at);
+            at += line.len();
+            if !ok {
+                continue;
+            }
+            let body = line.trim_end_matches(['\n', '\r']);
+            let outer_line_end = src[outer..].find('\n').map(|i| outer + i).unwrap_or(src.len());
+            let outer_line = src[outer..outer_line_end].trim_end_matches('\r');
+            if body.is_empty() {
+                ok = outer_line.bytes().all(|b| b == b' ');
+                outer_starts.push(outer + indent.min(outer_line.len()));
+            } else {
+                ok = outer_line.len() == indent + body.len()
+                    && outer_line.as_bytes()[..indent].iter().all(|b| *b == b' ')
+                    && &outer_line[indent..] == body;
+                outer_starts.push(outer + indent);
+            }
+            outer = (outer_line_end + 1).min(src.len());
+        }
+        BlockMap { inner_starts, outer_starts: ok.then_some(outer_starts) }
+    }
+
+    fn outer(&self, inner: usize) -> Option<usize> {
+        let starts = self.outer_starts.as_ref()?;
+        let k = self.inner_starts.partition_point(|s| *s <= inner).checked_sub(1)?;
+        Some(starts[k] + (inner - self.inner_starts[k]))
+    }
+}
+
+fn remap(n: &mut Node, map: &BlockMap, first_line: usize) {
+    let fix = |s: &mut Scalar| {
+        s.content =
+            s.content.take().and_then(|r| Some(map.outer(r.start)?..map.outer(r.end.saturating_sub(1))? + 1));
+        if s.content.is_none() && s.style != Style::Other {
+            s.style = Style::Other;
+        }
+        s.line += first_line - 1;
+        s.used_line += first_line - 1;
+        s.block = s.block.and_then(|(start, indent)| Some((map.outer(start)?, indent)));
+    };
+    match n {
+        Node::Scalar(s) => fix(s),
+        Node::Seq(items) => items.iter_mut().for_each(|i| remap(i, map, first_line)),
+        Node::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            fix(k);
+            remap(v, map, first_line);
+        }),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -93,46 +236,90 @@ fn convert(src: &str, n: Spanned<Raw>) -> Node {
                 .collect(),
         ),
         Raw::Scalar(value) => {
-            let line = n.referenced.line() as usize;
-            let span = n.referenced.span();
+            let used_line = n.referenced.line() as usize;
+            let line = n.defined.line() as usize;
+            let span = n.defined.span();
             let range = match (span.byte_offset(), span.byte_len()) {
                 (Some(o), Some(l)) => Some(o as usize..(o + l) as usize),
                 _ => None,
             };
-            let raw = range.clone().and_then(|r| src.get(r));
-            Node::Scalar(scalar_from(value, raw, range, line))
+            let column = n.defined.column() as usize;
+            let mut s = scalar_from(src, value, range, line, column);
+            s.used_line = if used_line == 0 { line } else { used_line };
+            Node::Scalar(s)
         }
     }
 }
 
-fn scalar_from(value: Option<String>, raw: Option<&str>, range: Option<Range<usize>>, line: usize) -> Scalar {
-    let Some(raw) = raw else {
-        let text = value.unwrap_or_default();
-        return Scalar { text, content: None, style: Style::Other, line, is_null: false };
+fn scalar_from(
+    src: &str,
+    value: Option<String>,
+    range: Option<Range<usize>>,
+    line: usize,
+    column: usize,
+) -> Scalar {
+    let other = |text: String| Scalar {
+        text,
+        content: None,
+        style: Style::Other,
+        line,
+        used_line: line,
+        is_null: false,
+        block: None,
     };
-    let range = range.expect("raw text comes from a range");
+    let Some(range) = range.filter(|r| src.get(r.clone()).is_some()) else {
+        return other(value.unwrap_or_default());
+    };
+    let raw = &src[range.clone()];
     let quoted = |q: char| raw.len() >= 2 && raw.starts_with(q) && raw.ends_with(q);
     if quoted('"') || quoted('\'') {
         let inner = &raw[1..raw.len() - 1];
         let style = if raw.starts_with('"') { Style::DoubleQuoted } else { Style::SingleQuoted };
         let text = value.unwrap_or_else(|| inner.to_string());
         // Editable only when the value is exactly the bytes between the quotes (no escapes).
-        let content = (text == inner && !inner.contains('\\')).then(|| range.start + 1..range.end - 1);
+        let content = (text == inner && !inner.contains('\\') && !inner.contains('\n'))
+            .then(|| range.start + 1..range.end - 1);
         let style = if content.is_some() { style } else { Style::Other };
-        return Scalar { text, content, style, line, is_null: false };
+        return Scalar { text, content, style, line, used_line: line, is_null: false, block: None };
     }
     let multi_line = value.as_deref().is_some_and(|v| v.contains('\n'));
-    if raw.starts_with('*') || multi_line || raw.contains('\n') {
-        return Scalar {
-            text: value.unwrap_or_default(),
-            content: None,
-            style: Style::Other,
-            line,
-            is_null: false,
-        };
+    if multi_line || raw.contains('\n') {
+        let text = value.unwrap_or_default();
+        // A literal block starts on a line of its own, after `|` (and its indicators) on the line above.
+        let head = &src[..range.start];
+        let line_start = head.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let indent = range.start - line_start;
+        let above = head[..line_start.saturating_sub(1)].rsplit('\n').next().unwrap_or("");
+        let indicator = above.split(" #").next().unwrap_or("").trim_end();
+        let literal = head[line_start..].bytes().all(|b| b == b' ')
+            && column == indent + 1
+            && (indicator.ends_with('|') || indicator.ends_with("|-") || indicator.ends_with("|+"));
+        if literal {
+            return Scalar {
+                text,
+                content: None,
+                style: Style::Literal,
+                line,
+                used_line: line,
+                is_null: false,
+                block: Some((range.start, indent)),
+            };
+        }
+        return other(text);
+    }
+    if raw.starts_with('*') || raw.starts_with('&') || raw.starts_with('!') {
+        return other(value.unwrap_or_default());
     }
     let is_null = raw.is_empty() || raw == "~" || raw == "null" || raw == "Null" || raw == "NULL";
-    Scalar { text: raw.to_string(), content: Some(range), style: Style::Plain, line, is_null }
+    Scalar {
+        text: raw.to_string(),
+        content: Some(range),
+        style: Style::Plain,
+        line,
+        used_line: line,
+        is_null,
+        block: None,
+    }
 }
 
 impl<'de> Deserialize<'de> for Raw {
@@ -219,7 +406,7 @@ mod tests {
         assert_eq!((b.style, &src[b.content.clone().unwrap()], b.line), (Style::DoubleQuoted, "x:1", 2));
         let c = d.get("c").unwrap().scalar().unwrap();
         assert_eq!((c.text.as_str(), c.content.clone(), c.style), ("it's", None, Style::Other));
-        assert_eq!(d.get("d").unwrap().scalar().unwrap().style, Style::Other);
+        assert_eq!(d.get("d").unwrap().scalar().unwrap().style, Style::Literal);
         assert!(d.get("y").unwrap().scalar().is_none(), "~ is null");
         let k = d.get("k").unwrap().scalar().unwrap();
         assert_eq!(&src[k.content.clone().unwrap()], "é");
@@ -233,5 +420,56 @@ mod tests {
         let b = docs[1].get("b").unwrap().scalar().unwrap();
         assert_eq!(&src[b.content.clone().unwrap()], "two");
         assert_eq!(b.line, 3);
+    }
+
+    #[test]
+    fn aliases_and_merge_keys_point_at_the_anchor() {
+        let src = "base: &base\n  image: &img\n    tag: 1.0\nmain:\n  <<: *base\nkopia:\n  image: *img\nt: &t \"2.0\"\nu: *t\n";
+        let d = &parse_documents(src).unwrap()[0];
+        let anchor = d.path(&["base", "image", "tag"]).unwrap().scalar().unwrap().clone();
+        for path in [&["main", "image", "tag"][..], &["kopia", "image", "tag"]] {
+            let s = d.path(path).unwrap().scalar().unwrap();
+            assert_eq!(
+                (s.content.clone(), s.line, s.aliased()),
+                (anchor.content.clone(), 3, true),
+                "{path:?}"
+            );
+        }
+        let u = d.get("u").unwrap().scalar().unwrap();
+        assert_eq!((&src[u.content.clone().unwrap()], u.line, u.used_line), ("2.0", 8, 9));
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value() {
+        let d = &parse_documents("a: 1\nb: 2\na: 3\n").unwrap()[0];
+        assert_eq!(d.str_at("a"), Some("3"));
+    }
+
+    #[test]
+    fn yaml_inside_a_literal_block_has_outer_positions() {
+        let src = "kind: Kustomization\npatches:\n- patch: |-\n    - op: replace\n      path: /spec/x\n      value:\n        image: ghcr.io/a/b:1.2 # c\n  target:\n    kind: Deployment\n";
+        let d = &parse_documents(src).unwrap()[0];
+        let Some(Node::Seq(p)) = d.get("patches") else { panic!() };
+        let block = p[0].get("patch").unwrap().scalar().unwrap();
+        assert_eq!(block.style, Style::Literal);
+        let inner = parse_embedded(src, block).unwrap();
+        let Node::Seq(ops) = &inner[0] else { panic!() };
+        let image = ops[0].path(&["value", "image"]).unwrap().scalar().unwrap();
+        assert_eq!((image.line, &src[image.content.clone().unwrap()]), (7, "ghcr.io/a/b:1.2"));
+        // A folded block is read but not mapped.
+        let folded = parse_documents("p: >\n  image: a:1\n").unwrap();
+        assert_eq!(folded[0].get("p").unwrap().scalar().unwrap().style, Style::Other);
+    }
+
+    #[test]
+    fn a_block_that_does_not_map_exactly_is_read_only() {
+        // Tab-indented content is not the source line less the indentation.
+        let src = "p: |2\n    image: a:1\n";
+        let d = &parse_documents(src).unwrap()[0];
+        let s = d.get("p").unwrap().scalar().unwrap();
+        if let Some(inner) = parse_embedded(src, s) {
+            let image = inner[0].get("image").unwrap().scalar().unwrap();
+            assert!(image.content.is_none() || &src[image.content.clone().unwrap()] == "a:1");
+        }
     }
 }

@@ -205,12 +205,7 @@ impl Engine<'_> {
         let mirror = self.mirror(&repo_cfg.name)?;
         let auth = self.git_auth(repo_cfg)?;
         let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-        let culprit = crate::revert::trace(
-            &mirror,
-            &tip.0,
-            &Query { subject: subject.clone(), tag: None, digest: None },
-            &w.paths,
-        )?;
+        let culprit = crate::revert::trace(&mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?;
         if culprit.commit.sha.0 != culprit_sha {
             return Ok(format!(
                 "`{}` now has {} from {}, not from {}: this revert no longer applies. `/metricops cancel` it; the next alert proposes what is right now.",
@@ -343,7 +338,7 @@ impl Engine<'_> {
             previous: None,
             changes: Vec::new(),
             other_files: Vec::new(),
-            current: Vec::new(),
+            later: Vec::new(),
             notes: Vec::new(),
         };
         let subject = Subject::Image(format!("#{}", pr.number));

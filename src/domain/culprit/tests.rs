@@ -66,11 +66,19 @@ impl History for Mem {
     fn commit(&self, sha: &CommitSha) -> Result<CommitInfo, NoCommit> {
         self.commits.iter().find(|(c, _)| &c.sha == sha).map(|(c, _)| c.clone()).ok_or(NoCommit)
     }
-    fn first_parent(&self, sha: &CommitSha) -> Result<Option<CommitSha>, NoCommit> {
-        Ok(self.commit(sha)?.parents.first().cloned())
+    fn step(&self, sha: &CommitSha) -> Result<(Option<CommitSha>, i64), NoCommit> {
+        let c = self.commit(sha)?;
+        Ok((c.parents.first().cloned(), c.time.timestamp()))
     }
-    fn files(&self, sha: &CommitSha) -> Result<Vec<(String, usize)>, NoCommit> {
-        Ok(self.snapshot(sha)?.iter().map(|(p, b)| (p.clone(), *b)).collect())
+    fn files(&self, sha: &CommitSha) -> Result<Vec<TreeFile<usize>>, NoCommit> {
+        Ok(self
+            .snapshot(sha)?
+            .iter()
+            .map(|(p, b)| TreeFile { path: p.clone(), blob: *b, symlink: p.ends_with(".link.yaml") })
+            .collect())
+    }
+    fn blob_at(&self, sha: &CommitSha, path: &str) -> Result<Option<usize>, NoCommit> {
+        Ok(self.snapshot(sha)?.get(path).copied())
     }
     fn changes(
         &self,
@@ -92,9 +100,6 @@ impl History for Mem {
         }
         Ok(out)
     }
-    fn touched(&self, parent: Option<&CommitSha>, sha: &CommitSha) -> Result<Vec<String>, NoCommit> {
-        Ok(self.changes(parent, sha)?.into_iter().map(|c| c.path).collect())
-    }
     fn read(&self, blob: usize) -> Result<Vec<u8>, NoCommit> {
         Ok(self.blobs[blob].clone().into_bytes())
     }
@@ -107,7 +112,7 @@ fn deploy(tag: &str) -> String {
 }
 
 fn image(i: &str) -> Query {
-    Query { subject: Subject::Image(i.into()), tag: None, digest: None }
+    Query::new(Subject::Image(i.into()))
 }
 
 /// `(culprit summary, previous, changes as "file:line old->new")`
@@ -196,7 +201,7 @@ fn errors_name_what_is_there() {
         &h,
         &b,
         &image("ghcr.io/x/api"),
-        "error ambiguous: image ghcr.io/x/api has several current versions in scope: 1.0 in a.yaml; 1.1 in c.yaml; name one with --tag/--digest or narrow the scope with --path",
+        "error ambiguous: image ghcr.io/x/api has several current versions in scope: 1.0 in a.yaml; 1.1 in c.yaml; name one with --tag/--digest, narrow the scope with --path, or name the object with --workload",
     );
     let q = Query { tag: Some("9.9".into()), ..image("ghcr.io/x/api") };
     check(

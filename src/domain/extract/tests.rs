@@ -14,7 +14,8 @@ fn render(file: &str, text: &str, ex: &Extraction) -> String {
                     v.tag.as_deref().is_none_or(|t| slice.contains(t))
                         && v.digest.as_deref().is_none_or(|d| slice.contains(d))
                 }
-                Site::ReadOnly => true,
+                Site::TagAtDigest { .. } => slice == v.to_string(),
+                Site::ReadOnly(_) => true,
             };
             assert!(ok, "{file}: span {slice:?} does not hold version {v}");
         }
@@ -34,9 +35,10 @@ fn render(file: &str, text: &str, ex: &Extraction) -> String {
         if let Some(p) = &o.policy {
             s.push_str(&format!(" <{p}>"));
         }
-        if o.site == Site::ReadOnly {
-            s.push_str(" readonly");
+        if let Site::ReadOnly(why) = o.site {
+            s.push_str(&format!(" readonly({why})"));
         }
+        s.push_str(&format!(" @{}", o.slot));
         lines.push(s);
     }
     lines.join("\n")
@@ -104,11 +106,11 @@ spec:
         &text,
         &format!(
             r#"
-11 workload localhost:5000/shop/migrate 2.0 [Deployment/shop/checkout container migrate] {{spec.template.spec.initContainers[0].image}}
-14 workload ghcr.io/shop/checkout 1.2.3 [Deployment/shop/checkout container app] {{spec.template.spec.containers[0].image}}
-16 workload envoyproxy/envoy {D} [Deployment/shop/checkout container sidecar] {{spec.template.spec.containers[1].image}}
-29 workload ghcr.io/shop/report main@{D} [CronJob/nightly container job] {{spec.jobTemplate.spec.template.spec.containers[0].image}}
-38 workload nginx 1.25 [Pod/debug container c] {{spec.containers[0].image}}"#
+11 workload localhost:5000/shop/migrate 2.0 [Deployment/shop/checkout container migrate] {{spec.template.spec.initContainers[name=migrate].image}} @Deployment/shop/checkout|spec.template.spec.initContainers[name=migrate].image
+14 workload ghcr.io/shop/checkout 1.2.3 [Deployment/shop/checkout container app] {{spec.template.spec.containers[name=app].image}} @Deployment/shop/checkout|spec.template.spec.containers[name=app].image
+16 workload envoyproxy/envoy {D} [Deployment/shop/checkout container sidecar] {{spec.template.spec.containers[name=sidecar].image}} @Deployment/shop/checkout|spec.template.spec.containers[name=sidecar].image
+29 workload ghcr.io/shop/report main@{D} [CronJob/nightly container job] {{spec.jobTemplate.spec.template.spec.containers[name=job].image}} @CronJob//nightly|spec.jobTemplate.spec.template.spec.containers[name=job].image
+38 workload nginx 1.25 [Pod/debug container c] {{spec.containers[name=c].image}} @Pod//debug|spec.containers[name=c].image"#
         ),
     );
 }
@@ -122,8 +124,8 @@ fn kustomization_images() {
         ),
         &format!(
             r#"
-5 kustomize ghcr.io/shop/checkout 1.3.0 {{images[name=ghcr.io/shop/checkout].newTag}}
-8 kustomize registry.local/nginx 1.25.1@{D} {{images[name=nginx].newTag}}"#
+5 kustomize ghcr.io/shop/checkout 1.3.0 {{images[name=ghcr.io/shop/checkout].newTag}} @doc0|images[name=ghcr.io/shop/checkout]
+8 kustomize registry.local/nginx 1.25.1@{D} {{images[name=nginx].newTag}} @doc0|images[name=nginx]"#
         ),
     );
 }
@@ -134,7 +136,7 @@ fn image_updater_kustomization_write_back_reference() {
     check(
         "kustomization.yaml",
         include_str!("../../../fixtures/layouts/image-updater.kustomization.yaml"),
-        "8 kustomize baz 123 {images[name=bar].newTag}",
+        "8 kustomize baz 123 {images[name=bar].newTag} @doc0|images[name=bar]",
     );
 }
 
@@ -159,12 +161,23 @@ templated:
         "values.yaml",
         text,
         r#"
-4 helm-values docker.io/bitnami/redis 7.2.4 {image.tag} <flux-system:redis>
-8 helm-values ghcr.io/shop/frontend 2.1 {frontend.image.tag}
-10 helm-values ghcr.io/shop/worker 0.9.1 {worker.image}"#,
+4 helm-values docker.io/bitnami/redis 7.2.4 {image.tag} <flux-system:redis> @doc0|image.tag
+8 helm-values ghcr.io/shop/frontend 2.1 {frontend.image.tag} @doc0|frontend.image.tag
+10 helm-values ghcr.io/shop/worker 0.9.1 {worker.image} @doc0|worker.image
+12 helm-values - 3.16.2 {nexus.imageTag} @doc0|nexus.imageTag"#,
     );
-    check_key("values.yaml", text, "nexus.imageTag", "12 helm-values - 3.16.2 {nexus.imageTag}");
-    check_key("values.yaml", text, "frontend.image.tag", "8 helm-values - 2.1 {frontend.image.tag}");
+    check_key(
+        "values.yaml",
+        text,
+        "nexus.imageTag",
+        "12 helm-values - 3.16.2 {nexus.imageTag} @doc0|nexus.imageTag",
+    );
+    check_key(
+        "values.yaml",
+        text,
+        "frontend.image.tag",
+        "8 helm-values ghcr.io/shop/frontend 2.1 {frontend.image.tag} @doc0|frontend.image.tag",
+    );
     check_key("values.yaml", text, "nope.tag", "");
 }
 
@@ -174,29 +187,35 @@ fn flux_helmrelease_values_and_setter_markers() {
         "release.yaml",
         include_str!("../../../fixtures/layouts/flux-setter.helmrelease.yaml"),
         &format!(
-            "10 helm-release ghcr.io/my-org/my-app 4.0.6@{D} [HelmRelease/default/my-app] {{image.tag}} <flux-system:my-policy>"
+            "10 helm-release ghcr.io/my-org/my-app 4.0.6@{D} [HelmRelease/default/my-app] {{image.tag}} <flux-system:my-policy> @HelmRelease/default/my-app|spec.values.image.tag"
         ),
     );
     check(
         "cronjob.yaml",
         include_str!("../../../fixtures/layouts/flux-setter.cronjob.yaml"),
         r#"
-14 workload image v1.0.0 [CronJob/bar/foo container c] {spec.jobTemplate.spec.template.spec.containers[0].image} <automation-ns:policy>
-16 workload image v1.0.0 [CronJob/bar/foo container d] {spec.jobTemplate.spec.template.spec.containers[1].image} <automation-ns:unchanged>"#,
+14 workload image v1.0.0 [CronJob/bar/foo container c] {spec.jobTemplate.spec.template.spec.containers[name=c].image} <automation-ns:policy> @CronJob/bar/foo|spec.jobTemplate.spec.template.spec.containers[name=c].image
+16 workload image v1.0.0 [CronJob/bar/foo container d] {spec.jobTemplate.spec.template.spec.containers[name=d].image} <automation-ns:unchanged> @CronJob/bar/foo|spec.jobTemplate.spec.template.spec.containers[name=d].image"#,
     );
     let release = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: nexus\nspec:\n  values:\n    nexus:\n      imageTag: 3.16.2\n";
-    check_key("release.yaml", release, "nexus.imageTag", "8 helm-release - 3.16.2 {nexus.imageTag}");
+    check_key(
+        "release.yaml",
+        release,
+        "nexus.imageTag",
+        "8 helm-release - 3.16.2 [HelmRelease/nexus] {nexus.imageTag} @HelmRelease//nexus|spec.values.nexus.imageTag",
+    );
     check_key(
         "release.yaml",
         release,
         "spec.values.nexus.imageTag",
-        "8 helm-release - 3.16.2 {spec.values.nexus.imageTag}",
+        "8 helm-release - 3.16.2 [HelmRelease/nexus] {nexus.imageTag} @HelmRelease//nexus|spec.values.nexus.imageTag",
     );
     // A tag marked for automation with no repository beside it.
+    check("marked.yaml", "app:\n  version: 1.4.0 # {\"$imagepolicy\": \"ns:app:tag\"}\n", "");
     check(
         "marked.yaml",
-        "app:\n  version: 1.4.0 # {\"$imagepolicy\": \"ns:app:tag\"}\n",
-        "2 flux-setter - 1.4.0 <ns:app>",
+        "app:\n  appTag: 1.4.0 # {\"$imagepolicy\": \"ns:app:tag\"}\n",
+        "2 flux-setter - 1.4.0 {app.appTag} <ns:app> @doc0|app.appTag",
     );
 }
 
@@ -232,16 +251,16 @@ spec:
         "app.yaml",
         text,
         r#"
-14 argocd-application ghcr.io/shop/api 5.0.1 {image.tag}
-20 argocd-application ghcr.io/shop/web v9 [Application/argocd/shop] {image.tag}
-24 argocd-application ghcr.io/shop/cart 1.1
-25 argocd-application ghcr.io/shop/cart2 2.2"#,
+14 argocd-application ghcr.io/shop/api 5.0.1 {image.tag} @Application/argocd/shop|spec.sources[0].helm.parameters[name=image.tag]
+20 argocd-application ghcr.io/shop/web v9 [Application/argocd/shop] {image.tag} @Application/argocd/shop|spec.sources[0].helm.valuesObject.image.tag
+24 argocd-application ghcr.io/shop/cart 1.1 @Application/argocd/shop|spec.sources[1].kustomize.images[ghcr.io/shop/cart]
+25 argocd-application ghcr.io/shop/cart2 2.2 @Application/argocd/shop|spec.sources[1].kustomize.images[cart-alias]"#,
     );
     check_key(
         "app.yaml",
         text,
         "image.tag",
-        "14 argocd-application - 5.0.1 {image.tag}\n20 argocd-application - v9 {image.tag}",
+        "14 argocd-application ghcr.io/shop/api 5.0.1 {image.tag} @Application/argocd/shop|spec.sources[0].helm.parameters[name=image.tag]\n20 argocd-application ghcr.io/shop/web v9 [Application/argocd/shop] {image.tag} @Application/argocd/shop|spec.sources[0].helm.valuesObject.image.tag",
     );
 }
 
@@ -250,13 +269,13 @@ fn argocd_image_updater_write_back_files() {
     check(
         ".argocd-source-testapp.yaml",
         include_str!("../../../fixtures/layouts/.argocd-source-testapp.yaml"),
-        "3 argocd-image-updater quay.io/argoprojlabs/argocd-e2e-container 0.3",
+        "3 argocd-image-updater quay.io/argoprojlabs/argocd-e2e-container 0.3 @doc0|kustomize.images[quay.io/argoprojlabs/argocd-e2e-container]",
     );
     check_key(
         ".argocd-source.yaml",
         include_str!("../../../fixtures/layouts/.argocd-source.yaml"),
         "image.tag",
-        "4 argocd-image-updater - 0.2 {image.tag}",
+        "4 argocd-image-updater - 0.2 {image.tag} @doc0|helm.parameters[name=image.tag]",
     );
 }
 
@@ -287,8 +306,8 @@ spec:
         "operators.yaml",
         text,
         r#"
-8 custom-resource quay.io/ceph/ceph v18.2.2 [CephCluster/rook-ceph/rook-ceph] {spec.cephVersion.image}
-20 custom-resource redis 7.2-alpine [RedisFailover/cache] {spec.sentinel.tag}"#,
+8 custom-resource quay.io/ceph/ceph v18.2.2 [CephCluster/rook-ceph/rook-ceph] {spec.cephVersion.image} @CephCluster/rook-ceph/rook-ceph|spec.cephVersion.image
+20 custom-resource redis 7.2-alpine [RedisFailover/cache] {spec.sentinel.tag} @RedisFailover//cache|spec.sentinel.tag"#,
     );
 }
 
@@ -296,7 +315,7 @@ spec:
 fn broken_yaml_falls_back_to_image_lines() {
     let text = "spec:\n  containers:\n  - name: a\n    image: \"ghcr.io/a/b:{{ .Values.tag }}\"\n  - image: ghcr.io/a/c:1.0 # ok\n  {{- if .Values.x }}\n  : bad\n";
     let ex = extract("chart/templates/deploy.yaml", text);
-    assert_eq!(render("t", text, &ex), "5 fallback ghcr.io/a/c 1.0");
+    assert_eq!(render("t", text, &ex), "5 fallback ghcr.io/a/c 1.0 @lines|image-line[ghcr.io/a/c#1]");
     assert_eq!(ex.notes.len(), 1);
     assert!(ex.notes[0].contains("not valid YAML"), "{:?}", ex.notes);
 }
@@ -308,7 +327,7 @@ fn crlf_and_non_ascii_keep_exact_spans() {
     check(
         "x.yaml",
         text,
-        "12 workload r/b 2.0 [Deployment/ü container b] {spec.template.spec.containers[1].image}",
+        "12 workload r/b 2.0 [Deployment/ü container b] {spec.template.spec.containers[name=b].image} @Deployment//ü|spec.template.spec.containers[name=b].image",
     );
 }
 
