@@ -178,7 +178,9 @@ pub struct CliError {
 impl From<RevertError> for CliError {
     fn from(e: RevertError) -> Self {
         let details = match &e {
-            RevertError::Trace(TraceError::NotFound { available, .. }) => json!({ "available": available }),
+            RevertError::Trace(TraceError::NotFound { available, .. }) => {
+                json!({ "available": available })
+            }
             RevertError::Trace(TraceError::Ambiguous { versions, .. }) => json!({
                 "versions": versions.iter().map(|(v, files)| json!({"version": v.to_string(), "files": files})).collect::<Vec<_>>()
             }),
@@ -257,12 +259,20 @@ fn open(scope: &Scope) -> Result<GitRepo, CliError> {
 
 pub fn culprit_json(c: &Culprit) -> Value {
     let v = |x: &Option<crate::domain::image_ref::Version>| x.as_ref().map(|v| v.to_string());
+    // The digest fields are filled when the change involves a digest; a reference left with a bare
+    // `@` (`repo:1.2@`) is a version of its own, shown as written in `version` / `previous`.
+    let real = |x: Option<&crate::domain::image_ref::Version>| {
+        x.and_then(|v| v.digest.as_deref()).is_some_and(|d| !d.is_empty())
+    };
+    let digests = real(Some(&c.version)) || real(c.previous.as_ref());
     json!({
         "image": c.image,
         "tag": c.version.tag,
-        "digest": c.version.digest,
+        "digest": digests.then(|| c.version.digest.clone()).flatten(),
         "previous_tag": c.previous.as_ref().and_then(|p| p.tag.clone()),
-        "previous_digest": c.previous.as_ref().and_then(|p| p.digest.clone()),
+        "previous_digest": digests.then(|| c.previous.as_ref().and_then(|p| p.digest.clone())).flatten(),
+        "version": c.version.to_string(),
+        "previous": v(&c.previous),
         "commit": c.commit.sha,
         "parent": c.parent,
         "subject": c.commit.summary,

@@ -519,7 +519,9 @@ impl Config {
             if !w.match_labels.is_empty() {
                 return w.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v));
             }
-            let Some((ns, name)) = w.name.split_once('/') else { return false };
+            let Some((ns, name)) = w.name.split_once('/') else {
+                return false;
+            };
             labels.get("namespace").map(String::as_str) == Some(ns)
                 && self.workload_labels.iter().any(|l| labels.get(l).map(String::as_str) == Some(name))
         })
@@ -546,7 +548,9 @@ impl Config {
                 }
                 slo_expr(objective, &slo.good, &slo.total)
             }
-            _ => return Err(format!("rule {:?}: give `expr` (PromQL) or `slo`, one of them", r.name)),
+            _ => {
+                return Err(format!("rule {:?}: give `expr` (PromQL) or `slo`, one of them", r.name));
+            }
         };
         check_promql(&r.name, &expr)?;
         let for_ = match &r.for_ {

@@ -5,6 +5,14 @@ use metricops::cli::{Cli, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, metricops::cli::Command::Serve { .. }) {
+        // Output piped into `head` ends the command quietly, as it does for git; `serve` keeps
+        // ignoring SIGPIPE so a closed connection is an error on that write, not an exit.
+        // SAFETY: called once, first thing, before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("METRICOPS_LOG").unwrap_or_else(|_| "warn".into());
     let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -17,14 +17,16 @@ use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager};
 use crate::domain::culprit::CommitSha;
-use crate::domain::culprit::{Culprit, Query, Subject};
+use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
 use crate::domain::pause::set_paused;
 use crate::domain::policy::{Decision, Facts, decide, most_severe};
-use crate::domain::render::{AlertView, ChangeView, CulpritView, Link, OriginalPr, PrView, render_pr};
+use crate::domain::render::{
+    AlertView, ChangeView, CulpritView, LaterView, Link, OriginalPr, PrView, render_pr,
+};
 use crate::domain::revert::{ModeChoice, branch_name};
 use crate::domain::rules::{Rule, annotated_rules, check_promql};
 use crate::metrics::Metrics;
-use crate::revert::{BuiltRevert, build_revert, trace};
+use crate::revert::{BuiltRevert, RevertError, build_revert, trace};
 use github::GitHub;
 
 /// Work waiting for the engine.
@@ -373,6 +375,34 @@ impl<'c> Engine<'c> {
         }
     }
 
+    /// The culprit of an incident: the change that made current the version running when the
+    /// alert started (give or take `causality_grace`), and what changed the same references after
+    /// it. When the image was not even there then, the newest change is named (and policy ignores
+    /// it: the alert started before the deploy).
+    fn trace_incident(
+        &self,
+        mirror: &GitRepo,
+        tip: &CommitSha,
+        w: &WorkloadConfig,
+        subject: &Subject,
+        incident: &Incident,
+    ) -> anyhow::Result<Culprit> {
+        let at = incident.started_at() + self.config.policy().causality_grace;
+        let query = Query { at: Some(at), ..Query::new(subject.clone()) };
+        match trace(mirror, &tip.0, &query, &w.paths) {
+            Ok(c) => {
+                if !c.later.is_empty() {
+                    tracing::info!(later = c.later.len(), first_bad = %c.commit.sha.short(), "changes followed the first bad one; the revert sets them back too");
+                }
+                Ok(c)
+            }
+            Err(RevertError::Trace(TraceError::NotRunningAt { .. })) => {
+                Ok(trace(mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn handle_incident(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
         let w: &WorkloadConfig = self
             .config
@@ -393,10 +423,9 @@ impl<'c> Engine<'c> {
             .fetch(&repo_cfg.url, &branch, auth.as_ref())
             .with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
-        let query = Query::new(subject.clone());
         self.metrics.step("fetch", step.elapsed().as_secs_f64());
         let step = std::time::Instant::now();
-        let culprit = trace(&mirror, &tip.0, &query, &w.paths)?;
+        let culprit = self.trace_incident(&mirror, &tip, w, &subject, &incident)?;
         self.metrics.step("trace", step.elapsed().as_secs_f64());
         tracing::info!(culprit = %culprit.commit.sha.short(), version = %culprit.version, "culprit found");
         let original_pr = match repo_cfg.forge {
@@ -665,14 +694,29 @@ fn reason_text(o: &Outcome) -> String {
             )
         })
         .collect();
-    format!(
+    let now = o
+        .culprit
+        .changes
+        .first()
+        .map(|c| c.tip.version.to_string())
+        .unwrap_or_else(|| o.culprit.version.to_string());
+    let mut text = format!(
         "metricops: {} for workload {}; {} goes back from {} to {}.",
         alerts.join(", "),
         o.workload,
         o.culprit.image.as_deref().unwrap_or("the tag"),
-        o.culprit.version,
+        now,
         o.culprit.previous.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
-    )
+    );
+    if !o.culprit.later.is_empty() {
+        text.push_str(&format!(
+            " The first bad version, {}, came with {}; {} later change(s) followed it.",
+            o.culprit.version,
+            o.culprit.commit.sha.short(),
+            o.culprit.later.len()
+        ));
+    }
+    text
 }
 
 pub fn pr_view(
@@ -726,6 +770,19 @@ pub fn pr_view(
                 file: c.file.clone(),
                 line: c.line,
                 workload: c.workload.as_ref().map(|w| w.to_string()),
+            })
+            .collect(),
+        first_bad: o.culprit.version.to_string(),
+        later: o
+            .culprit
+            .later
+            .iter()
+            .map(|l| LaterView {
+                sha: l.commit.0.clone(),
+                subject: l.summary.clone(),
+                time: l.time.to_rfc3339(),
+                from: l.old.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into()),
+                to: l.new.to_string(),
             })
             .collect(),
         culprit: CulpritView {

@@ -10,7 +10,7 @@ use crate::domain::culprit::{CommitSha, Culprit, Query, Subject, TraceError, fin
 use crate::domain::extract::{Occurrence, extract, find_key, text_of};
 use crate::domain::image_ref::Version;
 use crate::domain::revert::{
-    AutoReason, EditError, Mode, ModeChoice, apply, branch_name, message, only_version_changed, plan_edits,
+    AutoReason, EditError, Mode, ModeChoice, apply, branch_name, message, only_these_changed, plan_edits,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +63,23 @@ pub struct BuiltRevert {
 }
 
 pub fn trace(repo: &GitRepo, rev: &str, query: &Query, scope: &[String]) -> Result<Culprit, RevertError> {
+    let started = std::time::Instant::now();
     let tip = repo.resolve(rev)?;
     let history = repo.history(scope);
-    Ok(find_culprit(&history, &tip, query)?)
+    let found = find_culprit(&history, &tip, query);
+    let s = history.stats.borrow();
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        commits = s.commits,
+        commit_ms = s.commit_time.as_secs_f64() * 1e3,
+        trees = s.trees,
+        tree_ms = s.tree_time.as_secs_f64() * 1e3,
+        blobs = s.blobs,
+        blob_kib = s.blob_bytes / 1024,
+        blob_ms = s.blob_time.as_secs_f64() * 1e3,
+        "history walk"
+    );
+    Ok(found?)
 }
 
 /// Every reference in a file as the subject reads it, and every image reference (to see what an
@@ -112,19 +126,14 @@ fn choose(
     }
     let mut other_lines = Vec::new();
     for (file, changes) in by_file {
-        let before = repo.read_bytes(parent, file)?;
+        let before = file_at(repo, parent, file)?;
         let after = file_at(repo, &c.commit.sha, file)?;
         let ok = match (before, after) {
-            (Some(before), Some((after, _))) if changes.iter().all(|s| s.old.is_some()) => {
+            (Some((before, _)), Some((after, _))) if changes.iter().all(|s| s.old.is_some()) => {
                 let all = references(subject, file, &after);
-                let olds: Vec<Version> = changes.iter().filter_map(|s| s.old.clone()).collect();
-                let sites: Vec<(&Occurrence, &Version)> = changes
-                    .iter()
-                    .zip(&olds)
-                    .filter_map(|(s, old)| all.iter().find(|o| o.slot == s.slot).map(|o| (o, old)))
-                    .collect();
-                sites.len() == changes.len()
-                    && only_version_changed(&before, &after, &sites, &all, |t| references(subject, file, t))
+                let sites: Vec<&Occurrence> =
+                    changes.iter().filter_map(|s| all.iter().find(|o| o.slot == s.slot)).collect();
+                sites.len() == changes.len() && only_these_changed(&before, &after, &sites)
             }
             _ => false,
         };
@@ -169,11 +178,15 @@ fn surgical_edits(
     }
     let mut edits = Vec::new();
     for (file, changes) in by_file {
-        let Some((text, bytes)) = file_at(repo, onto, file)? else { continue };
+        let Some((text, bytes)) = file_at(repo, onto, file)? else {
+            continue;
+        };
         let all = references(subject, file, &text);
         let mut sites = Vec::new();
         for (s, old) in changes {
-            let Some(o) = all.iter().find(|o| o.slot == s.slot) else { continue };
+            let Some(o) = all.iter().find(|o| o.slot == s.slot) else {
+                continue;
+            };
             if o.version == s.tip.version && &o.version != old {
                 sites.push((o, old));
             }

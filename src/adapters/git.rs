@@ -137,7 +137,13 @@ impl GitRepo {
             .map(|p| p.trim_matches('/').to_string())
             .filter(|p| !p.is_empty() && p != ".")
             .collect();
-        GitHistory { repo: &self.repo, scope, last: RefCell::new(None), lookups: RefCell::default() }
+        GitHistory {
+            repo: &self.repo,
+            scope,
+            last: RefCell::new(None),
+            lookups: RefCell::default(),
+            stats: RefCell::default(),
+        }
     }
 
     pub fn commit_info(&self, c: &CommitSha) -> Result<CommitInfo, GitError> {
@@ -152,7 +158,9 @@ impl GitRepo {
     /// A regular file's bytes at a commit, if it exists there.
     pub fn read_bytes(&self, commit: &CommitSha, path: &str) -> Result<Option<Vec<u8>>, GitError> {
         let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
-        let Ok(entry) = tree.get_path(Path::new(path)) else { return Ok(None) };
+        let Ok(entry) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
         if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == MODE_LINK as i32 {
             return Ok(None);
         }
@@ -424,7 +432,8 @@ const MODE_COMMIT: u32 = 0o160000;
 
 fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
-    let t = author.when();
+    // When the commit landed (committer time): a squashed or rebased change can be authored days earlier.
+    let t = c.committer().when();
     let offset = FixedOffset::east_opt(t.offset_minutes() * 60)
         .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
     let time =
@@ -449,6 +458,20 @@ pub struct GitHistory<'r> {
     last: RefCell<Option<(Oid, Oid, Option<Oid>, i64)>>,
     /// (tree, name) → entry id and mode: a subtree that did not change is never read twice.
     lookups: RefCell<HashMap<(Oid, Box<[u8]>), Option<(Oid, u32)>>>,
+    /// What the walk cost, for the debug log.
+    pub stats: RefCell<WalkStats>,
+}
+
+/// Objects read by a history walk, and the time spent reading them.
+#[derive(Clone, Debug, Default)]
+pub struct WalkStats {
+    pub commits: u32,
+    pub trees: u32,
+    pub blobs: u32,
+    pub blob_bytes: u64,
+    pub commit_time: std::time::Duration,
+    pub tree_time: std::time::Duration,
+    pub blob_time: std::time::Duration,
 }
 
 impl GitHistory<'_> {
@@ -460,6 +483,7 @@ impl GitHistory<'_> {
         {
             return Ok((tree, parent, time));
         }
+        let started = std::time::Instant::now();
         let odb = self.repo.odb()?;
         let obj = odb.read(c)?;
         let text = obj.data();
@@ -485,6 +509,9 @@ impl GitHistory<'_> {
         }
         let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
         *self.last.borrow_mut() = Some((c, tree, parent, time));
+        let mut stats = self.stats.borrow_mut();
+        stats.commits += 1;
+        stats.commit_time += started.elapsed();
         Ok((tree, parent, time))
     }
 
@@ -504,10 +531,15 @@ impl GitHistory<'_> {
             let found = match found {
                 Some(f) => f,
                 None => {
+                    let started = std::time::Instant::now();
                     let f = match odb.read(cur.0) {
                         Ok(obj) if obj.kind() == ObjectType::Tree => tree_entry(obj.data(), comp.as_bytes()),
                         _ => None,
                     };
+                    let mut stats = self.stats.borrow_mut();
+                    stats.trees += 1;
+                    stats.tree_time += started.elapsed();
+                    drop(stats);
                     let mut memo = self.lookups.borrow_mut();
                     if memo.len() > 200_000 {
                         memo.clear();
@@ -597,7 +629,9 @@ impl History for GitHistory<'_> {
             walk("", &tree)?;
         } else {
             for p in &self.scope {
-                let Ok(entry) = tree.get_path(Path::new(p)) else { continue };
+                let Ok(entry) = tree.get_path(Path::new(p)) else {
+                    continue;
+                };
                 match entry.kind() {
                     Some(ObjectType::Blob) => push(p.clone(), entry.id(), entry.filemode()),
                     Some(ObjectType::Tree) => {
@@ -629,6 +663,12 @@ impl History for GitHistory<'_> {
     }
 
     fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {
-        Ok(self.repo.find_blob(blob)?.content().to_vec())
+        let started = std::time::Instant::now();
+        let bytes = self.repo.odb()?.read(blob)?.data().to_vec();
+        let mut stats = self.stats.borrow_mut();
+        stats.blobs += 1;
+        stats.blob_bytes += bytes.len() as u64;
+        stats.blob_time += started.elapsed();
+        Ok(bytes)
     }
 }

@@ -228,7 +228,9 @@ impl GitHubApp {
         }
         let path = format!("/repos/{}/{}/installation", repo.owner, repo.name);
         let v = match self.call(&self.app, Method::GET, &path, None).await {
-            Err(e) if e.status() == Some(404) => return Err(GitHubError::NotInstalled(repo.clone())),
+            Err(e) if e.status() == Some(404) => {
+                return Err(GitHubError::NotInstalled(repo.clone()));
+            }
             r => r?,
         };
         let id = v.get("id").and_then(Value::as_u64).ok_or_else(|| GitHubError::Decode {

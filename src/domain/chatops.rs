@@ -93,7 +93,9 @@ pub fn parse(body: &str) -> Vec<Line> {
         if indent >= 4 || raw.starts_with('\t') || line.starts_with('>') {
             continue;
         }
-        let Some(rest) = strip_prefix_ci(line, PREFIX) else { continue };
+        let Some(rest) = strip_prefix_ci(line, PREFIX) else {
+            continue;
+        };
         if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
             continue; // `/metricopsx`, or `/metricops-foo`: not ours
         }

@@ -53,6 +53,7 @@ pub struct CommitInfo {
     pub message: String,
     pub author: String,
     pub author_email: String,
+    /// When the commit landed on its branch (the committer time).
     pub time: DateTime<FixedOffset>,
 }
 
@@ -362,6 +363,8 @@ struct Track<B> {
 /// One reference the walk follows.
 struct Followed {
     tip: Occurrence,
+    /// Its identity in the version of the file being looked at (a document may be renamed).
+    id: SlotId,
     track: usize,
     value: Version,
     repository: Option<String>,
@@ -437,9 +440,14 @@ pub fn find_culprit<H: History>(
     let any_filter = query.tag.is_some() || query.digest.is_some();
     let mut versions: BTreeMap<Version, Vec<String>> = BTreeMap::new();
     for o in found.iter().flat_map(|(_, os)| os).filter(|o| wanted.matches(&o.version)) {
-        let files = versions.entry(o.version.clone()).or_default();
-        if !files.contains(&o.file) {
-            files.push(o.file.clone());
+        // Where, and in which object when the file names one (for --workload).
+        let place = match &o.slot.doc {
+            d if d.starts_with("doc") || d == "lines" => o.file.clone(),
+            d => format!("{} ({})", o.file, d.replace("//", "/")),
+        };
+        let places = versions.entry(o.version.clone()).or_default();
+        if !places.contains(&place) {
+            places.push(place);
         }
     }
     let target = if query.at.is_some() && !any_filter {
@@ -467,6 +475,7 @@ pub fn find_culprit<H: History>(
         tracks.push(Track { path: f.path.clone(), blob: f.blob, text });
         for o in mine {
             slots.push(Followed {
+                id: o.slot.clone(),
                 track: tracks.len() - 1,
                 value: o.version.clone(),
                 repository: o.repository.clone(),
@@ -485,6 +494,7 @@ pub fn find_culprit<H: History>(
         let (parent, time) = history.step(&cur).map_err(TraceError::History)?;
         let passing = at.is_some_and(|at| time > at);
         let transitions = step(&mut reader, &mut tracks, &mut slots, &cur, parent.as_ref(), &needle)?;
+        let transitions = drop_copies(transitions, &mut slots, &cur, &mut reader.notes);
         let mut culprits = Vec::new();
         for t in transitions {
             let s = &mut slots[t.slot];
@@ -519,6 +529,41 @@ pub fn find_culprit<H: History>(
             });
         }
     }
+}
+
+/// A reference that first appears holding a version another followed reference already had
+/// (a second Deployment added with the running image) did not make that version current: it is
+/// dropped, and the walk goes on for the others.
+fn drop_copies(
+    transitions: Vec<Transition>,
+    slots: &mut [Followed],
+    cur: &CommitSha,
+    notes: &mut Vec<String>,
+) -> Vec<Transition> {
+    if transitions.iter().any(|t| t.old.is_some()) {
+        return transitions;
+    }
+    let moving: Vec<usize> = transitions.iter().map(|t| t.slot).collect();
+    let mut kept = Vec::new();
+    for t in transitions {
+        let v = slots[t.slot].value.clone();
+        let elsewhere =
+            slots.iter().enumerate().find(|(i, o)| o.alive && !moving.contains(i) && o.value == v);
+        match elsewhere {
+            Some((_, o)) => {
+                notes.push(format!(
+                    "{} ({}) first appeared in {} with {v}, which {} already had: not what made it current",
+                    slots[t.slot].tip.slot,
+                    t.file,
+                    cur.short(),
+                    o.tip.slot
+                ));
+                slots[t.slot].alive = false;
+            }
+            None => kept.push(t),
+        }
+    }
+    kept
 }
 
 fn version_asked(query: &Query, target: &Target) -> String {
@@ -602,7 +647,7 @@ fn step<H: History>(
                     e
                 }
             };
-            match same_slot(&ex, s) {
+            match same_slot(&ex, s, map.line_in_hunk(s.line)) {
                 Some(o) => {
                     if o.version != s.value {
                         out.push(Transition {
@@ -615,6 +660,7 @@ fn step<H: History>(
                     }
                     s.region = o.region;
                     s.line = o.line;
+                    s.id = o.slot.clone();
                 }
                 None => out.push(appeared(i, s, &tracks[ti])),
             }
@@ -632,7 +678,7 @@ fn step<H: History>(
             }
         };
         let s = &mut slots[i];
-        (s.track, s.region, s.line) = (ti, o.region, o.line);
+        (s.track, s.region, s.line, s.id) = (ti, o.region, o.line, o.slot.clone());
     }
     Ok(out)
 }
@@ -647,24 +693,44 @@ fn shift_line(line: usize, shift: isize) -> usize {
 
 /// The same slot in another version of its file: by identity; else, when the document was
 /// restructured, the one reference to the same repository (with the same value, or the only one).
-fn same_slot<'e>(ex: &'e Extraction, s: &Followed) -> Option<&'e Occurrence> {
-    if let Some(o) = ex.occurrences.iter().find(|o| o.slot == s.tip.slot) {
+fn same_slot<'e>(ex: &'e Extraction, s: &Followed, old_line: Option<usize>) -> Option<&'e Occurrence> {
+    let all = &ex.occurrences;
+    if let Some(o) = all.iter().find(|o| o.slot == s.id) {
         return Some(o);
     }
-    let repo = s.repository.as_deref()?;
-    let same_repo: Vec<&Occurrence> = ex
-        .occurrences
-        .iter()
-        .filter(|o| {
-            o.repository.as_deref().is_some_and(|r| same_repository(r, repo)) && o.slot.doc == s.tip.slot.doc
-        })
-        .collect();
-    let same_value: Vec<&&Occurrence> = same_repo.iter().filter(|o| o.version == s.value).collect();
-    match (same_value.len(), same_repo.len()) {
+    // The object was renamed around it (a namespace added or dropped): same kind, name and path.
+    let same_object = |o: &&Occurrence| same_object(&o.slot.doc, &s.id.doc);
+    if let Some(o) = all.iter().filter(same_object).find(|o| o.slot.path == s.id.path) {
+        return Some(o);
+    }
+    // The line the version was on, when the change replaced it line for line.
+    let same_repo = |o: &&Occurrence| match (o.repository.as_deref(), s.repository.as_deref()) {
+        (Some(a), Some(b)) => same_repository(a, b),
+        _ => false,
+    };
+    if let Some(l) = old_line
+        && let Some(o) = all.iter().find(|o| o.line == l && (o.slot.path == s.id.path || same_repo(o)))
+    {
+        return Some(o);
+    }
+    // The document was restructured: the one reference to the same repository in the same object.
+    let candidates: Vec<&Occurrence> = all.iter().filter(same_object).filter(same_repo).collect();
+    let same_value: Vec<&&Occurrence> = candidates.iter().filter(|o| o.version == s.value).collect();
+    match (same_value.len(), candidates.len()) {
         (1, _) => Some(same_value[0]),
-        (0, 1) => Some(same_repo[0]),
+        (0, 1) => Some(candidates[0]),
         _ => None,
     }
+}
+
+/// Whether two document identities name the same object: equal, or the same kind and name with the
+/// namespace written in one and not (or differently) in the other.
+fn same_object(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let (pa, pb): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    matches!((&pa[..], &pb[..]), ([ka, _, na], [kb, _, nb]) if ka == kb && na == nb)
 }
 
 /// Where git would say the file at `track` came from, when the parent has nothing at its path:
@@ -709,11 +775,11 @@ fn same_object_elsewhere<H: History>(
     cur: &CommitSha,
     s: &Followed,
 ) -> Result<Option<(String, H::Blob, Occurrence)>, TraceError<H::Error>> {
-    if s.tip.slot.doc.starts_with("doc") || s.tip.slot.doc == "lines" {
+    if s.id.doc.starts_with("doc") || s.id.doc == "lines" {
         return Ok(None);
     }
     let changes = reader.changes(parent, cur).map_err(TraceError::History)?;
-    let doc_name = s.tip.slot.doc.rsplit('/').next().unwrap_or("").to_string();
+    let doc_name = s.id.doc.rsplit('/').next().unwrap_or("").to_string();
     for c in changes.iter().filter(|c| is_manifest_path(&c.path)) {
         let Some(old) = c.old else { continue };
         let text = reader.text(&c.path, old).map_err(TraceError::History)?;
@@ -721,7 +787,7 @@ fn same_object_elsewhere<H: History>(
             continue;
         }
         let ex = reader.extraction(&c.path, old).map_err(TraceError::History)?;
-        if let Some(o) = ex.occurrences.iter().find(|o| o.slot == s.tip.slot) {
+        if let Some(o) = ex.occurrences.iter().find(|o| o.slot == s.id) {
             return Ok(Some((c.path.clone(), old, o.clone())));
         }
     }

@@ -16,6 +16,7 @@
 //! `extraInitContainers: |`). Text that is not YAML falls back to `image:` lines.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use serde::Serialize;
 
@@ -182,7 +183,9 @@ pub fn doc_matches(doc: &str, asked: &str) -> bool {
         return true;
     }
     let parts: Vec<&str> = doc.split('/').collect();
-    let [kind, ns, name] = parts[..] else { return false };
+    let [kind, ns, name] = parts[..] else {
+        return false;
+    };
     let asked_parts: Vec<&str> = asked.split('/').collect();
     match asked_parts[..] {
         [n] => n == name,
@@ -246,8 +249,9 @@ pub fn extract(file: &str, text: &str) -> Extraction {
     let mut out = Extraction::default();
     match parse_documents(text) {
         Ok(docs) => {
+            let lines = Rc::new(line_starts(text));
             for (i, doc) in docs.iter().enumerate() {
-                let mut w = Walker::new(file, text, doc, i, None);
+                let mut w = Walker::new(file, text, lines.clone(), doc, i, None);
                 w.walk(doc, &mut Vec::new());
                 out.occurrences.extend(w.found);
                 out.notes.extend(w.notes);
@@ -276,14 +280,19 @@ pub fn find_key(file: &str, text: &str, key: &str) -> Extraction {
             return out;
         }
     };
+    let lines = Rc::new(line_starts(text));
     for (i, doc) in docs.iter().enumerate() {
-        let mut w = Walker::new(file, text, doc, i, Some(key));
+        let mut w = Walker::new(file, text, lines.clone(), doc, i, Some(key));
         w.walk(doc, &mut Vec::new());
         out.occurrences.extend(w.found.into_iter().filter(|o| o.answers_to_key(key)));
         out.notes.extend(w.notes);
     }
     unique_slots(&mut out.occurrences);
     out
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0).chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1)).collect()
 }
 
 /// Two references in one file never share a slot: later ones get `#2`, `#3`.
@@ -352,12 +361,23 @@ struct Walker<'a> {
     writeback_file: bool,
     embedded: bool,
     key: Option<&'a str>,
+    /// Byte offset where each line starts.
+    line_starts: Rc<Vec<usize>>,
+    /// Whether the file has any Flux setter marker at all.
+    markers: bool,
     found: Vec<Occurrence>,
     notes: Vec<String>,
 }
 
 impl<'a> Walker<'a> {
-    fn new(file: &'a str, src: &'a str, node: &Node, index: usize, key: Option<&'a str>) -> Self {
+    fn new(
+        file: &'a str,
+        src: &'a str,
+        line_starts: Rc<Vec<usize>>,
+        node: &Node,
+        index: usize,
+        key: Option<&'a str>,
+    ) -> Self {
         let base = file.rsplit('/').next().unwrap_or(file);
         let doc = Doc::of(node, index);
         Walker {
@@ -368,6 +388,8 @@ impl<'a> Walker<'a> {
             writeback_file: base.starts_with(".argocd-source"),
             embedded: false,
             key,
+            markers: src.contains("$imagepolicy"),
+            line_starts,
             found: Vec::new(),
             notes: Vec::new(),
         }
@@ -419,8 +441,18 @@ impl<'a> Walker<'a> {
         Some(Workload { kind, namespace: d.namespace.clone(), name: d.name.clone()?, container })
     }
 
+    /// The text of a 1-based line.
+    fn line_text(&self, line: usize) -> Option<&'a str> {
+        let start = *self.line_starts.get(line.checked_sub(1)?)?;
+        let end = self.line_starts.get(line).map(|e| e - 1).unwrap_or(self.src.len());
+        self.src.get(start..end)
+    }
+
     fn policy_on_line(&self, line: usize) -> Option<String> {
-        setter_marker(self.src.lines().nth(line.saturating_sub(1))?).map(|(p, _)| p)
+        if !self.markers {
+            return None;
+        }
+        setter_marker(self.line_text(line)?).map(|(p, _)| p)
     }
 
     fn walk(&mut self, node: &Node, path: &mut Vec<String>) {
@@ -639,7 +671,9 @@ impl<'a> Walker<'a> {
     }
 
     fn kustomize_entry(&mut self, item: &Node, images: &[String]) {
-        let Some(name) = item.get("name").and_then(Node::scalar) else { return };
+        let Some(name) = item.get("name").and_then(Node::scalar) else {
+            return;
+        };
         let tag = item.get("newTag").and_then(Node::scalar);
         let digest = item.get("digest").and_then(Node::scalar);
         let new_name = item.get("newName").and_then(Node::scalar);
@@ -677,7 +711,9 @@ impl<'a> Walker<'a> {
             Some((alias, _)) => (alias.len() + 1, vec![alias.to_string()]),
             None => (0, Vec::new()),
         };
-        let Some(r) = s.text.get(offset..).and_then(reference) else { return };
+        let Some(r) = s.text.get(offset..).and_then(reference) else {
+            return;
+        };
         if r.version.is_empty() {
             return;
         }
@@ -701,8 +737,12 @@ impl<'a> Walker<'a> {
                 .and_then(Node::scalar)
         };
         for p in params {
-            let Some(name) = p.str_at("name") else { continue };
-            let Some(value) = p.get("value").and_then(Node::scalar) else { continue };
+            let Some(name) = p.str_at("name") else {
+                continue;
+            };
+            let Some(value) = p.get("value").and_then(Node::scalar) else {
+                continue;
+            };
             if templated(&value.text) {
                 continue;
             }
@@ -752,6 +792,9 @@ impl<'a> Walker<'a> {
     /// that no other rule read: a Flux Kustomization substitution, a tag with no repository beside it.
     fn setter_rules(&mut self, map: &Node, path: &[String], container: Option<String>) {
         let Node::Map(entries) = map else { return };
+        if !self.markers {
+            return;
+        }
         let mut marked = Vec::new();
         for (k, v) in entries {
             let Some(s) = v.scalar() else { continue };
@@ -762,7 +805,9 @@ impl<'a> Walker<'a> {
             {
                 continue;
             }
-            let Some(line) = self.src.lines().nth(s.line.saturating_sub(1)) else { continue };
+            let Some(line) = self.line_text(s.line) else {
+                continue;
+            };
             if let Some((policy, field)) = setter_marker(line) {
                 marked.push((k, s, policy, field));
             }
@@ -820,7 +865,9 @@ impl<'a> Walker<'a> {
         key: Option<String>,
         aliases: Vec<String>,
     ) {
-        let Some(text) = s.text.get(offset..) else { return };
+        let Some(text) = s.text.get(offset..) else {
+            return;
+        };
         // The parse trims; locate the repository within the scalar's content.
         let lead = text.len() - text.trim_start().len();
         let site = match &s.content {
@@ -1045,7 +1092,9 @@ fn fallback(file: &str, text: &str, offset: usize, first_line: usize, base: &Slo
         at += line.len();
         let t = line.trim_start();
         let t = t.strip_prefix("- ").map(str::trim_start).unwrap_or(t);
-        let Some(after) = t.strip_prefix("image:") else { continue };
+        let Some(after) = t.strip_prefix("image:") else {
+            continue;
+        };
         let value_start = start + line.len() - after.len();
         let lead = after.len() - after.trim_start().len();
         let mut v = after.trim_start();

@@ -62,6 +62,8 @@ impl ImageRef {
             return None;
         }
         let (rest, digest) = match s.rsplit_once('@') {
+            // `repo:tag@` (a digest left out by a tool): a version of its own, written as it is.
+            Some((r, "")) if r.contains(':') => (r, Some(String::new())),
             Some((r, d)) => {
                 if !is_digest(d) {
                     return None;
@@ -189,6 +191,8 @@ mod tests {
         check("{{ .Values.image }}", None);
         check("app:", None);
         check("app:1.0@sha256:short", None);
+        check("quay.io/cilium/cilium:v1.16.1@", Some(("quay.io/cilium/cilium", Some("v1.16.1"), Some(""))));
+        check("app@", None);
         check("", None);
         check("my image", None);
     }

@@ -79,6 +79,30 @@ impl LineMap {
     }
 }
 
+impl LineMap {
+    /// For a line (1-based, new side) inside a change that replaced lines one for one: the line it
+    /// replaced.
+    pub fn line_in_hunk(&self, line: usize) -> Option<usize> {
+        let i = line.checked_sub(1)?;
+        let (old, new) = self.hunks.iter().find(|(_, new)| new.contains(&i))?;
+        (old.len() == new.len()).then(|| old.start + (i - new.start) + 1)
+    }
+
+    /// Whether every change lies inside one of these line ranges (1-based, inclusive, new side).
+    pub fn all_within(&self, regions: &[(usize, usize)]) -> bool {
+        self.hunks.iter().all(|(_, new)| {
+            regions.iter().any(|&(a, b)| {
+                if new.is_empty() {
+                    // Lines removed after line `new.start` (1-based): inside, or at the end of, the range.
+                    a <= new.start && new.start <= b
+                } else {
+                    a <= new.start + 1 && new.end <= b
+                }
+            })
+        })
+    }
+}
+
 /// How much of the larger file the two share, line by line, 0.0 to 1.0 (git calls ≥ 0.5 a rename).
 pub fn similarity(a: &str, b: &str) -> f64 {
     let larger = a.len().max(b.len());
@@ -159,6 +183,32 @@ mod tests {
         let m = LineMap::between(old, new);
         assert_eq!(m.unchanged(1, 1), Some(0));
         assert_eq!(m.unchanged(3, 3), None);
+    }
+
+    #[test]
+    fn a_line_replaced_one_for_one_maps_to_the_line_it_replaced() {
+        let old = lines(10).concat();
+        let new = old.replace("line 1\n", "").replace("line 5\n", "line five\n");
+        let m = LineMap::between(&old, &new);
+        assert_eq!(m.line_in_hunk(4), Some(5));
+        assert_eq!(m.line_in_hunk(3), None, "not changed");
+        let grown = old.replace("line 5\n", "line five\nand more\n");
+        assert_eq!(LineMap::between(&old, &grown).line_in_hunk(5), None, "two lines for one");
+    }
+
+    #[test]
+    fn changes_within_ranges() {
+        let old = lines(10).concat();
+        let new = old.replace("line 4\n", "line four\n");
+        let m = LineMap::between(&old, &new);
+        assert!(m.all_within(&[(3, 5)]));
+        assert!(m.all_within(&[(4, 4)]));
+        assert!(!m.all_within(&[(5, 9)]));
+        let removed = old.replace("line 6\n", "");
+        let m = LineMap::between(&old, &removed);
+        assert!(m.all_within(&[(4, 5)]), "a line removed right after the range's last line");
+        assert!(!m.all_within(&[(7, 9)]));
+        assert!(LineMap::between(&old, &old).all_within(&[]));
     }
 
     #[test]

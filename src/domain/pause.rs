@@ -64,9 +64,13 @@ pub fn set_paused(text: &str, target: &PauseTarget, paused: bool) -> Result<Opti
         Some(Node::Scalar(Scalar { content: Some(r), .. })) => {
             format!("{}{value}{}", &text[..r.start], &text[r.end..])
         }
-        Some(_) => return Err(format!("{}: {key} is not a plain value that can be edited", target.file)),
+        Some(_) => {
+            return Err(format!("{}: {key} is not a plain value that can be edited", target.file));
+        }
         None => {
-            let Node::Map(entries) = mapping else { return Err(format!("{}: not a mapping", target.file)) };
+            let Node::Map(entries) = mapping else {
+                return Err(format!("{}: not a mapping", target.file));
+            };
             let (first_key, first_value) = entries
                 .first()
                 .ok_or_else(|| format!("{}: an empty mapping; set {key}: {value} by hand", target.file))?;

@@ -22,6 +22,16 @@ pub struct ChangeView {
     pub workload: Option<String>,
 }
 
+/// A later change of the same references, set back together with the culprit.
+#[derive(Clone, Debug, Serialize)]
+pub struct LaterView {
+    pub sha: String,
+    pub subject: String,
+    pub time: String,
+    pub from: String,
+    pub to: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct CulpritView {
     pub sha: String,
@@ -55,6 +65,10 @@ pub struct PrView {
     pub to: String,
     pub alerts: Vec<AlertView>,
     pub changes: Vec<ChangeView>,
+    /// The version the culprit made current (the first bad one).
+    pub first_bad: String,
+    /// Later changes of the same references, newest first: they go back too.
+    pub later: Vec<LaterView>,
     pub culprit: CulpritView,
     pub original_pr: Option<OriginalPr>,
     /// What the revert commit pauses so the bad version is not promoted again.

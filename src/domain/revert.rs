@@ -5,6 +5,7 @@ use serde::Serialize;
 use super::culprit::CommitInfo;
 use super::extract::{Occurrence, Site};
 use super::image_ref::Version;
+use super::linediff::LineMap;
 
 /// How the revert is built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -131,13 +132,17 @@ pub fn plan_edits(
                 match (tag, &to.tag) {
                     (Some(r), Some(t)) => push(r, t.clone()),
                     (None, None) => {}
-                    (Some(_), None) => return Err(cannot("tag value (the previous version had none)")),
+                    (Some(_), None) => {
+                        return Err(cannot("tag value (the previous version had none)"));
+                    }
                     (None, Some(_)) => return Err(cannot("tag")),
                 }
                 match (digest, &to.digest) {
                     (Some(r), Some(d)) => push(r, d.clone()),
                     (None, None) => {}
-                    (Some(_), None) => return Err(cannot("digest value (the previous version had none)")),
+                    (Some(_), None) => {
+                        return Err(cannot("digest value (the previous version had none)"));
+                    }
                     (None, Some(_)) => return Err(cannot("digest")),
                 }
             }
@@ -198,15 +203,11 @@ pub fn apply(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
     out
 }
 
-/// Whether going from `before` to `after` changed nothing but these sites' versions.
-pub fn only_version_changed(
-    before: &[u8],
-    after: &str,
-    sites_after: &[(&Occurrence, &Version)],
-    all: &[Occurrence],
-    reread: impl Fn(&str) -> Vec<Occurrence>,
-) -> bool {
-    plan_edits(after, sites_after, all, reread).is_ok_and(|plan| apply(after.as_bytes(), &plan) == before)
+/// Whether going from `before` to `after` changed nothing but these references (their own lines:
+/// the version's fields and the image entry around them).
+pub fn only_these_changed(before: &str, after: &str, sites_after: &[&Occurrence]) -> bool {
+    let regions: Vec<(usize, usize)> = sites_after.iter().map(|o| o.region).collect();
+    LineMap::between(before, after).all_within(&regions)
 }
 
 /// The revert's commit message, in git's convention plus metricops' trailers.

@@ -20,7 +20,9 @@ pub struct Rule {
 /// The rule a workload's manifest carries: `metadata.annotations["metricops.dev/rule"]` (PromQL),
 /// with `metricops.dev/rule-for` (a duration text) beside it. Returns `(workload name, expr, for)`.
 pub fn annotated_rules(text: &str) -> Vec<(String, String, Option<String>)> {
-    let Ok(docs) = crate::domain::yaml::parse_documents(text) else { return Vec::new() };
+    let Ok(docs) = crate::domain::yaml::parse_documents(text) else {
+        return Vec::new();
+    };
     docs.iter()
         .filter_map(|d| {
             let meta = d.get("metadata")?;
@@ -35,7 +37,9 @@ pub fn annotated_rules(text: &str) -> Vec<(String, String, Option<String>)> {
 /// Whether a manifest turns rollback off: `metadata.annotations["metricops.dev/rollback"]` or
 /// `metadata.labels[...]` is `"off"`.
 pub fn rollback_off(text: &str) -> bool {
-    let Ok(docs) = crate::domain::yaml::parse_documents(text) else { return false };
+    let Ok(docs) = crate::domain::yaml::parse_documents(text) else {
+        return false;
+    };
     docs.iter().any(|d| {
         ["annotations", "labels"].iter().any(|k| {
             d.path(&["metadata", k])

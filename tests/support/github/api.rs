@@ -103,7 +103,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
     };
     let base = s.base_url.clone();
     let State { repos, next_id, violations, .. } = s;
-    let Some(r) = repos.get_mut(&(owner.clone(), name.clone())) else { return not_found() };
+    let Some(r) = repos.get_mut(&(owner.clone(), name.clone())) else {
+        return not_found();
+    };
     match auth {
         Auth::Token(inst) if r.installation != Some(*inst) => return not_found(),
         Auth::Jwt if r.installation.is_none() => return not_found(),
@@ -198,7 +200,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             // GitHub: 200 with the labels left; 404 "Label does not exist" when it is not on the issue.
             let n = num("issue_number");
             let name = p.get("name").cloned().unwrap_or_default();
-            let Some(pl) = r.pull_mut(n) else { return not_found() };
+            let Some(pl) = r.pull_mut(n) else {
+                return not_found();
+            };
             let Some(i) = pl.p.labels.iter().position(|l| *l == name) else {
                 return Reply::json(
                     404,
@@ -240,7 +244,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
         }
         ("POST", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers") => {
             let n = num("pull_number");
-            let Some(pl) = r.pull(n) else { return not_found() };
+            let Some(pl) = r.pull(n) else {
+                return not_found();
+            };
             let strs = |k: &str| -> Vec<String> {
                 body[k]
                     .as_array()
@@ -277,7 +283,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
         ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
             let n = num("issue_number");
             let id = new_id();
-            let Some(pl) = r.pull_mut(n) else { return not_found() };
+            let Some(pl) = r.pull_mut(n) else {
+                return not_found();
+            };
             let text = body["body"].as_str().unwrap_or_default().to_string();
             let t = now();
             pl.comments.push(super::Comment {
@@ -295,7 +303,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
         }
         ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
             let n = num("issue_number");
-            let Some(pl) = r.pull(n) else { return not_found() };
+            let Some(pl) = r.pull(n) else {
+                return not_found();
+            };
             Reply::json(200, Value::Array(pl.comments.iter().map(|c| comment_json(&base, r, n, c)).collect()))
         }
         ("GET", "/repos/{owner}/{repo}/issues/comments/{comment_id}") => match r.comment(num("comment_id")) {
@@ -306,7 +316,9 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             // The body's `content` was checked against the description's enum before routing (422 otherwise).
             let content = body["content"].as_str().unwrap_or_default().to_string();
             let rid = new_id();
-            let Some((_, c)) = r.comment_mut(num("comment_id")) else { return not_found() };
+            let Some((_, c)) = r.comment_mut(num("comment_id")) else {
+                return not_found();
+            };
             // An installation token reacts as the App's bot user.
             if let Some(x) = c.reactions.iter().find(|x| x.login == BOT_LOGIN && x.content == content) {
                 return Reply::json(200, reaction_json(&base, x));
@@ -423,8 +435,12 @@ fn create_pull(
             validation_failed(json!([{"resource": "PullRequest", "code": "custom", "message": msg}])),
         )
     };
-    let Some(head_sha) = branches.get(&head) else { return invalid("head") };
-    let Some(base_sha) = branches.get(&base_ref) else { return invalid("base") };
+    let Some(head_sha) = branches.get(&head) else {
+        return invalid("head");
+    };
+    let Some(base_sha) = branches.get(&base_ref) else {
+        return invalid("base");
+    };
     if r.pulls.iter().any(|pl| pl.p.state == "open" && pl.p.head_ref == head && pl.p.base_ref == base_ref) {
         return custom(format!("A pull request already exists for {}:{head}.", r.owner));
     }
@@ -476,7 +492,9 @@ fn update_pull(
     n: u64,
     body: &Value,
 ) -> Reply {
-    let Some(pl) = r.pull(n) else { return not_found() };
+    let Some(pl) = r.pull(n) else {
+        return not_found();
+    };
     // The exact wording GitHub uses for these refusals is not documented; the shape (422 Validation Failed,
     // a "custom" error on the PullRequest resource) is.
     let refuse = |field: &str, message: String| {
@@ -558,7 +576,9 @@ pub(super) fn merge(
     message: Option<String>,
 ) -> Result<String, (u16, String)> {
     r.refresh();
-    let Some(pl) = r.pull(n) else { return Err((404, "Not Found".into())) };
+    let Some(pl) = r.pull(n) else {
+        return Err((404, "Not Found".into()));
+    };
     if pl.p.state != "open" {
         return Err((405, "Pull Request is not mergeable".into()));
     }

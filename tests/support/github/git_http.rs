@@ -144,7 +144,9 @@ fn parse_cgi(out: &[u8]) -> Option<Reply> {
     let head = String::from_utf8_lossy(&out[..head_end]);
     let mut reply = Reply::empty(200);
     for line in head.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("status") {
             reply.status = v.split_whitespace().next()?.parse().ok()?;

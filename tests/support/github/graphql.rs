@@ -23,7 +23,9 @@ fn arg(query: &str, vars: &Value, field: &str) -> Option<Value> {
             continue;
         }
         let rest = query[from..].trim_start();
-        let Some(rest) = rest.strip_prefix(':') else { continue };
+        let Some(rest) = rest.strip_prefix(':') else {
+            continue;
+        };
         let rest = rest.trim_start();
         if let Some(var) = rest.strip_prefix('$') {
             let name: String = var.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
@@ -63,7 +65,9 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, body: &[u8]) -> Re
         Auth::Token(i) => *i,
         Auth::Jwt => return Reply::json(401, error("A JSON web token could not be decoded")),
         Auth::Bad => return Reply::json(401, error("Bad credentials")),
-        Auth::None => return Reply::json(401, error("This endpoint requires you to be authenticated.")),
+        Auth::None => {
+            return Reply::json(401, error("This endpoint requires you to be authenticated."));
+        }
     };
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,

@@ -643,7 +643,9 @@ fn verify_jwt(token: &str) -> bool {
         iat: i64,
         exp: i64,
     }
-    let Ok(key) = DecodingKey::from_rsa_pem(fixture("test-app-key.pub.pem").as_bytes()) else { return false };
+    let Ok(key) = DecodingKey::from_rsa_pem(fixture("test-app-key.pub.pem").as_bytes()) else {
+        return false;
+    };
     let mut v = Validation::new(Algorithm::RS256);
     // `iss` is checked below: octocrab sends it as a number, which jsonwebtoken does not see as present.
     v.set_required_spec_claims(&["exp", "iat"]);
@@ -671,7 +673,9 @@ fn classify_secret(s: &State, secret: &str) -> Auth {
 }
 
 fn classify(s: &State, headers: &axum::http::HeaderMap) -> Auth {
-    let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) else { return Auth::None };
+    let Some(h) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return Auth::None;
+    };
     let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
     match scheme.to_ascii_lowercase().as_str() {
         "bearer" | "token" => classify_secret(s, rest.trim()),

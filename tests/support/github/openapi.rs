@@ -25,7 +25,9 @@ pub fn example(name: &str) -> Value {
 /// Follows `$ref`s (`#/a/b/c`) until the value is not a reference.
 pub fn resolve(mut v: &'static Value) -> &'static Value {
     for _ in 0..16 {
-        let Some(r) = v.get("$ref").and_then(Value::as_str) else { return v };
+        let Some(r) = v.get("$ref").and_then(Value::as_str) else {
+            return v;
+        };
         v = pointer(r);
     }
     v
@@ -60,7 +62,9 @@ pub fn find(method: &str, path: &str) -> Result<Op, String> {
             }
         }
     }
-    let Some((_, _, template)) = best else { return Err(format!("GitHub has no {method} {path}")) };
+    let Some((_, _, template)) = best else {
+        return Err(format!("GitHub has no {method} {path}"));
+    };
     let path_item = &spec()["paths"][template];
     let m = method.to_ascii_lowercase();
     match path_item.get(&m) {
