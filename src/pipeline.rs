@@ -351,7 +351,9 @@ impl<'c> Engine<'c> {
             let subject = culprit.image.as_deref().or(w.image.as_deref())?;
             crate::domain::image_ref::same_repository(subject, &r.repository).then(|| r.version.to_string())
         });
+        let rolled_back_by = culprit.set_back_by().map(|l| format!("{} {:?}", l.commit.short(), l.summary));
         Ok(Facts {
+            rolled_back_by,
             culprit: culprit.commit.clone(),
             culprit_version: culprit.version.to_string(),
             running_version,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 use metricops::config::Config;
+use metricops::domain::policy::{Decision, IgnoreReason};
 use metricops::pipeline::{Delivery, Engine, Report};
 
 use crate::support::github::GitHub;
@@ -241,7 +242,9 @@ fn merge_policy_merges_the_revert_and_deletes_its_branch() {
     // The next alert finds the revert landed: main no longer runs 1.5.0, nothing more is opened.
     let again = w.run(&config, &alert("fp-1"));
     let o = again.outcomes.first().unwrap_or_else(|| panic!("{again:?}"));
-    assert_eq!((o.decision.label(), o.delivery.is_none()), ("culprit_is_revert", true), "{o:?}");
+    assert_eq!((o.decision.label(), o.delivery.is_none()), ("already_rolled_back", true), "{o:?}");
+    let named = matches!(&o.decision, Decision::Ignore(IgnoreReason::AlreadyRolledBack { by }) if by.contains("Revert"));
+    assert!(named, "the reason names the commit that set it back: {:?}", o.decision);
     assert_eq!(w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == w.branch()).count(), 1);
     w.gh.assert_faithful();
 }

@@ -179,6 +179,19 @@ impl Culprit {
     pub fn current(&self) -> impl Iterator<Item = &Occurrence> {
         self.changes.iter().map(|c| &c.tip)
     }
+
+    /// The later change that set the references back to what they were before the culprit, when
+    /// every one of them is back there now (a revert that landed, a rollback by hand).
+    pub fn set_back_by(&self) -> Option<&LaterChange> {
+        let back =
+            !self.changes.is_empty() && self.changes.iter().all(|c| c.old.as_ref() == Some(&c.tip.version));
+        if !back {
+            return None;
+        }
+        self.later
+            .iter()
+            .find(|l| self.changes.iter().any(|c| c.slot == l.slot && c.old.as_ref() == Some(&l.new)))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +299,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || memchr::memmem::find(hay, needle).is_some()
 }
 
+/// Every file a commit changed, shared.
+type Changes<B> = Rc<Vec<FileChange<B>>>;
+
+/// A file at a path in the parent, and a reference in it.
+type Found<B, T> = Option<(String, B, T)>;
+
 /// Reads blobs and their references, each blob once per search.
 struct Reader<'h, H: History> {
     history: &'h H,
@@ -339,11 +358,7 @@ impl<'h, H: History> Reader<'h, H> {
         Ok(ex)
     }
 
-    fn changes(
-        &mut self,
-        parent: &CommitSha,
-        sha: &CommitSha,
-    ) -> Result<Rc<Vec<FileChange<H::Blob>>>, H::Error> {
+    fn changes(&mut self, parent: &CommitSha, sha: &CommitSha) -> Result<Changes<H::Blob>, H::Error> {
         if let Some(c) = self.changes.get(sha) {
             return Ok(c.clone());
         }
@@ -575,6 +590,7 @@ fn version_asked(query: &Query, target: &Target) -> String {
 
 /// One commit: every followed slot whose value differs from the first parent's (or that first
 /// appears here). Tracks and slots move to the parent's state.
+#[allow(clippy::needless_range_loop)] // tracks grow inside the loop: new ones are already in the parent's state
 fn step<H: History>(
     reader: &mut Reader<'_, H>,
     tracks: &mut Vec<Track<H::Blob>>,
@@ -605,10 +621,10 @@ fn step<H: History>(
             continue;
         }
         let source = match old_blob {
-            Some(b) => Some((path.clone(), b)),
+            Some(b) => Some((path.clone(), b, ())),
             None => moved_from(reader, parent, cur, &tracks[ti], needle)?,
         };
-        let Some((old_path, old_blob)) = source else {
+        let Some((old_path, old_blob, ())) = source else {
             // Added here, from nothing git would call the same file: look for each slot's document
             // elsewhere in the parent before concluding it first appears here.
             for i in live {
@@ -741,12 +757,12 @@ fn moved_from<H: History>(
     cur: &CommitSha,
     track: &Track<H::Blob>,
     needle: &str,
-) -> Result<Option<(String, H::Blob)>, TraceError<H::Error>> {
+) -> Result<Found<H::Blob, ()>, TraceError<H::Error>> {
     let changes = reader.changes(parent, cur).map_err(TraceError::History)?;
     let deleted: Vec<(&str, H::Blob)> =
         changes.iter().filter(|c| c.new.is_none()).filter_map(|c| Some((c.path.as_str(), c.old?))).collect();
     if let Some((p, b)) = deleted.iter().find(|(_, b)| *b == track.blob) {
-        return Ok(Some((p.to_string(), *b)));
+        return Ok(Some((p.to_string(), *b, ())));
     }
     let name = track.path.rsplit('/').next().unwrap_or("");
     let mut candidates: Vec<(&str, H::Blob)> =
@@ -764,7 +780,7 @@ fn moved_from<H: History>(
             best = Some((score, p.to_string(), b));
         }
     }
-    Ok(best.map(|(_, p, b)| (p, b)))
+    Ok(best.map(|(_, p, b)| (p, b, ())))
 }
 
 /// A named object's slot in another file of the parent that the commit changed or deleted (a
@@ -774,7 +790,7 @@ fn same_object_elsewhere<H: History>(
     parent: &CommitSha,
     cur: &CommitSha,
     s: &Followed,
-) -> Result<Option<(String, H::Blob, Occurrence)>, TraceError<H::Error>> {
+) -> Result<Found<H::Blob, Occurrence>, TraceError<H::Error>> {
     if s.id.doc.starts_with("doc") || s.id.doc == "lines" {
         return Ok(None);
     }
@@ -835,7 +851,7 @@ fn describe<H: History>(
             });
         }
     }
-    later.sort_by(|a, b| b.time.cmp(&a.time));
+    later.sort_by_key(|l| std::cmp::Reverse(l.time));
     let version = changes[0].new.clone();
     let previous = changes.iter().find_map(|c| c.old.clone());
     let changed_files: Vec<&str> = changes.iter().map(|c| c.file.as_str()).collect();

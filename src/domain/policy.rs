@@ -79,6 +79,8 @@ pub struct Facts {
     /// Metricops reverts landed in the last 24 hours: in this repo, and in all.
     pub reverts_today_repo: u32,
     pub reverts_today: u32,
+    /// The later commit that set the culprit's references back, when they are back now.
+    pub rolled_back_by: Option<String>,
     /// Where an opt-out was found (`metricops.dev/rollback: "off"` on the workload, the alert or
     /// the culprit's pull request).
     pub opted_out: Option<String>,
@@ -89,6 +91,7 @@ pub enum IgnoreReason {
     CulpritTooOld { age: Duration, limit: Duration },
     AlertStartedBeforeDeploy { alert_started: DateTime<Utc>, deployed: DateTime<Utc> },
     CulpritIsARevert { reverts: String },
+    AlreadyRolledBack { by: String },
     OptedOut { by: String },
     NoLongerRunning { culprit: String, running: String },
     Frozen { window: String },
@@ -103,6 +106,7 @@ impl IgnoreReason {
             IgnoreReason::CulpritTooOld { .. } => "culprit_too_old",
             IgnoreReason::AlertStartedBeforeDeploy { .. } => "alert_before_deploy",
             IgnoreReason::CulpritIsARevert { .. } => "culprit_is_revert",
+            IgnoreReason::AlreadyRolledBack { .. } => "already_rolled_back",
             IgnoreReason::OptedOut { .. } => "opted_out",
             IgnoreReason::NoLongerRunning { .. } => "no_longer_running",
             IgnoreReason::Frozen { .. } => "frozen",
@@ -136,6 +140,9 @@ impl std::fmt::Display for IgnoreReason {
                     f,
                     "the culprit is itself a metricops revert (of {reverts}); a revert is never reverted automatically"
                 )
+            }
+            IgnoreReason::AlreadyRolledBack { by } => {
+                write!(f, "the references are back at the version before the culprit already ({by})")
             }
             IgnoreReason::OptedOut { by } => write!(f, "rollback is off for this workload ({by})"),
             IgnoreReason::NoLongerRunning { culprit, running } => {
@@ -195,6 +202,9 @@ fn guard(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Option<IgnoreRea
     let deployed = facts.culprit.time.with_timezone(&Utc);
     if let Some(reverts) = reverted_culprit(&facts.culprit.message) {
         return Some(IgnoreReason::CulpritIsARevert { reverts });
+    }
+    if let Some(by) = &facts.rolled_back_by {
+        return Some(IgnoreReason::AlreadyRolledBack { by: by.clone() });
     }
     if let Some(by) = &facts.opted_out {
         return Some(IgnoreReason::OptedOut { by: by.clone() });
@@ -288,6 +298,7 @@ mod tests {
             reverts_today_repo: 0,
             reverts_today: 0,
             opted_out: None,
+            rolled_back_by: None,
         }
     }
 
@@ -304,6 +315,13 @@ mod tests {
             ("default proposes", |_| {}, |_| {}, "2026-11-25T09:30:00Z", "propose"),
             ("action merge merges", |p| p.action = Action::Merge, |_| {}, "2026-11-25T09:30:00Z", "merge"),
             ("old culprit", |_| {}, |_| {}, "2026-11-26T09:30:00Z", "culprit_too_old"),
+            (
+                "set back already",
+                |_| {},
+                |f| f.rolled_back_by = Some("4b76aa7 \"Revert …\"".into()),
+                "2026-11-25T09:30:00Z",
+                "already_rolled_back",
+            ),
             (
                 "alert before deploy",
                 |_| {},
