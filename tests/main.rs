@@ -6,6 +6,7 @@ mod architecture;
 mod chatops;
 mod demo;
 mod e2e;
+mod git_https;
 mod github;
 mod policy;
 mod revert;

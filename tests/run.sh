@@ -7,8 +7,7 @@ need_apt=()
 command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)   # git2's https (GitHub over HTTPS)
-command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)            # a throwaway certificate for the HTTPS test
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)            # throwaway certificates for the HTTPS tests
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)      # end-to-end tests (tests/e2e.rs)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::e2e::{Manifests, TOKEN, git, metric};
 use crate::support::http::{get, request, wait_until};
-use crate::support::metricops;
+use crate::support::{metricops, throwaway_cert};
 
 const BEARER: &str = "Bearer alertmanager-token-for-tests";
 
@@ -211,29 +211,7 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
 fn serve_speaks_https_when_configured() {
     let m = Manifests::new(None);
     let dir = m.dir.path();
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .expect("openssl runs (apt-get install -y openssl)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    throwaway_cert(dir);
     let tls = format!(
         "  tls:\n    cert_file: {}\n    key_file: {}\n",
         dir.join("cert.pem").display(),

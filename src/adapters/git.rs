@@ -10,6 +10,7 @@ use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Signature, TreeWalkM
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::git_https;
 use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +100,7 @@ fn sha(oid: Oid) -> CommitSha {
 /// - bounded object cache and pack mapping, so a walk over 100k commits stays within ~100 MB.
 fn tune_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    git_https::register();
     ONCE.call_once(|| {
         git2::opts::strict_hash_verification(false);
         // SAFETY: called once, before any repository is opened by this process.
@@ -296,15 +298,17 @@ impl GitRepo {
     ) -> Result<Vec<(String, CommitSha)>, GitError> {
         let mut remote = self.repo.remote_anonymous(url)?;
         let tries = Cell::new(0);
-        remote
-            .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None)
-            .map_err(|e| auth_error(url, e))?;
-        let heads = remote
-            .list()?
-            .iter()
-            .filter_map(|h| h.name().strip_prefix("refs/heads/").map(|n| (n.to_string(), sha(h.oid()))))
-            .collect();
-        Ok(heads)
+        git_https::with_credentials(url, auth, || {
+            remote
+                .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None)
+                .map_err(|e| auth_error(url, e))?;
+            let heads = remote
+                .list()?
+                .iter()
+                .filter_map(|h| h.name().strip_prefix("refs/heads/").map(|n| (n.to_string(), sha(h.oid()))))
+                .collect();
+            Ok(heads)
+        })
     }
 
     pub fn branch_target(&self, name: &str) -> Option<CommitSha> {
@@ -335,7 +339,8 @@ impl GitRepo {
         let tries = Cell::new(0);
         let mut opts = git2::FetchOptions::new();
         opts.remote_callbacks(callbacks(auth, &tries));
-        remote.fetch(&[&refspec], Some(&mut opts), None).map_err(|e| auth_error(url, e))?;
+        git_https::with_credentials(url, auth, || remote.fetch(&[&refspec], Some(&mut opts), None))
+            .map_err(|e| auth_error(url, e))?;
         self.resolve(&format!("refs/remotes/origin/{branch}"))
     }
 
@@ -385,7 +390,7 @@ impl GitRepo {
         });
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cbs);
-        let result = remote.push(&[&refspec], Some(&mut opts));
+        let result = git_https::with_credentials(url, auth, || remote.push(&[&refspec], Some(&mut opts)));
         drop(opts);
         let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
         let reject = |message: String| GitError::PushRejected {
@@ -394,7 +399,7 @@ impl GitRepo {
             message,
         };
         if let Err(e) = result {
-            if e.class() == git2::ErrorClass::Http && e.code() == git2::ErrorCode::Auth {
+            if e.code() == git2::ErrorCode::Auth || e.message().contains("authentication failed") {
                 return Err(auth_error(url, e));
             }
             return Err(reject(e.message().to_string()));
@@ -455,12 +460,21 @@ pub struct GitHistory<'r> {
     repo: &'r Repository,
     scope: Vec<String>,
     /// The commit read last: its root tree, first parent and committer time.
-    last: RefCell<Option<(Oid, Oid, Option<Oid>, i64)>>,
+    last: RefCell<Option<(Oid, RawCommit)>>,
     /// (tree, name) → entry id and mode: a subtree that did not change is never read twice.
-    lookups: RefCell<HashMap<(Oid, Box<[u8]>), Option<(Oid, u32)>>>,
+    lookups: RefCell<Lookups>,
     /// What the walk cost, for the debug log.
     pub stats: RefCell<WalkStats>,
 }
+
+/// A commit's root tree, first parent and committer time (seconds since the epoch).
+type RawCommit = (Oid, Option<Oid>, i64);
+
+/// A tree entry's id and mode.
+type Entry = (Oid, u32);
+
+/// (tree, name) → entry, memoised.
+type Lookups = HashMap<(Oid, Box<[u8]>), Option<Entry>>;
 
 /// Objects read by a history walk, and the time spent reading them.
 #[derive(Clone, Debug, Default)]
@@ -478,7 +492,7 @@ impl GitHistory<'_> {
     /// A commit's tree, first parent and committer time, read from the raw object (no full parse,
     /// no object cache).
     fn raw_commit(&self, c: Oid) -> Result<(Oid, Option<Oid>, i64), git2::Error> {
-        if let Some((id, tree, parent, time)) = *self.last.borrow()
+        if let Some((id, (tree, parent, time))) = *self.last.borrow()
             && id == c
         {
             return Ok((tree, parent, time));
@@ -508,7 +522,7 @@ impl GitHistory<'_> {
             }
         }
         let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
-        *self.last.borrow_mut() = Some((c, tree, parent, time));
+        *self.last.borrow_mut() = Some((c, (tree, parent, time)));
         let mut stats = self.stats.borrow_mut();
         stats.commits += 1;
         stats.commit_time += started.elapsed();
@@ -524,10 +538,7 @@ impl GitHistory<'_> {
                 return Ok(None);
             }
             let key = (cur.0, Box::<[u8]>::from(comp.as_bytes()));
-            let found = match self.lookups.borrow().get(&key) {
-                Some(f) => Some(*f),
-                None => None,
-            };
+            let found = self.lookups.borrow().get(&key).copied();
             let found = match found {
                 Some(f) => f,
                 None => {

@@ -1,6 +1,7 @@
 //! Thin adapters, each named after the system it talks to.
 
 pub mod git;
+pub mod git_https;
 pub mod github;
 pub mod prometheus;
 

@@ -136,3 +136,19 @@ pub fn deployment(name: &str, image: &str) -> String {
 pub fn kustomization(image: &str, tag: &str) -> String {
     format!("resources:\n- ../../base\nimages:\n- name: {image}\n  newTag: \"{tag}\" # set by CI\n")
 }
+
+/// A self-signed certificate for `localhost` (`cert.pem`, `key.pem` in `dir`), made with the openssl CLI.
+pub fn throwaway_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs (apt-get install -y openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}

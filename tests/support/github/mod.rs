@@ -279,10 +279,24 @@ fn validation_failed(errors: Value) -> Value {
 
 impl GitHub {
     pub fn start() -> GitHub {
+        GitHub::serve(None)
+    }
+
+    /// The stand-in over HTTPS at `https://localhost:PORT`, with this certificate and key (PEM files),
+    /// as github.com serves git and the API.
+    pub fn start_tls(cert: &Path, key: &Path) -> GitHub {
+        GitHub::serve(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn serve(tls: Option<(PathBuf, PathBuf)>) -> GitHub {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).unwrap();
-        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let port = listener.local_addr().unwrap().port();
+        let url = match &tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let state = Arc::new(Mutex::new(State {
@@ -308,11 +322,27 @@ impl GitHub {
                     .build()
                     .expect("runtime");
                 rt.block_on(async move {
-                    let l = tokio::net::TcpListener::from_std(listener).expect("listener");
                     let app = axum::Router::new().fallback(entry).with_state(st);
-                    tokio::select! {
-                        r = axum::serve(l, app) => r.expect("serve"),
-                        _ = rx => {}
+                    match tls {
+                        None => {
+                            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                            tokio::select! {
+                                r = axum::serve(l, app) => r.expect("serve"),
+                                _ = rx => {}
+                            }
+                        }
+                        Some((cert, key)) => {
+                            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                                .await
+                                .expect("TLS certificate and key");
+                            let server = axum_server::tls_rustls::from_tcp_rustls(listener, config)
+                                .expect("TLS listener")
+                                .serve(app.into_make_service());
+                            tokio::select! {
+                                r = server => r.expect("serve"),
+                                _ = rx => {}
+                            }
+                        }
                     }
                 });
                 rt.shutdown_background();
