@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::adapters::git::GitRepo;
-use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
+use crate::domain::culprit::{Culprit, Query, Several, Subject, TraceError};
 use crate::domain::revert::ModeChoice;
 use crate::revert::{RevertError, build_revert, trace};
 
@@ -250,7 +250,7 @@ fn query(
             });
         }
     };
-    Ok(Query { subject, tag, digest, workload: pick.workload.clone(), at: pick.at })
+    Ok(Query { tag, digest, workload: pick.workload.clone(), at: pick.at, ..Query::new(subject) })
 }
 
 fn open(scope: &Scope) -> Result<GitRepo, CliError> {
@@ -359,12 +359,14 @@ fn run_revert(a: RevertArgs) -> Result<(), CliError> {
                 return revert_whole_commit(&repo, &commit, &onto, &a);
             }
             // An image with a commit: trace from that commit.
-            let q = query(image, key, None, None, &a.pick)?;
+            let q =
+                Query { several: Several::NameTheNewestChange, ..query(image, key, None, None, &a.pick)? };
             let c = trace(&repo, &commit.0, &q, &a.scope.paths)?;
             (c, q.subject)
         }
         (None, image, key) => {
-            let q = query(image, key, None, None, &a.pick)?;
+            let q =
+                Query { several: Several::NameTheNewestChange, ..query(image, key, None, None, &a.pick)? };
             (trace(&repo, &a.scope.rev, &q, &a.scope.paths)?, q.subject)
         }
     };
@@ -427,12 +429,16 @@ fn revert_whole_commit(
         files: Vec::new(),
         later: Vec::new(),
         message: msg,
+        notes: Vec::new(),
     };
     print_built(&built, a.scope.json);
     Ok(())
 }
 
 fn print_built(b: &crate::revert::BuiltRevert, json_out: bool) {
+    for n in &b.notes {
+        tracing::warn!("{n}");
+    }
     if json_out {
         println!("{}", serde_json::to_string(b).expect("serialisable"));
     } else {

@@ -60,6 +60,8 @@ pub struct BuiltRevert {
     /// Later commits whose changes of the same references the revert also sets back.
     pub later: Vec<CommitSha>,
     pub message: String,
+    /// What the search passed over or chose between, said to the person (warnings).
+    pub notes: Vec<String>,
 }
 
 pub fn trace(repo: &GitRepo, rev: &str, query: &Query, scope: &[String]) -> Result<Culprit, RevertError> {
@@ -77,6 +79,7 @@ pub fn trace(repo: &GitRepo, rev: &str, query: &Query, scope: &[String]) -> Resu
         blobs = s.blobs,
         blob_kib = s.blob_bytes / 1024,
         blob_ms = s.blob_time.as_secs_f64() * 1e3,
+        read_ahead = s.read_ahead,
         "history walk"
     );
     Ok(found?)
@@ -292,5 +295,6 @@ pub fn build_revert(
         files,
         later: c.later.iter().map(|l| l.commit.clone()).collect(),
         message: msg,
+        notes: c.notes.clone(),
     })
 }

@@ -181,3 +181,43 @@ fn nothing_to_go_back_to_is_a_clear_error() {
     assert_eq!(e["kind"], "no_previous_version");
     assert!(e["message"].as_str().unwrap().contains("--mode commit"), "{e}");
 }
+
+#[test]
+fn a_key_in_several_documents_reverts_the_newest_change_and_says_so() {
+    // Several HelmReleases in one file, each with `spec.values.image.tag` (Weave Flux's flux-patch.yaml).
+    let release = |name: &str, tag: &str| {
+        format!(
+            "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: radix\nspec:\n  values:\n    image:\n      tag: {tag}\n"
+        )
+    };
+    let file = |op: &str, api: &str| format!("{}---\n{}", release("operator", op), release("api", api));
+    let r = Repo::new();
+    r.write("flux-patch.yaml", &file("master-a", "master-x"));
+    r.commit("init");
+    r.write("flux-patch.yaml", &file("master-b", "master-x"));
+    r.commit("operator b");
+    r.write("flux-patch.yaml", &file("master-b", "master-y"));
+    let api = r.commit("api y");
+    // `trace` cannot tell which one is asked about.
+    let t = metricops(&[
+        "trace",
+        "--repo",
+        r.path().to_str().unwrap(),
+        "--key",
+        "spec.values.image.tag",
+        "--json",
+    ]);
+    assert_eq!(t.json()["error"]["kind"], "ambiguous", "{}", t.stdout);
+    // `revert` undoes the latest bump among them, and the warning names the others.
+    let all = ["revert", "--repo", r.path().to_str().unwrap(), "--key", "spec.values.image.tag", "--json"];
+    let run = metricops(&all);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let j = run.json();
+    assert_eq!((j["culprit"].as_str(), j["to"].as_str()), (Some(api.as_str()), Some("master-x")));
+    assert!(
+        run.stderr.contains("several current versions") && run.stderr.contains("master-b"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(r.show(j["branch"].as_str().unwrap(), "flux-patch.yaml"), file("master-b", "master-x"));
+}

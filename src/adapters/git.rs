@@ -2,16 +2,16 @@
 //! repositories work, no working tree is touched), branches, fetch and push.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Signature, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Oid, Repository, Signature};
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::git_history::GitHistory;
 use super::git_https;
-use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
+use crate::domain::culprit::{CommitInfo, CommitSha};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -86,26 +86,27 @@ fn auth_error(url: &str, e: git2::Error) -> GitError {
     }
 }
 
-fn oid(sha: &CommitSha) -> Result<Oid, git2::Error> {
+pub(super) fn oid(sha: &CommitSha) -> Result<Oid, git2::Error> {
     Oid::from_str(&sha.0)
 }
 
-fn sha(oid: Oid) -> CommitSha {
+pub(super) fn sha(oid: Oid) -> CommitSha {
     CommitSha(oid.to_string())
 }
 
 /// Process-wide libgit2 settings, applied once before the first repository is opened:
 /// - no SHA-1 re-verification of every object read (git itself does not do it on reads either; it
 ///   cost more than half of a long history walk);
-/// - bounded object cache and pack mapping, so a walk over 100k commits stays within ~100 MB.
+/// - no object cache: a walk reads each object once, and the cache's bookkeeping cost a fifth of it;
+/// - bounded pack mapping, so a walk over 100k commits stays small.
 fn tune_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     git_https::register();
     ONCE.call_once(|| {
         git2::opts::strict_hash_verification(false);
+        git2::opts::enable_caching(false);
         // SAFETY: called once, before any repository is opened by this process.
         unsafe {
-            let _ = git2::opts::set_cache_max_size(32 * 1024 * 1024);
             let _ = git2::opts::set_mwindow_size(8 * 1024 * 1024);
             let _ = git2::opts::set_mwindow_mapped_limit(48 * 1024 * 1024);
         }
@@ -139,13 +140,7 @@ impl GitRepo {
             .map(|p| p.trim_matches('/').to_string())
             .filter(|p| !p.is_empty() && p != ".")
             .collect();
-        GitHistory {
-            repo: &self.repo,
-            scope,
-            last: RefCell::new(None),
-            lookups: RefCell::default(),
-            stats: RefCell::default(),
-        }
+        GitHistory::new(&self.repo, scope)
     }
 
     pub fn commit_info(&self, c: &CommitSha) -> Result<CommitInfo, GitError> {
@@ -411,31 +406,11 @@ impl GitRepo {
     }
 }
 
-/// Finds `name` in a raw tree object (`<mode> <name>\0<20-byte id>`...) without parsing it all:
-/// its id and mode (octal, as written).
-fn tree_entry(data: &[u8], name: &[u8]) -> Option<(Oid, u32)> {
-    let mut i = 0;
-    while i < data.len() {
-        let space = i + memchr::memchr(b' ', &data[i..])?;
-        let nul = space + 1 + memchr::memchr(0, &data[space + 1..])?;
-        let id_end = nul + 1 + 20;
-        if id_end > data.len() {
-            return None;
-        }
-        if &data[space + 1..nul] == name {
-            let mode = data[i..space].iter().fold(0u32, |m, d| m * 8 + u32::from(d.wrapping_sub(b'0')));
-            return Oid::from_bytes(&data[nul + 1..id_end]).ok().map(|o| (o, mode));
-        }
-        i = id_end;
-    }
-    None
-}
+pub(super) const MODE_TREE: u32 = 0o40000;
+pub(super) const MODE_LINK: u32 = 0o120000;
+pub(super) const MODE_COMMIT: u32 = 0o160000;
 
-const MODE_TREE: u32 = 0o40000;
-const MODE_LINK: u32 = 0o120000;
-const MODE_COMMIT: u32 = 0o160000;
-
-fn info(c: &git2::Commit<'_>) -> CommitInfo {
+pub(super) fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
     // When the commit landed (committer time): a squashed or rebased change can be authored days earlier.
     let t = c.committer().when();
@@ -452,234 +427,5 @@ fn info(c: &git2::Commit<'_>) -> CommitInfo {
         author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
         author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
         time,
-    }
-}
-
-/// First-parent history of a repository; `files` lists a scope of paths (files or directories).
-pub struct GitHistory<'r> {
-    repo: &'r Repository,
-    scope: Vec<String>,
-    /// The commit read last: its root tree, first parent and committer time.
-    last: RefCell<Option<(Oid, RawCommit)>>,
-    /// (tree, name) → entry id and mode: a subtree that did not change is never read twice.
-    lookups: RefCell<Lookups>,
-    /// What the walk cost, for the debug log.
-    pub stats: RefCell<WalkStats>,
-}
-
-/// A commit's root tree, first parent and committer time (seconds since the epoch).
-type RawCommit = (Oid, Option<Oid>, i64);
-
-/// A tree entry's id and mode.
-type Entry = (Oid, u32);
-
-/// (tree, name) → entry, memoised.
-type Lookups = HashMap<(Oid, Box<[u8]>), Option<Entry>>;
-
-/// Objects read by a history walk, and the time spent reading them.
-#[derive(Clone, Debug, Default)]
-pub struct WalkStats {
-    pub commits: u32,
-    pub trees: u32,
-    pub blobs: u32,
-    pub blob_bytes: u64,
-    pub commit_time: std::time::Duration,
-    pub tree_time: std::time::Duration,
-    pub blob_time: std::time::Duration,
-}
-
-impl GitHistory<'_> {
-    /// A commit's tree, first parent and committer time, read from the raw object (no full parse,
-    /// no object cache).
-    fn raw_commit(&self, c: Oid) -> Result<(Oid, Option<Oid>, i64), git2::Error> {
-        if let Some((id, (tree, parent, time))) = *self.last.borrow()
-            && id == c
-        {
-            return Ok((tree, parent, time));
-        }
-        let started = std::time::Instant::now();
-        let odb = self.repo.odb()?;
-        let obj = odb.read(c)?;
-        let text = obj.data();
-        let mut tree = None;
-        let mut parent = None;
-        let mut time = 0;
-        for line in text.split(|b| *b == b'\n') {
-            if line.is_empty() {
-                break;
-            }
-            if let Some(hex) = line.strip_prefix(b"tree ") {
-                tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
-            } else if let Some(hex) = line.strip_prefix(b"parent ") {
-                if parent.is_none() {
-                    parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
-                }
-            } else if let Some(rest) = line.strip_prefix(b"committer ") {
-                // `Name <email> 1700000000 +0100`
-                let after = rest.iter().rposition(|b| *b == b'>').map(|i| &rest[i + 1..]).unwrap_or(rest);
-                let secs = std::str::from_utf8(after).unwrap_or("").split_whitespace().next().unwrap_or("0");
-                time = secs.parse().unwrap_or(0);
-            }
-        }
-        let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
-        *self.last.borrow_mut() = Some((c, (tree, parent, time)));
-        let mut stats = self.stats.borrow_mut();
-        stats.commits += 1;
-        stats.commit_time += started.elapsed();
-        Ok((tree, parent, time))
-    }
-
-    /// The entry at `path` below `root`: each (tree, name) lookup is memoised.
-    fn entry(&self, root: Oid, path: &str) -> Result<Option<(Oid, u32)>, git2::Error> {
-        let odb = self.repo.odb()?;
-        let mut cur = (root, MODE_TREE);
-        for comp in path.split('/').filter(|c| !c.is_empty()) {
-            if cur.1 != MODE_TREE {
-                return Ok(None);
-            }
-            let key = (cur.0, Box::<[u8]>::from(comp.as_bytes()));
-            let found = self.lookups.borrow().get(&key).copied();
-            let found = match found {
-                Some(f) => f,
-                None => {
-                    let started = std::time::Instant::now();
-                    let f = match odb.read(cur.0) {
-                        Ok(obj) if obj.kind() == ObjectType::Tree => tree_entry(obj.data(), comp.as_bytes()),
-                        _ => None,
-                    };
-                    let mut stats = self.stats.borrow_mut();
-                    stats.trees += 1;
-                    stats.tree_time += started.elapsed();
-                    drop(stats);
-                    let mut memo = self.lookups.borrow_mut();
-                    if memo.len() > 200_000 {
-                        memo.clear();
-                    }
-                    memo.insert(key, f);
-                    f
-                }
-            };
-            match found {
-                Some(f) => cur = f,
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(cur))
-    }
-
-    fn diff(&self, parent: Option<Oid>, commit: Oid) -> Result<Vec<FileChange<Oid>>, git2::Error> {
-        let new_tree = self.repo.find_commit(commit)?.tree()?;
-        let old_tree = match parent {
-            Some(p) => Some(self.repo.find_commit(p)?.tree()?),
-            None => None,
-        };
-        let mut opts = DiffOptions::new();
-        opts.skip_binary_check(true).ignore_submodules(true);
-        let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))?;
-        let mut out = Vec::new();
-        for d in diff.deltas() {
-            let old = d.old_file();
-            let new = d.new_file();
-            let path =
-                new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            let id = |f: &git2::DiffFile<'_>| {
-                (!f.id().is_zero() && f.mode() != git2::FileMode::Link).then(|| f.id())
-            };
-            match d.status() {
-                Delta::Added
-                | Delta::Deleted
-                | Delta::Modified
-                | Delta::Typechange
-                | Delta::Renamed
-                | Delta::Copied => {
-                    out.push(FileChange { path, old: id(&old), new: id(&new) });
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
-
-impl History for GitHistory<'_> {
-    type Blob = Oid;
-    type Error = git2::Error;
-
-    fn commit(&self, c: &CommitSha) -> Result<CommitInfo, git2::Error> {
-        Ok(info(&self.repo.find_commit(oid(c)?)?))
-    }
-
-    fn step(&self, c: &CommitSha) -> Result<(Option<CommitSha>, i64), git2::Error> {
-        let (_, parent, time) = self.raw_commit(oid(c)?)?;
-        Ok((parent.map(sha), time))
-    }
-
-    fn files(&self, c: &CommitSha) -> Result<Vec<TreeFile<Oid>>, git2::Error> {
-        let tree = self.repo.find_commit(oid(c)?)?.tree()?;
-        let out = RefCell::new(Vec::new());
-        let push = |path: String, id: Oid, mode: i32| {
-            if mode == MODE_LINK as i32 {
-                out.borrow_mut().push(TreeFile { path, blob: id, symlink: true });
-            } else if mode != MODE_COMMIT as i32 {
-                out.borrow_mut().push(TreeFile { path, blob: id, symlink: false });
-            }
-        };
-        let walk = |prefix: &str, t: &git2::Tree<'_>| {
-            t.walk(TreeWalkMode::PreOrder, |dir, entry| {
-                if entry.kind() == Some(ObjectType::Blob) {
-                    push(
-                        format!("{prefix}{dir}{}", entry.name().unwrap_or("")),
-                        entry.id(),
-                        entry.filemode(),
-                    );
-                }
-                TreeWalkResult::Ok
-            })
-        };
-        if self.scope.is_empty() {
-            walk("", &tree)?;
-        } else {
-            for p in &self.scope {
-                let Ok(entry) = tree.get_path(Path::new(p)) else {
-                    continue;
-                };
-                match entry.kind() {
-                    Some(ObjectType::Blob) => push(p.clone(), entry.id(), entry.filemode()),
-                    Some(ObjectType::Tree) => {
-                        let sub = self.repo.find_tree(entry.id())?;
-                        walk(&format!("{p}/"), &sub)?
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let mut out = out.into_inner();
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        out.dedup_by(|a, b| a.path == b.path);
-        Ok(out)
-    }
-
-    fn blob_at(&self, c: &CommitSha, path: &str) -> Result<Option<Oid>, git2::Error> {
-        let (root, _, _) = self.raw_commit(oid(c)?)?;
-        Ok(self.entry(root, path)?.filter(|(_, mode)| *mode & 0o170000 == 0o100000).map(|(id, _)| id))
-    }
-
-    fn changes(
-        &self,
-        parent: Option<&CommitSha>,
-        c: &CommitSha,
-    ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
-        let parent = parent.map(oid).transpose()?;
-        self.diff(parent, oid(c)?)
-    }
-
-    fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {
-        let started = std::time::Instant::now();
-        let bytes = self.repo.odb()?.read(blob)?.data().to_vec();
-        let mut stats = self.stats.borrow_mut();
-        stats.blobs += 1;
-        stats.blob_bytes += bytes.len() as u64;
-        stats.blob_time += started.elapsed();
-        Ok(bytes)
     }
 }

@@ -1,8 +1,10 @@
 //! Thin adapters, each named after the system it talks to.
 
 pub mod git;
+pub mod git_history;
 pub mod git_https;
 pub mod github;
+pub mod pack;
 pub mod prometheus;
 
 /// rustls's process-wide crypto provider (ring), installed once: reqwest is built without one, and

@@ -24,7 +24,8 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::extract::{
-    Extraction, Occurrence, SlotId, Workload, doc_matches, extract, find_key, is_manifest_path, text_of,
+    Extraction, Occurrence, SlotId, Workload, doc_matches, extract, extract_focused, find_key,
+    is_manifest_path, text_of,
 };
 use super::image_ref::{Version, edit_distance, normalise_repository, same_repository};
 use super::linediff::{LineMap, similarity};
@@ -93,6 +94,12 @@ pub trait History {
         sha: &CommitSha,
     ) -> Result<Vec<FileChange<Self::Blob>>, Self::Error>;
     fn read(&self, blob: Self::Blob) -> Result<Vec<u8>, Self::Error>;
+    /// A hint: the walk goes down the first parents from `from` and asks for these paths at each
+    /// commit (`None`: not known yet; none: the walk is over). An implementation may read ahead;
+    /// the answers must not change.
+    fn prefetch(&self, from: &CommitSha, paths: Option<&[&str]>) {
+        let _ = (from, paths);
+    }
 }
 
 /// What is being traced: an image repository, or a dotted key that holds a tag.
@@ -120,11 +127,24 @@ pub struct Query {
     pub workload: Option<String>,
     /// The version running at this time rather than the newest one (last known good).
     pub at: Option<DateTime<Utc>>,
+    /// What to do when the subject has several current versions in scope and none was named.
+    pub several: Several,
+}
+
+/// Several current versions of the subject in scope, none named by the question.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Several {
+    /// Say so (`TraceError::Ambiguous`): which version runs depends on the workload (`trace`).
+    #[default]
+    AreAmbiguous,
+    /// Name the newest change to any of them, and say which others there are (`revert`: undo the
+    /// latest bump of this subject in scope).
+    NameTheNewestChange,
 }
 
 impl Query {
     pub fn new(subject: Subject) -> Query {
-        Query { subject, tag: None, digest: None, workload: None, at: None }
+        Query { subject, tag: None, digest: None, workload: None, at: None, several: Several::default() }
     }
 }
 
@@ -309,8 +329,11 @@ type Found<B, T> = Option<(String, B, T)>;
 struct Reader<'h, H: History> {
     history: &'h H,
     subject: Subject,
+    /// Text every document that refers to the subject contains.
+    needle: String,
     texts: HashMap<H::Blob, Rc<str>>,
-    extractions: HashMap<(H::Blob, bool), Rc<Extraction>>,
+    /// Per blob, whether it is a write-back file, and the object names the reading focused on.
+    extractions: HashMap<(H::Blob, bool, String), Rc<Extraction>>,
     changes: HashMap<CommitSha, Rc<Vec<FileChange<H::Blob>>>>,
     notes: Vec<String>,
 }
@@ -334,8 +357,20 @@ impl<'h, H: History> Reader<'h, H> {
 
     /// Every reference in a blob (in key mode: those the key names), stamped with `path`.
     fn extraction(&mut self, path: &str, blob: H::Blob) -> Result<Rc<Extraction>, H::Error> {
+        self.extraction_for(path, blob, &[])
+    }
+
+    /// The references in a blob's documents that mention the subject or one of `objects` (names
+    /// of objects followed there): a long stream of documents is read only where it matters.
+    fn extraction_for(
+        &mut self,
+        path: &str,
+        blob: H::Blob,
+        objects: &[&str],
+    ) -> Result<Rc<Extraction>, H::Error> {
         let writeback = path.rsplit('/').next().is_some_and(|n| n.starts_with(".argocd-source"));
-        if let Some(e) = self.extractions.get(&(blob, writeback)) {
+        let key = (blob, writeback, objects.join("\n"));
+        if let Some(e) = self.extractions.get(&key) {
             if e.occurrences.first().is_none_or(|o| o.file == path) {
                 return Ok(e.clone());
             }
@@ -345,7 +380,11 @@ impl<'h, H: History> Reader<'h, H> {
         }
         let text = self.text(path, blob)?;
         let ex = match &self.subject {
-            Subject::Image(_) => extract(path, &text),
+            Subject::Image(_) => {
+                let focus: Vec<&str> =
+                    std::iter::once(self.needle.as_str()).chain(objects.iter().copied()).collect();
+                extract_focused(path, &text, &focus)
+            }
             Subject::Key(k) => find_key(path, &text, k),
         };
         for n in &ex.notes {
@@ -354,7 +393,7 @@ impl<'h, H: History> Reader<'h, H> {
             }
         }
         let ex = Rc::new(ex);
-        self.extractions.insert((blob, writeback), ex.clone());
+        self.extractions.insert(key, ex.clone());
         Ok(ex)
     }
 
@@ -407,6 +446,7 @@ pub fn find_culprit<H: History>(
 ) -> Result<Culprit, TraceError<H::Error>> {
     let mut reader = Reader {
         history,
+        needle: needle(&query.subject),
         subject: query.subject.clone(),
         texts: HashMap::new(),
         extractions: HashMap::new(),
@@ -415,6 +455,7 @@ pub fn find_culprit<H: History>(
     };
     let subject = query.subject.to_string();
     let needle = needle(&query.subject);
+    history.prefetch(tip, None);
     let files = history.files(tip).map_err(TraceError::History)?;
     // The references to the subject at the tip, per file.
     let mut found: Vec<(&TreeFile<H::Blob>, Vec<Occurrence>)> = Vec::new();
@@ -471,6 +512,13 @@ pub fn find_culprit<H: History>(
         wanted
     } else if versions.len() == 1 {
         Target::Exact(versions.into_keys().next().unwrap_or_default())
+    } else if query.several == Several::NameTheNewestChange && !any_filter {
+        reader.notes.push(format!(
+            "{subject} has several current versions in scope ({}): the newest change to any of them is named; \
+             name one with --tag/--digest, --path or --workload to pick another",
+            describe_versions(&versions.into_iter().collect::<Vec<_>>())
+        ));
+        Target::Any
     } else {
         return Err(TraceError::Ambiguous { subject, versions: versions.into_iter().collect() });
     };
@@ -505,7 +553,18 @@ pub fn find_culprit<H: History>(
 
     let at = query.at.map(|t| t.timestamp());
     let mut cur = tip.clone();
+    let mut followed: Vec<String> = Vec::new();
     loop {
+        let paths: Vec<String> = tracks
+            .iter()
+            .enumerate()
+            .filter(|(ti, _)| slots.iter().any(|s| s.alive && s.track == *ti))
+            .map(|(_, t)| t.path.clone())
+            .collect();
+        if paths != followed {
+            history.prefetch(&cur, Some(&paths.iter().map(String::as_str).collect::<Vec<_>>()));
+            followed = paths;
+        }
         let (parent, time) = history.step(&cur).map_err(TraceError::History)?;
         let passing = at.is_some_and(|at| time > at);
         let transitions = step(&mut reader, &mut tracks, &mut slots, &cur, parent.as_ref(), &needle)?;
@@ -528,6 +587,8 @@ pub fn find_culprit<H: History>(
             }
         }
         if !culprits.is_empty() {
+            // The walk is over: nothing more to read ahead.
+            history.prefetch(&cur, Some(&[]));
             return describe(&mut reader, &cur, parent, culprits, &slots, &target, &query.subject);
         }
         let ended = match parent {
@@ -648,6 +709,8 @@ fn step<H: History>(
         let old_text = reader.text(&old_path, old_blob).map_err(TraceError::History)?;
         let map = LineMap::between(&old_text, &tracks[ti].text);
         let mut old_ex: Option<Rc<Extraction>> = None;
+        // Where the followed objects are, to read there (an unnamed document: everywhere).
+        let names: Vec<String> = live.iter().map(|i| object_name(&slots[*i].id.doc).to_string()).collect();
         for i in live {
             let s = &mut slots[i];
             if let Some(shift) = map.unchanged(s.region.0, s.region.1) {
@@ -658,7 +721,9 @@ fn step<H: History>(
             let ex = match &old_ex {
                 Some(e) => e.clone(),
                 None => {
-                    let e = reader.extraction(&old_path, old_blob).map_err(TraceError::History)?;
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    let e =
+                        reader.extraction_for(&old_path, old_blob, &names).map_err(TraceError::History)?;
                     old_ex = Some(e.clone());
                     e
                 }
@@ -739,6 +804,11 @@ fn same_slot<'e>(ex: &'e Extraction, s: &Followed, old_line: Option<usize>) -> O
     }
 }
 
+/// The name in a document identity (`Kind/ns/name`), or nothing for an unnamed one (`doc3`).
+fn object_name(doc: &str) -> &str {
+    if doc.starts_with("doc") || doc == "lines" { "" } else { doc.rsplit('/').next().unwrap_or("") }
+}
+
 /// Whether two document identities name the same object: equal, or the same kind and name with the
 /// namespace written in one and not (or differently) in the other.
 fn same_object(a: &str, b: &str) -> bool {
@@ -802,7 +872,7 @@ fn same_object_elsewhere<H: History>(
         if !text.contains(doc_name.as_str()) {
             continue;
         }
-        let ex = reader.extraction(&c.path, old).map_err(TraceError::History)?;
+        let ex = reader.extraction_for(&c.path, old, &[doc_name.as_str()]).map_err(TraceError::History)?;
         if let Some(o) = ex.occurrences.iter().find(|o| o.slot == s.id) {
             return Ok(Some((c.path.clone(), old, o.clone())));
         }

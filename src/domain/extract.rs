@@ -267,6 +267,93 @@ pub fn extract(file: &str, text: &str) -> Extraction {
     out
 }
 
+/// Every image reference in the documents of `text` that mention one of `focus` (a document that
+/// mentions none holds no reference to what is asked about). A long stream of many documents —
+/// a generated `gotk-components.yaml`, a rendered release — is then parsed only where it matters;
+/// positions, lines and document numbers stay those of the whole file. Anything else reads the
+/// whole file as [`extract`] does.
+pub fn extract_focused(file: &str, text: &str, focus: &[&str]) -> Extraction {
+    const WORTH_IT: usize = 64 * 1024;
+    if text.len() < WORTH_IT || focus.iter().any(|f| f.is_empty()) {
+        return extract(file, text);
+    }
+    let Some(chunks) = documents(text) else { return extract(file, text) };
+    let keep: Vec<&DocChunk> =
+        chunks.iter().filter(|c| focus.iter().any(|f| text[c.range.clone()].contains(f))).collect();
+    if keep.len() == chunks.len() || chunks.len() < 2 {
+        return extract(file, text);
+    }
+    // The kept documents in place, every other byte a space (line breaks kept): the same offsets.
+    let mut masked = vec![b' '; text.len()];
+    for (i, b) in text.bytes().enumerate() {
+        if b == b'\n' {
+            masked[i] = b'\n';
+        }
+    }
+    for c in &keep {
+        masked[c.range.clone()].copy_from_slice(&text.as_bytes()[c.range.clone()]);
+    }
+    let Ok(masked) = String::from_utf8(masked) else { return extract(file, text) };
+    let mut out = Extraction::default();
+    match parse_documents(&masked) {
+        Ok(docs) if docs.len() == keep.len() => {
+            let lines = Rc::new(line_starts(text));
+            for (doc, chunk) in docs.iter().zip(&keep) {
+                let mut w = Walker::new(file, text, lines.clone(), doc, chunk.index, None);
+                w.walk(doc, &mut Vec::new());
+                out.occurrences.extend(w.found);
+                out.notes.extend(w.notes);
+            }
+        }
+        // A kept document that is not valid YAML, or one that turns out empty: the whole file.
+        _ => return extract(file, text),
+    }
+    unique_slots(&mut out.occurrences);
+    out
+}
+
+/// One document of a YAML stream, found by its `---` line: its bytes and its number among the
+/// documents that are not empty (as [`parse_documents`] counts them).
+struct DocChunk {
+    range: std::ops::Range<usize>,
+    index: usize,
+}
+
+/// The documents of a stream, split at its `---` lines (a document marker can never be part of a
+/// scalar). `None` for a stream with `...` end markers, which this split does not follow.
+fn documents(text: &str) -> Option<Vec<DocChunk>> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m).is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
+    };
+    let mut starts = vec![0];
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if marker(line, "...") {
+            return None;
+        }
+        if at > 0 && marker(line, "---") {
+            starts.push(at);
+        }
+        at += line.len();
+    }
+    starts.push(text.len());
+    let mut out = Vec::new();
+    let mut index = 0;
+    for w in starts.windows(2) {
+        let range = w[0]..w[1];
+        // Empty: nothing but blank lines, comments, directives and the marker itself.
+        let content = text[range.clone()].lines().any(|l| {
+            let body = l.strip_prefix("---").unwrap_or(l).trim();
+            !(body.is_empty() || body.starts_with('#') || l.starts_with('%'))
+        });
+        if content {
+            out.push(DocChunk { range, index });
+            index += 1;
+        }
+    }
+    Some(out)
+}
+
 /// The references a dotted key names (`nexus.imageTag`, `frontend.image.tag`,
 /// `spec.values.image.tag`, `HelmRelease/ns/name|spec.values.image.tag`), taken as image versions.
 /// The key is read inside Helm values (values files, `HelmRelease` `spec.values`, Argo CD

@@ -462,6 +462,22 @@ fn a_key_is_scoped_to_its_document() {
     // Without either, the question names two references with two versions: ambiguous, not a guess.
     let err = find_culprit(&h, &c, &q).unwrap_err();
     assert_eq!(err.kind(), "ambiguous");
+    // Asked to undo the latest bump (what `revert` asks), the newest change among them is named,
+    // and the note says there were others.
+    let newest = Query { several: Several::NameTheNewestChange, ..q.clone() };
+    check(&h, &c, &newest, "api y | prev master-x | flux-patch.yaml:19 master-x->master-y | other []");
+    let notes = find_culprit(&h, &c, &newest).unwrap().notes;
+    assert!(
+        notes.iter().any(|n| n.contains("several current versions") && n.contains("master-b")),
+        "{notes:?}"
+    );
+    // A named version still wins over the newest change.
+    check(
+        &h,
+        &c,
+        &with_tag(newest, "master-b"),
+        "operator b | prev master-a | flux-patch.yaml:9 master-a->master-b | other []",
+    );
     // Deleting the other document is not a change of this one.
     let hr_only = releases("master-b", "master-y").split("---\n").next().unwrap().to_string();
     let d = h.add("drop api", &[&c], &[("flux-patch.yaml", Some(&*hr_only))]);

@@ -343,7 +343,76 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// A stream of `n` Deployments (plus a comment-only document and an unnamed one), long enough
+    /// for a focused read to skip documents.
+    fn stream(names: &[String], pad: usize) -> String {
+        let mut out = String::from("# generated\n---\n# nothing here\n---\nimage: ghcr.io/x/unnamed:1.0\n");
+        for (i, n) in names.iter().enumerate() {
+            out.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {n}\n  namespace: ns\n  annotations:\n    pad: \"{}\"\nspec:\n  template:\n    spec:\n      containers:\n      - name: c\n        image: ghcr.io/x/{n}:1.{i}\n",
+                "x".repeat(pad)
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_focused_read_finds_what_the_whole_read_finds_in_the_documents_it_keeps() {
+        let names: Vec<String> = (0..40).map(|i| format!("svc{i}")).collect();
+        let text = stream(&names, 2000);
+        assert!(text.len() > 64 * 1024);
+        let whole = extract("gotk.yaml", &text);
+        let focused = extract_focused("gotk.yaml", &text, &["svc17", "svc5"]);
+        let wanted: Vec<&Occurrence> = whole
+            .occurrences
+            .iter()
+            .filter(|o| o.slot.doc.ends_with("/svc17") || o.slot.doc.ends_with("/svc5"))
+            .collect();
+        assert_eq!(focused.occurrences.iter().collect::<Vec<_>>(), wanted);
+        assert_eq!(focused.occurrences.len(), 2);
+        // An unnamed document keeps its number (the comment-only one is not counted).
+        let unnamed = extract_focused("gotk.yaml", &text, &["unnamed"]);
+        let want: Vec<&Occurrence> =
+            whole.occurrences.iter().filter(|o| o.slot.doc.starts_with("doc")).collect();
+        assert_eq!(unnamed.occurrences.iter().collect::<Vec<_>>(), want);
+        // Small files, `...` markers and an empty focus are read whole.
+        let small = stream(&names[..2], 10);
+        assert_eq!(
+            extract_focused("f.yaml", &small, &["svc1"]).occurrences,
+            extract("f.yaml", &small).occurrences
+        );
+        let ended = text.replace("# nothing here\n", "# nothing here\n...\n");
+        assert_eq!(
+            extract_focused("f.yaml", &ended, &["svc1"]).occurrences,
+            extract("f.yaml", &ended).occurrences
+        );
+        assert_eq!(extract_focused("gotk.yaml", &text, &["svc1", ""]).occurrences, whole.occurrences);
+        assert_eq!(whole.occurrences.len(), 41, "every Deployment and the unnamed document");
+    }
+
     proptest! {
+        #[test]
+        fn a_focused_read_agrees_with_the_whole_read(
+            picks in proptest::collection::vec(0usize..30, 1..4),
+            crlf in any::<bool>(),
+        ) {
+            let names: Vec<String> = (0..30).map(|i| format!("app{i}x")).collect();
+            let mut text = stream(&names, 3000);
+            if crlf {
+                text = text.replace('\n', "\r\n");
+            }
+            let focus: Vec<String> = picks.iter().map(|i| names[*i].clone()).collect();
+            let focus: Vec<&str> = focus.iter().map(String::as_str).collect();
+            let whole = extract("f.yaml", &text);
+            let focused = extract_focused("f.yaml", &text, &focus);
+            for o in &focused.occurrences {
+                prop_assert!(whole.occurrences.contains(o), "{o:?}");
+            }
+            for o in whole.occurrences.iter().filter(|o| focus.iter().any(|f| o.slot.doc.ends_with(&format!("/{f}")))) {
+                prop_assert!(focused.occurrences.contains(o), "{o:?}");
+            }
+        }
+
         #[test]
         fn extraction_never_panics_on_arbitrary_text(s in "\\PC{0,400}") {
             let _ = extract("f.yaml", &s);

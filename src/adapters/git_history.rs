@@ -1,0 +1,519 @@
+//! The culprit search's view of a repository (the domain's `History`), through libgit2, built for
+//! long first-parent walks on a cold process.
+//!
+//! - Commits and trees are read raw from the object database: no parse of the whole object, no
+//!   SHA-1 re-verification, no object cache (every object is read once).
+//! - A path is looked up by following its chain of trees from the root, reading a tree only when
+//!   the entry above it changed: a commit that left a directory alone costs one root tree.
+//! - Two threads read ahead, one following the first parents from the tip, the other looking up
+//!   the paths the search follows at each of those commits, while this thread reads and compares
+//!   the files that changed: the three share the machine's cores. The search names its paths with
+//!   [`History::prefetch`]; anything it asks for that was not read ahead is read here.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use git2::{Delta, DiffOptions, ObjectType, Odb, Oid, Repository, TreeWalkMode, TreeWalkResult};
+
+use super::git::{MODE_COMMIT, MODE_LINK, MODE_TREE, info, oid, sha};
+use super::pack::Packs;
+use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
+
+/// Objects read by a history walk, and the time spent reading them.
+#[derive(Clone, Debug, Default)]
+pub struct WalkStats {
+    pub commits: u32,
+    pub trees: u32,
+    pub blobs: u32,
+    pub blob_bytes: u64,
+    pub commit_time: Duration,
+    pub tree_time: Duration,
+    pub blob_time: Duration,
+    /// Steps answered by the read-ahead thread.
+    pub read_ahead: u32,
+}
+
+/// A commit's root tree, first parent and committer time (seconds since the epoch).
+#[derive(Clone, Copy, Debug)]
+struct RawCommit {
+    tree: Oid,
+    parent: Option<Oid>,
+    time: i64,
+}
+
+/// A tree entry's id and mode.
+type Entry = (Oid, u32);
+
+/// Reads a commit's header fields: from the head of the packed object when it is there, else
+/// through libgit2.
+fn read_commit(
+    odb: &Odb<'_>,
+    packs: &mut Packs,
+    c: Oid,
+    stats: &mut WalkStats,
+) -> Result<RawCommit, git2::Error> {
+    let started = Instant::now();
+    let raw = match packs.commit_head(c) {
+        Some(head) => parse_commit(head)?,
+        None => parse_commit(odb.read(c)?.data())?,
+    };
+    stats.commits += 1;
+    stats.commit_time += started.elapsed();
+    Ok(raw)
+}
+
+fn parse_commit(data: &[u8]) -> Result<RawCommit, git2::Error> {
+    let mut tree = None;
+    let mut parent = None;
+    let mut time = 0;
+    for line in data.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            break;
+        }
+        if let Some(hex) = line.strip_prefix(b"tree ") {
+            tree = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+        } else if let Some(hex) = line.strip_prefix(b"parent ") {
+            if parent.is_none() {
+                parent = Some(Oid::from_str(std::str::from_utf8(hex).unwrap_or(""))?);
+            }
+        } else if let Some(rest) = line.strip_prefix(b"committer ") {
+            // `Name <email> 1700000000 +0100`
+            let after = rest.iter().rposition(|b| *b == b'>').map(|i| &rest[i + 1..]).unwrap_or(rest);
+            let secs = std::str::from_utf8(after).unwrap_or("").split_whitespace().next().unwrap_or("0");
+            time = secs.parse().unwrap_or(0);
+        }
+    }
+    let tree = tree.ok_or_else(|| git2::Error::from_str("commit without a tree"))?;
+    Ok(RawCommit { tree, parent, time })
+}
+
+/// Finds `name` in a raw tree object (`<mode> <name>\0<20-byte id>`...) without parsing it all:
+/// its id and mode (octal, as written).
+pub(super) fn tree_entry(data: &[u8], name: &[u8]) -> Option<Entry> {
+    let mut i = 0;
+    while i < data.len() {
+        let space = i + memchr::memchr(b' ', &data[i..])?;
+        let nul = space + 1 + memchr::memchr(0, &data[space + 1..])?;
+        let id_end = nul + 1 + 20;
+        if id_end > data.len() {
+            return None;
+        }
+        if &data[space + 1..nul] == name {
+            let mode = data[i..space].iter().fold(0u32, |m, d| m * 8 + u32::from(d.wrapping_sub(b'0')));
+            return Oid::from_bytes(&data[nul + 1..id_end]).ok().map(|o| (o, mode));
+        }
+        i = id_end;
+    }
+    None
+}
+
+/// One path's chain of trees, as last looked up: a tree whose id did not change is not read again.
+struct PathChain {
+    components: Vec<Vec<u8>>,
+    /// Per level, from the root down: the tree read last there and the entry for the component in it.
+    chain: Vec<(Oid, Option<Entry>)>,
+}
+
+impl PathChain {
+    fn new(path: &str) -> PathChain {
+        let components = path.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+        PathChain { components, chain: Vec::new() }
+    }
+
+    /// The regular file at this path below `root`.
+    fn blob(&mut self, odb: &Odb<'_>, root: Oid, stats: &mut WalkStats) -> Result<Option<Oid>, git2::Error> {
+        let mut tree = root;
+        for i in 0..self.components.len() {
+            let entry = match self.chain.get(i) {
+                Some((t, e)) if *t == tree => *e,
+                _ => {
+                    let started = Instant::now();
+                    let obj = odb.read(tree)?;
+                    let e = if obj.kind() == ObjectType::Tree {
+                        tree_entry(obj.data(), &self.components[i])
+                    } else {
+                        None
+                    };
+                    stats.trees += 1;
+                    stats.tree_time += started.elapsed();
+                    // Each level remembers its own last tree: the levels below stay as they are.
+                    match self.chain.get_mut(i) {
+                        Some(level) => *level = (tree, e),
+                        None => self.chain.push((tree, e)),
+                    }
+                    e
+                }
+            };
+            match entry {
+                Some((id, mode)) if i + 1 < self.components.len() => {
+                    if mode != MODE_TREE {
+                        return Ok(None);
+                    }
+                    tree = id;
+                }
+                Some((id, mode)) => return Ok((mode & 0o170000 == 0o100000).then_some(id)),
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What the read-ahead thread found for one commit.
+struct Ahead {
+    commit: Oid,
+    raw: RawCommit,
+    /// The paths asked for at the time, and the file at each.
+    blobs: Vec<(Arc<str>, Option<Oid>)>,
+    stats: WalkStats,
+}
+
+/// The paths the search follows, shared with the read-ahead: `None` until it says.
+type Wanted = Arc<(Mutex<Option<Arc<Vec<Arc<str>>>>>, Condvar)>;
+
+/// The read-ahead's end of things.
+struct ReadAhead {
+    rx: Receiver<Result<Vec<Ahead>, String>>,
+    /// Received from the thread, not yet looked at.
+    incoming: VecDeque<Ahead>,
+    /// Received and not yet passed: the commit being looked at, then its first parents.
+    buffer: VecDeque<Ahead>,
+    paths: Wanted,
+}
+
+impl Drop for ReadAhead {
+    /// A read-ahead still waiting to be told the paths is told none, so both threads end (they
+    /// stop at their next hand-over once this end is gone) instead of waiting for ever.
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.paths;
+        if let Ok(mut p) = lock.lock() {
+            p.get_or_insert_with(Default::default);
+            cv.notify_all();
+        }
+    }
+}
+
+/// Commits handed from one stage to the next at a time (fewer wake-ups), and how many such
+/// batches may wait: the read-ahead runs at most a few thousand commits ahead.
+const BATCH: usize = 64;
+const AHEAD: usize = 32;
+
+type CommitBatch = Result<Vec<(Oid, RawCommit, WalkStats)>, String>;
+
+/// First stage: the first-parent chain from `start`, commit by commit.
+fn read_commits(dir: &Path, start: Oid, tx: &SyncSender<CommitBatch>) -> Result<(), git2::Error> {
+    let repo = Repository::open(dir)?;
+    let odb = repo.odb()?;
+    let mut packs = Packs::open(dir);
+    let mut cur = Some(start);
+    let mut batch = Vec::with_capacity(BATCH);
+    // The first commits go one by one: the search waits for them.
+    let mut size = 1;
+    while let Some(c) = cur {
+        let mut stats = WalkStats::default();
+        let raw = read_commit(&odb, &mut packs, c, &mut stats)?;
+        batch.push((c, raw, stats));
+        cur = raw.parent;
+        if batch.len() >= size || cur.is_none() {
+            if tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                return Ok(());
+            }
+            size = (size * 2).min(BATCH);
+        }
+    }
+    Ok(())
+}
+
+/// Second stage: the followed paths at each commit, once the search has named them.
+fn read_paths(
+    dir: &Path,
+    rx: &Receiver<CommitBatch>,
+    wanted: &Wanted,
+    tx: &SyncSender<Result<Vec<Ahead>, String>>,
+) -> Result<(), String> {
+    let repo = Repository::open(dir).map_err(|e| e.message().to_string())?;
+    let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let mut chains: HashMap<Arc<str>, PathChain> = HashMap::new();
+    let (lock, named) = &**wanted;
+    for batch in rx {
+        let mut out = Vec::with_capacity(BATCH);
+        for (commit, raw, mut stats) in batch? {
+            let paths = {
+                let mut p = lock.lock().map_err(|_| "read-ahead lock".to_string())?;
+                while p.is_none() {
+                    p = named.wait(p).map_err(|_| "read-ahead lock".to_string())?;
+                }
+                p.clone().unwrap_or_default()
+            };
+            let mut blobs = Vec::with_capacity(paths.len());
+            for path in paths.iter() {
+                let chain = chains.entry(path.clone()).or_insert_with(|| PathChain::new(path));
+                let found = chain.blob(&odb, raw.tree, &mut stats).map_err(|e| e.message().to_string())?;
+                blobs.push((path.clone(), found));
+            }
+            out.push(Ahead { commit, raw, blobs, stats });
+        }
+        if tx.send(Ok(out)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// First-parent history of a repository; `files` lists a scope of paths (files or directories).
+pub struct GitHistory<'r> {
+    repo: &'r Repository,
+    dir: PathBuf,
+    scope: Vec<String>,
+    ahead: RefCell<Option<ReadAhead>>,
+    /// Lookups made on this thread: the commit read last, and each path's chain.
+    last: RefCell<Option<(Oid, RawCommit)>>,
+    chains: RefCell<HashMap<String, PathChain>>,
+    packs: RefCell<Packs>,
+    /// What the walk cost, for the debug log.
+    pub stats: RefCell<WalkStats>,
+}
+
+impl<'r> GitHistory<'r> {
+    pub(super) fn new(repo: &'r Repository, scope: Vec<String>) -> GitHistory<'r> {
+        GitHistory {
+            repo,
+            dir: repo.path().to_path_buf(),
+            scope,
+            ahead: RefCell::new(None),
+            last: RefCell::new(None),
+            chains: RefCell::default(),
+            packs: RefCell::new(Packs::open(repo.path())),
+            stats: RefCell::default(),
+        }
+    }
+
+    /// The commit read ahead for `c`, when the thread has it (waiting for it when it is next in
+    /// line). Commits above `c` are done with: the walk only goes down.
+    fn ahead_for(&self, c: Oid) -> Option<std::cell::RefMut<'_, Ahead>> {
+        let mut guard = self.ahead.borrow_mut();
+        let ra = guard.as_mut()?;
+        if let Some(i) = ra.buffer.iter().position(|a| a.commit == c) {
+            ra.buffer.drain(..i);
+        } else if ra.buffer.back().is_none_or(|a| a.raw.parent == Some(c)) {
+            if ra.incoming.is_empty() {
+                match ra.rx.recv() {
+                    Ok(Ok(batch)) => ra.incoming.extend(batch),
+                    _ => {
+                        *guard = None;
+                        return None;
+                    }
+                }
+            }
+            match ra.incoming.pop_front() {
+                Some(a) if a.commit == c => {
+                    self.stats.borrow_mut().add(&a.stats);
+                    let keep = ra.buffer.len().saturating_sub(1);
+                    ra.buffer.drain(..keep);
+                    ra.buffer.push_back(a);
+                }
+                // A failure or an unexpected commit: read here from now on.
+                _ => {
+                    *guard = None;
+                    return None;
+                }
+            }
+        } else {
+            return None;
+        }
+        std::cell::RefMut::filter_map(guard, |g| {
+            g.as_mut().and_then(|ra| ra.buffer.iter_mut().find(|a| a.commit == c))
+        })
+        .ok()
+    }
+
+    fn raw_commit(&self, c: Oid) -> Result<RawCommit, git2::Error> {
+        if let Some(a) = self.ahead_for(c) {
+            self.stats.borrow_mut().read_ahead += 1;
+            return Ok(a.raw);
+        }
+        if let Some((id, raw)) = *self.last.borrow()
+            && id == c
+        {
+            return Ok(raw);
+        }
+        let raw =
+            read_commit(&self.repo.odb()?, &mut self.packs.borrow_mut(), c, &mut self.stats.borrow_mut())?;
+        *self.last.borrow_mut() = Some((c, raw));
+        Ok(raw)
+    }
+
+    fn diff(&self, parent: Option<Oid>, commit: Oid) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+        let new_tree = self.repo.find_commit(commit)?.tree()?;
+        let old_tree = match parent {
+            Some(p) => Some(self.repo.find_commit(p)?.tree()?),
+            None => None,
+        };
+        let mut opts = DiffOptions::new();
+        opts.skip_binary_check(true).ignore_submodules(true);
+        let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))?;
+        let mut out = Vec::new();
+        for d in diff.deltas() {
+            let old = d.old_file();
+            let new = d.new_file();
+            let path =
+                new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            let id = |f: &git2::DiffFile<'_>| {
+                (!f.id().is_zero() && f.mode() != git2::FileMode::Link).then(|| f.id())
+            };
+            match d.status() {
+                Delta::Added
+                | Delta::Deleted
+                | Delta::Modified
+                | Delta::Typechange
+                | Delta::Renamed
+                | Delta::Copied => {
+                    out.push(FileChange { path, old: id(&old), new: id(&new) });
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl WalkStats {
+    fn add(&mut self, o: &WalkStats) {
+        self.commits += o.commits;
+        self.trees += o.trees;
+        self.commit_time += o.commit_time;
+        self.tree_time += o.tree_time;
+    }
+}
+
+impl History for GitHistory<'_> {
+    type Blob = Oid;
+    type Error = git2::Error;
+
+    fn commit(&self, c: &CommitSha) -> Result<CommitInfo, git2::Error> {
+        Ok(info(&self.repo.find_commit(oid(c)?)?))
+    }
+
+    fn prefetch(&self, from: &CommitSha, paths: Option<&[&str]>) {
+        let named = paths.map(|ps| Arc::new(ps.iter().map(|p| Arc::from(*p)).collect::<Vec<Arc<str>>>()));
+        let mut guard = self.ahead.borrow_mut();
+        if paths.is_some_and(|p| p.is_empty()) {
+            // The walk is over: the threads stop at their next hand-over.
+            *guard = None;
+            return;
+        }
+        if let Some(ra) = guard.as_ref() {
+            let (lock, cv) = &*ra.paths;
+            if let (Ok(mut p), Some(named)) = (lock.lock(), named) {
+                *p = Some(named);
+                cv.notify_all();
+            }
+            return;
+        }
+        let Ok(start) = oid(from) else { return };
+        let wanted: Wanted = Arc::new((Mutex::new(named), Condvar::new()));
+        let (commits_tx, commits_rx) = sync_channel(AHEAD);
+        let (tx, rx) = sync_channel(AHEAD);
+        let dir = self.dir.clone();
+        let first = std::thread::Builder::new().name("metricops-commits".into()).spawn(move || {
+            if let Err(e) = read_commits(&dir, start, &commits_tx) {
+                let _ = commits_tx.send(Err(e.message().to_string()));
+            }
+        });
+        let (dir, paths) = (self.dir.clone(), wanted.clone());
+        let second = std::thread::Builder::new().name("metricops-paths".into()).spawn(move || {
+            if let Err(e) = read_paths(&dir, &commits_rx, &paths, &tx) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        if first.is_ok() && second.is_ok() {
+            *guard =
+                Some(ReadAhead { rx, incoming: VecDeque::new(), buffer: VecDeque::new(), paths: wanted });
+        }
+    }
+
+    fn step(&self, c: &CommitSha) -> Result<(Option<CommitSha>, i64), git2::Error> {
+        let raw = self.raw_commit(oid(c)?)?;
+        Ok((raw.parent.map(sha), raw.time))
+    }
+
+    fn files(&self, c: &CommitSha) -> Result<Vec<TreeFile<Oid>>, git2::Error> {
+        let tree = self.repo.find_commit(oid(c)?)?.tree()?;
+        let out = RefCell::new(Vec::new());
+        let push = |path: String, id: Oid, mode: i32| {
+            if mode == MODE_LINK as i32 {
+                out.borrow_mut().push(TreeFile { path, blob: id, symlink: true });
+            } else if mode != MODE_COMMIT as i32 {
+                out.borrow_mut().push(TreeFile { path, blob: id, symlink: false });
+            }
+        };
+        let walk = |prefix: &str, t: &git2::Tree<'_>| {
+            t.walk(TreeWalkMode::PreOrder, |dir, entry| {
+                if entry.kind() == Some(ObjectType::Blob) {
+                    push(
+                        format!("{prefix}{dir}{}", entry.name().unwrap_or("")),
+                        entry.id(),
+                        entry.filemode(),
+                    );
+                }
+                TreeWalkResult::Ok
+            })
+        };
+        if self.scope.is_empty() {
+            walk("", &tree)?;
+        } else {
+            for p in &self.scope {
+                let Ok(entry) = tree.get_path(Path::new(p)) else { continue };
+                match entry.kind() {
+                    Some(ObjectType::Blob) => push(p.clone(), entry.id(), entry.filemode()),
+                    Some(ObjectType::Tree) => {
+                        let sub = self.repo.find_tree(entry.id())?;
+                        walk(&format!("{p}/"), &sub)?
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = out.into_inner();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out.dedup_by(|a, b| a.path == b.path);
+        Ok(out)
+    }
+
+    fn blob_at(&self, c: &CommitSha, path: &str) -> Result<Option<Oid>, git2::Error> {
+        let c = oid(c)?;
+        if let Some(a) = self.ahead_for(c)
+            && let Some((_, found)) = a.blobs.iter().find(|(p, _)| &**p == path)
+        {
+            return Ok(*found);
+        }
+        let raw = self.raw_commit(c)?;
+        let odb = self.repo.odb()?;
+        let mut chains = self.chains.borrow_mut();
+        let chain = chains.entry(path.to_string()).or_insert_with(|| PathChain::new(path));
+        chain.blob(&odb, raw.tree, &mut self.stats.borrow_mut())
+    }
+
+    fn changes(
+        &self,
+        parent: Option<&CommitSha>,
+        c: &CommitSha,
+    ) -> Result<Vec<FileChange<Oid>>, git2::Error> {
+        let parent = parent.map(oid).transpose()?;
+        self.diff(parent, oid(c)?)
+    }
+
+    fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {
+        let started = Instant::now();
+        let bytes = self.repo.odb()?.read(blob)?.data().to_vec();
+        let mut stats = self.stats.borrow_mut();
+        stats.blobs += 1;
+        stats.blob_bytes += bytes.len() as u64;
+        stats.blob_time += started.elapsed();
+        Ok(bytes)
+    }
+}
