@@ -98,7 +98,7 @@ pub(super) fn sha(oid: Oid) -> CommitSha {
 /// - no SHA-1 re-verification of every object read (git itself does not do it on reads either; it
 ///   cost more than half of a long history walk);
 /// - no object cache: a walk reads each object once, and the cache's bookkeeping cost a fifth of it;
-/// - bounded pack mapping, so a walk over 100k commits stays small.
+/// - small pack mapping windows, so a long walk's peak memory stays small.
 fn tune_libgit2() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     git_https::register();
@@ -107,8 +107,10 @@ fn tune_libgit2() {
         git2::opts::enable_caching(false);
         // SAFETY: called once, before any repository is opened by this process.
         unsafe {
-            let _ = git2::opts::set_mwindow_size(8 * 1024 * 1024);
-            let _ = git2::opts::set_mwindow_mapped_limit(48 * 1024 * 1024);
+            // 2 MB windows, 8 MB mapped at most: measured on a 20k-commit walk, peak RSS 50 -> 46 MB
+            // and no slower (1 MB windows cost a fifth more time in mmap/munmap).
+            let _ = git2::opts::set_mwindow_size(2 * 1024 * 1024);
+            let _ = git2::opts::set_mwindow_mapped_limit(8 * 1024 * 1024);
         }
     });
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use git2::{Delta, DiffOptions, ObjectType, Odb, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use git2::{ObjectType, Odb, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
 use super::git::{MODE_COMMIT, MODE_LINK, MODE_TREE, info, oid, sha};
 use super::pack::Packs;
@@ -347,38 +347,79 @@ impl<'r> GitHistory<'r> {
         Ok(raw)
     }
 
+    /// Every file that differs between two commits' trees, read raw: a subtree whose id did not
+    /// change is never opened (libgit2's tree diff walks every tree of both sides).
     fn diff(&self, parent: Option<Oid>, commit: Oid) -> Result<Vec<FileChange<Oid>>, git2::Error> {
-        let new_tree = self.repo.find_commit(commit)?.tree()?;
-        let old_tree = match parent {
-            Some(p) => Some(self.repo.find_commit(p)?.tree()?),
+        let odb = self.repo.odb()?;
+        let new_root = self.raw_commit(commit)?.tree;
+        let old_root = match parent {
+            Some(p) => Some(self.raw_commit(p)?.tree),
             None => None,
         };
-        let mut opts = DiffOptions::new();
-        opts.skip_binary_check(true).ignore_submodules(true);
-        let diff = self.repo.diff_tree_to_tree(old_tree.as_ref(), Some(&new_tree), Some(&mut opts))?;
         let mut out = Vec::new();
-        for d in diff.deltas() {
-            let old = d.old_file();
-            let new = d.new_file();
-            let path =
-                new.path().or(old.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            let id = |f: &git2::DiffFile<'_>| {
-                (!f.id().is_zero() && f.mode() != git2::FileMode::Link).then(|| f.id())
-            };
-            match d.status() {
-                Delta::Added
-                | Delta::Deleted
-                | Delta::Modified
-                | Delta::Typechange
-                | Delta::Renamed
-                | Delta::Copied => {
-                    out.push(FileChange { path, old: id(&old), new: id(&new) });
-                }
-                _ => {}
-            }
-        }
+        diff_trees(&odb, old_root, Some(new_root), "", &mut out)?;
+        out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+/// The entries of a raw tree object: name, id and mode.
+fn tree_entries(data: &[u8]) -> Vec<(&[u8], Entry)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let Some(space) = memchr::memchr(b' ', &data[i..]).map(|k| i + k) else { break };
+        let Some(nul) = memchr::memchr(0, &data[space + 1..]).map(|k| space + 1 + k) else { break };
+        let id_end = nul + 1 + 20;
+        let Some(id) = data.get(nul + 1..id_end).and_then(|b| Oid::from_bytes(b).ok()) else { break };
+        let mode = data[i..space].iter().fold(0u32, |m, d| m * 8 + u32::from(d.wrapping_sub(b'0')));
+        out.push((&data[space + 1..nul], (id, mode)));
+        i = id_end;
+    }
+    out
+}
+
+/// The files below two trees (either may be absent) that differ, with `prefix` before their
+/// paths. Submodules are left out; a symbolic link is listed without ids (it is never read).
+fn diff_trees(
+    odb: &Odb<'_>,
+    old: Option<Oid>,
+    new: Option<Oid>,
+    prefix: &str,
+    out: &mut Vec<FileChange<Oid>>,
+) -> Result<(), git2::Error> {
+    if old == new {
+        return Ok(());
+    }
+    let read = |t: Option<Oid>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
+        t.map(|t| odb.read(t)).transpose()
+    };
+    let (old_obj, new_obj) = (read(old)?, read(new)?);
+    let mut names: std::collections::BTreeMap<&[u8], (Option<Entry>, Option<Entry>)> = Default::default();
+    for (name, e) in old_obj.as_ref().map(|o| tree_entries(o.data())).unwrap_or_default() {
+        names.entry(name).or_default().0 = Some(e);
+    }
+    for (name, e) in new_obj.as_ref().map(|o| tree_entries(o.data())).unwrap_or_default() {
+        names.entry(name).or_default().1 = Some(e);
+    }
+    let file = |e: Option<Entry>| e.filter(|(_, m)| *m != MODE_TREE && *m != MODE_COMMIT);
+    let tree = |e: Option<Entry>| e.filter(|(_, m)| *m == MODE_TREE).map(|(id, _)| id);
+    for (name, (o, n)) in names {
+        if o == n {
+            continue;
+        }
+        let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+        let (old_tree, new_tree) = (tree(o), tree(n));
+        if old_tree.is_some() || new_tree.is_some() {
+            diff_trees(odb, old_tree, new_tree, &format!("{path}/"), out)?;
+        }
+        let (of, nf) = (file(o), file(n));
+        if of.is_some() || nf.is_some() {
+            let id = |e: Option<Entry>| e.filter(|(_, m)| *m != MODE_LINK).map(|(id, _)| id);
+            out.push(FileChange { path, old: id(of), new: id(nf) });
+        }
+    }
+    Ok(())
 }
 
 impl WalkStats {
@@ -515,5 +556,82 @@ impl History for GitHistory<'_> {
         stats.blob_bytes += bytes.len() as u64;
         stats.blob_time += started.elapsed();
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::git::GitRepo;
+
+    /// `changes` says what `git diff-tree -r` says: adds, deletes, edits in nested directories, a
+    /// file that became a directory, a mode change, a symbolic link (listed without ids).
+    #[test]
+    fn changes_agree_with_git_diff_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=A", "-c", "user.email=a@x"])
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("git runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let write = |p: &str, text: &str| {
+            let p = dir.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        git(&["init", "-q", "-b", "main"]);
+        write("a/b/c.yaml", "1");
+        write("a/b/d.yaml", "1");
+        write("a/x.yaml", "1");
+        write("keep/k.yaml", "1");
+        write("thing", "a file");
+        std::os::unix::fs::symlink("a/x.yaml", dir.path().join("link")).unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "one"]);
+        write("a/b/c.yaml", "2");
+        std::fs::remove_file(dir.path().join("a/b/d.yaml")).unwrap();
+        write("a/b/e/new.yaml", "new");
+        std::fs::remove_file(dir.path().join("thing")).unwrap();
+        write("thing/inside.yaml", "now a directory");
+        std::fs::remove_file(dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("keep/k.yaml", dir.path().join("link")).unwrap();
+        git(&["add", "-A"]);
+        git(&["update-index", "--chmod=+x", "a/x.yaml"]);
+        git(&["commit", "-q", "-m", "two"]);
+        let repo = GitRepo::open(dir.path()).unwrap();
+        let history = repo.history(&[]);
+        let (one, two) = (git(&["rev-parse", "HEAD^"]), git(&["rev-parse", "HEAD"]));
+        let (one, two) = (CommitSha(one), CommitSha(two));
+        let ours: Vec<String> = history
+            .changes(Some(&one), &two)
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                format!("{} {:?} {:?}", c.path, c.old.map(|o| o.to_string()), c.new.map(|o| o.to_string()))
+            })
+            .collect();
+        let zero = "0".repeat(40);
+        let theirs: Vec<String> = git(&["diff-tree", "-r", "--no-renames", "--no-abbrev", &one.0, &two.0])
+            .lines()
+            .map(|l| {
+                let (meta, path) = l.split_once('\t').unwrap();
+                let f: Vec<&str> = meta.split(' ').collect();
+                let id = |mode: &str, id: &str| (id != zero && mode != "120000").then(|| id.to_string());
+                format!("{path} {:?} {:?}", id(f[0].trim_start_matches(':'), f[2]), id(f[1], f[3]))
+            })
+            .collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.len(), 7, "{ours:#?}");
+        // A root commit: every file is new.
+        let root = history.changes(None, &one).unwrap();
+        assert_eq!(
+            root.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(),
+            ["a/b/c.yaml", "a/b/d.yaml", "a/x.yaml", "keep/k.yaml", "link", "thing"]
+        );
     }
 }
