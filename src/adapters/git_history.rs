@@ -1,18 +1,23 @@
-//! The culprit search's view of a repository (the domain's `History`), through libgit2, built for
-//! long first-parent walks on a cold process.
+//! The culprit search's view of a repository (the domain's `History`), built for long
+//! first-parent walks on a cold process.
 //!
-//! - Commits and trees are read raw from the object database: no parse of the whole object, no
-//!   SHA-1 re-verification, no object cache (every object is read once).
+//! - Commits, trees and blobs are read straight from the pack files (`pack.rs`: no libgit2 object
+//!   allocation, no lock shared between threads, deltas applied with a cache of recent bases); a
+//!   commit only up to its `committer` line. Loose objects are read through libgit2.
 //! - A path is looked up by following its chain of trees from the root, reading a tree only when
 //!   the entry above it changed: a commit that left a directory alone costs one root tree.
 //! - Two threads read ahead, one following the first parents from the tip, the other looking up
 //!   the paths the search follows at each of those commits, while this thread reads and compares
 //!   the files that changed: the three share the machine's cores. The search names its paths with
-//!   [`History::prefetch`]; anything it asks for that was not read ahead is read here.
+//!   [`History::prefetch`]; anything it asks for that was not read ahead is read here. When the
+//!   search is over (or this view is dropped), both threads stop.
+//! - What changed between two commits is found by comparing their trees raw, opening only the
+//!   subtrees whose ids differ.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use git2::{ObjectType, Odb, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
 use super::git::{MODE_COMMIT, MODE_LINK, MODE_TREE, info, oid, sha};
-use super::pack::Packs;
+use super::pack::{Object, Packs};
 use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
 
 /// Objects read by a history walk, and the time spent reading them.
@@ -125,19 +130,21 @@ impl PathChain {
     }
 
     /// The regular file at this path below `root`.
-    fn blob(&mut self, odb: &Odb<'_>, root: Oid, stats: &mut WalkStats) -> Result<Option<Oid>, git2::Error> {
+    fn blob(
+        &mut self,
+        odb: &Odb<'_>,
+        packs: &mut Packs,
+        root: Oid,
+        stats: &mut WalkStats,
+    ) -> Result<Option<Oid>, git2::Error> {
         let mut tree = root;
         for i in 0..self.components.len() {
             let entry = match self.chain.get(i) {
                 Some((t, e)) if *t == tree => *e,
                 _ => {
                     let started = Instant::now();
-                    let obj = odb.read(tree)?;
-                    let e = if obj.kind() == ObjectType::Tree {
-                        tree_entry(obj.data(), &self.components[i])
-                    } else {
-                        None
-                    };
+                    let (kind, data) = read_object(odb, packs, tree)?;
+                    let e = if kind == OBJ_TREE { tree_entry(&data, &self.components[i]) } else { None };
                     stats.trees += 1;
                     stats.tree_time += started.elapsed();
                     // Each level remembers its own last tree: the levels below stay as they are.
@@ -237,6 +244,7 @@ fn read_paths(
 ) -> Result<(), String> {
     let repo = Repository::open(dir).map_err(|e| e.message().to_string())?;
     let odb = repo.odb().map_err(|e| e.message().to_string())?;
+    let mut packs = Packs::open(dir);
     let mut chains: HashMap<Arc<str>, PathChain> = HashMap::new();
     let (lock, named) = &**wanted;
     for batch in rx {
@@ -252,7 +260,9 @@ fn read_paths(
             let mut blobs = Vec::with_capacity(paths.len());
             for path in paths.iter() {
                 let chain = chains.entry(path.clone()).or_insert_with(|| PathChain::new(path));
-                let found = chain.blob(&odb, raw.tree, &mut stats).map_err(|e| e.message().to_string())?;
+                let found = chain
+                    .blob(&odb, &mut packs, raw.tree, &mut stats)
+                    .map_err(|e| e.message().to_string())?;
                 blobs.push((path.clone(), found));
             }
             out.push(Ahead { commit, raw, blobs, stats });
@@ -357,10 +367,28 @@ impl<'r> GitHistory<'r> {
             None => None,
         };
         let mut out = Vec::new();
-        diff_trees(&odb, old_root, Some(new_root), "", &mut out)?;
+        diff_trees(&odb, &mut self.packs.borrow_mut(), old_root, Some(new_root), "", &mut out)?;
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+const OBJ_TREE: u8 = 2;
+
+/// An object's type (1 commit, 2 tree, 3 blob, 4 tag) and bytes: from the packs, else through
+/// libgit2 (a loose object).
+fn read_object(odb: &Odb<'_>, packs: &mut Packs, id: Oid) -> Result<Object, git2::Error> {
+    if let Some(o) = packs.read(id) {
+        return Ok(o);
+    }
+    let obj = odb.read(id)?;
+    let kind = match obj.kind() {
+        ObjectType::Commit => 1,
+        ObjectType::Tree => OBJ_TREE,
+        ObjectType::Blob => 3,
+        _ => 4,
+    };
+    Ok((kind, obj.data().into()))
 }
 
 /// The entries of a raw tree object: name, id and mode.
@@ -383,6 +411,7 @@ fn tree_entries(data: &[u8]) -> Vec<(&[u8], Entry)> {
 /// paths. Submodules are left out; a symbolic link is listed without ids (it is never read).
 fn diff_trees(
     odb: &Odb<'_>,
+    packs: &mut Packs,
     old: Option<Oid>,
     new: Option<Oid>,
     prefix: &str,
@@ -391,15 +420,15 @@ fn diff_trees(
     if old == new {
         return Ok(());
     }
-    let read = |t: Option<Oid>| -> Result<Option<git2::OdbObject<'_>>, git2::Error> {
-        t.map(|t| odb.read(t)).transpose()
+    let mut read = |t: Option<Oid>| -> Result<Option<Rc<[u8]>>, git2::Error> {
+        t.map(|t| read_object(odb, packs, t).map(|(_, data)| data)).transpose()
     };
     let (old_obj, new_obj) = (read(old)?, read(new)?);
     let mut names: std::collections::BTreeMap<&[u8], (Option<Entry>, Option<Entry>)> = Default::default();
-    for (name, e) in old_obj.as_ref().map(|o| tree_entries(o.data())).unwrap_or_default() {
+    for (name, e) in old_obj.as_deref().map(tree_entries).unwrap_or_default() {
         names.entry(name).or_default().0 = Some(e);
     }
-    for (name, e) in new_obj.as_ref().map(|o| tree_entries(o.data())).unwrap_or_default() {
+    for (name, e) in new_obj.as_deref().map(tree_entries).unwrap_or_default() {
         names.entry(name).or_default().1 = Some(e);
     }
     let file = |e: Option<Entry>| e.filter(|(_, m)| *m != MODE_TREE && *m != MODE_COMMIT);
@@ -411,7 +440,7 @@ fn diff_trees(
         let path = format!("{prefix}{}", String::from_utf8_lossy(name));
         let (old_tree, new_tree) = (tree(o), tree(n));
         if old_tree.is_some() || new_tree.is_some() {
-            diff_trees(odb, old_tree, new_tree, &format!("{path}/"), out)?;
+            diff_trees(odb, packs, old_tree, new_tree, &format!("{path}/"), out)?;
         }
         let (of, nf) = (file(o), file(n));
         if of.is_some() || nf.is_some() {
@@ -536,7 +565,7 @@ impl History for GitHistory<'_> {
         let odb = self.repo.odb()?;
         let mut chains = self.chains.borrow_mut();
         let chain = chains.entry(path.to_string()).or_insert_with(|| PathChain::new(path));
-        chain.blob(&odb, raw.tree, &mut self.stats.borrow_mut())
+        chain.blob(&odb, &mut self.packs.borrow_mut(), raw.tree, &mut self.stats.borrow_mut())
     }
 
     fn changes(
@@ -550,7 +579,7 @@ impl History for GitHistory<'_> {
 
     fn read(&self, blob: Oid) -> Result<Vec<u8>, git2::Error> {
         let started = Instant::now();
-        let bytes = self.repo.odb()?.read(blob)?.data().to_vec();
+        let bytes = read_object(&self.repo.odb()?, &mut self.packs.borrow_mut(), blob)?.1.to_vec();
         let mut stats = self.stats.borrow_mut();
         stats.blobs += 1;
         stats.blob_bytes += bytes.len() as u64;
