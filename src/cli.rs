@@ -181,6 +181,7 @@ impl From<RevertError> for CliError {
             RevertError::Trace(TraceError::NotFound { available, .. }) => {
                 json!({ "available": available })
             }
+            RevertError::Trace(TraceError::NotInObject { objects, .. }) => json!({ "objects": objects }),
             RevertError::Trace(TraceError::Ambiguous { versions, .. }) => json!({
                 "versions": versions.iter().map(|(v, files)| json!({"version": v.to_string(), "files": files})).collect::<Vec<_>>()
             }),

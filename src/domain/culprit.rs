@@ -220,6 +220,11 @@ pub enum TraceError<E: std::error::Error + 'static> {
     NotFound { subject: String, available: Vec<String> },
     #[error("{subject} has several current versions in scope: {}; name one with --tag/--digest, narrow the scope with --path, or name the object with --workload", describe_versions(.versions))]
     Ambiguous { subject: String, versions: Vec<(Version, Vec<String>)> },
+    #[error(
+        "{subject} is in scope, but not in {workload}: it is in {}; name one of these with --workload, or leave it out",
+        .objects.join(", ")
+    )]
+    NotInObject { subject: String, workload: String, objects: Vec<String> },
     #[error("{subject} never became version {version} on this history")]
     VersionNeverSet { subject: String, version: String },
     #[error("{subject} was not in scope at {at}: every reference to it was added later")]
@@ -232,6 +237,7 @@ impl<E: std::error::Error + 'static> TraceError<E> {
     pub fn kind(&self) -> &'static str {
         match self {
             TraceError::NotFound { .. } => "image_not_found",
+            TraceError::NotInObject { .. } => "workload_not_found",
             TraceError::Ambiguous { .. } => "ambiguous",
             TraceError::VersionNeverSet { .. } => "version_not_found",
             TraceError::NotRunningAt { .. } => "not_running_at",
@@ -296,6 +302,14 @@ pub fn workload_matches(asked: &str, o: &Occurrence) -> bool {
         || o.workload.as_ref().is_some_and(|w| {
             doc_matches(&format!("{}/{}/{}", w.kind, w.namespace.as_deref().unwrap_or(""), w.name), asked)
         })
+}
+
+/// Where a reference is, for a person: the file, and the object when the file names one.
+fn object_place(o: &Occurrence) -> String {
+    match &o.slot.doc {
+        d if d.starts_with("doc") || d == "lines" => format!("{} (no named object)", o.file),
+        d => format!("{} in {}", d.replace("//", "/"), o.file),
+    }
 }
 
 /// The text every file that mentions the subject must contain at the tip (a cheap filter).
@@ -459,6 +473,8 @@ pub fn find_culprit<H: History>(
     let files = history.files(tip).map_err(TraceError::History)?;
     // The references to the subject at the tip, per file.
     let mut found: Vec<(&TreeFile<H::Blob>, Vec<Occurrence>)> = Vec::new();
+    // References to the subject outside the object asked about (`--workload`), to name them.
+    let mut other_objects: Vec<String> = Vec::new();
     for f in &files {
         if !is_manifest_path(&f.path) {
             continue;
@@ -475,16 +491,24 @@ pub fn find_culprit<H: History>(
             continue;
         }
         let ex = reader.extraction(&f.path, f.blob).map_err(TraceError::History)?;
-        let mine: Vec<Occurrence> = ex
+        let (mine, elsewhere): (Vec<Occurrence>, Vec<Occurrence>) = ex
             .occurrences
             .iter()
             .filter(|o| subject_matches(&query.subject, o))
-            .filter(|o| query.workload.as_deref().is_none_or(|w| workload_matches(w, o)))
             .cloned()
-            .collect();
+            .partition(|o| query.workload.as_deref().is_none_or(|w| workload_matches(w, o)));
+        for o in elsewhere {
+            let place = object_place(&o);
+            if !other_objects.contains(&place) {
+                other_objects.push(place);
+            }
+        }
         if !mine.is_empty() {
             found.push((f, mine));
         }
+    }
+    if let (true, Some(w)) = (found.is_empty() && !other_objects.is_empty(), &query.workload) {
+        return Err(TraceError::NotInObject { subject, workload: w.clone(), objects: other_objects });
     }
     if found.is_empty() {
         return Err(TraceError::NotFound {

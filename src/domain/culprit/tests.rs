@@ -447,6 +447,13 @@ fn a_key_is_scoped_to_its_document() {
         &with_tag(q.clone(), "master-b"),
         "operator b | prev master-a | flux-patch.yaml:9 master-a->master-b | other []",
     );
+    // An object that holds no reference to the key: the ones that do are named.
+    check(
+        &h,
+        &c,
+        &Query { workload: Some("HelmRelease/radix/web".into()), ..q.clone() },
+        "error workload_not_found: key spec.values.image.tag is in scope, but not in HelmRelease/radix/web: it is in HelmRelease/radix/operator in flux-patch.yaml, HelmRelease/radix/api in flux-patch.yaml; name one of these with --workload, or leave it out",
+    );
     check(
         &h,
         &c,
