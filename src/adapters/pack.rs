@@ -221,9 +221,25 @@ pub struct Packs {
 }
 
 impl Packs {
+    /// The packs of a repository's object directory and of the ones it borrows from
+    /// (`objects/info/alternates`, as `git clone --shared` writes it).
     pub fn open(git_dir: &Path) -> Packs {
         let mut packs = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(git_dir.join("objects").join("pack")) {
+        let mut dirs = vec![git_dir.join("objects")];
+        let mut i = 0;
+        while i < dirs.len() && dirs.len() < 16 {
+            if let Ok(list) = std::fs::read_to_string(dirs[i].join("info").join("alternates")) {
+                for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                    let alt = dirs[i].join(line);
+                    if !dirs.contains(&alt) {
+                        dirs.push(alt);
+                    }
+                }
+            }
+            i += 1;
+        }
+        for objects in &dirs {
+            let Ok(dir) = std::fs::read_dir(objects.join("pack")) else { continue };
             for e in dir.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "idx")
@@ -532,5 +548,33 @@ mod tests {
                 assert!(packs.read(missing).is_none(), "{missing} is not in the pack");
             }
         }
+    }
+
+    /// A `git clone --shared` borrows its objects: they are read from the packs it names.
+    #[test]
+    fn objects_of_a_shared_clone_are_read_from_the_repository_it_borrows_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |cwd: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=A", "-c", "user.email=a@x"])
+                .args(args)
+                .current_dir(cwd)
+                .output()
+                .expect("git runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        git(&origin, &["init", "-q", "-b", "main"]);
+        std::fs::write(origin.join("a.yaml"), "image: x:1\n").unwrap();
+        git(&origin, &["add", "-A"]);
+        git(&origin, &["commit", "-q", "-m", "one"]);
+        git(&origin, &["gc", "-q"]);
+        let head = Oid::from_str(&git(&origin, &["rev-parse", "HEAD"])).unwrap();
+        git(dir.path(), &["clone", "-q", "--bare", "--shared", "origin", "clone.git"]);
+        let mut packs = Packs::open(&dir.path().join("clone.git"));
+        let (kind, _) = packs.read(head).expect("the borrowed commit is read");
+        assert_eq!(kind, OBJ_COMMIT);
     }
 }
