@@ -66,6 +66,52 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate chain and key (PEM).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// A delivery with a failed incident is tried again: first after this, doubling up to `max`, at
+    /// most `attempts` times in all (defaults 5s, 5m, 30).
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default)]
+    pub first: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max: Option<Spanned<String>>,
+    #[serde(default)]
+    pub attempts: Option<u32>,
+}
+
+/// The retry settings, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    pub first: std::time::Duration,
+    pub max: std::time::Duration,
+    pub attempts: u32,
+}
+
+impl Config {
+    /// Where the bot keeps its mirrors and journal: `state_dir`, or `$TMPDIR/metricops`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"))
+    }
+}
+
+impl ServerConfig {
+    pub fn retry(&self) -> Retry {
+        let d = |v: &Option<Spanned<String>>, default: u64| {
+            v.as_ref()
+                .and_then(|s| parse_duration(&s.value))
+                .and_then(|d| d.to_std().ok())
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        Retry {
+            first: d(&self.retry.first, 5),
+            max: d(&self.retry.max, 300),
+            attempts: self.retry.attempts.unwrap_or(30).max(1),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +477,10 @@ impl Config {
         {
             problems.push("policy.merge_rules: a rule with no severity, labels or when would merge everything; use `action: merge` for that".into());
         }
+        if c.server.retry.attempts == Some(0) {
+            problems
+                .push("server.retry.attempts: 0 would never handle a delivery; use 1 for no retries".into());
+        }
         let interval = c.prometheus.as_ref().and_then(|p| p.interval.clone());
         for d in [
             &c.policy.max_culprit_age,
@@ -439,6 +489,8 @@ impl Config {
             &c.policy.cancel_suppress,
             &github_budget.cloned(),
             &interval,
+            &c.server.retry.first,
+            &c.server.retry.max,
         ]
         .into_iter()
         .flatten()
@@ -757,5 +809,10 @@ mod tests {
         assert_eq!(p, "line 12 column 20: \"twelve hours\" is not a duration (use e.g. 90s, 30m, 24h, 7d)");
         let p = problems(&GOOD.replace("action: merge", "action: yolo"));
         assert!(p.contains("yolo") && p.contains("line 11"), "{p}");
+        let p = problems(&format!("{GOOD}server:\n  retry: {{first: soon, attempts: 0}}\n"));
+        assert!(p.contains("server.retry.attempts: 0") && p.contains("\"soon\" is not a duration"), "{p}");
+        let c = Config::parse(&format!("{GOOD}server:\n  retry: {{first: 2s, max: 1m}}\n")).unwrap();
+        let r = c.server.retry();
+        assert_eq!((r.first.as_secs(), r.max.as_secs(), r.attempts), (2, 60, 30));
     }
 }

@@ -114,6 +114,8 @@ pub async fn run(
                     source: Source::Evaluator,
                     alerts: vec![alert(&config, rule, since)],
                     received: std::time::Instant::now(),
+                    entry: None,
+                    attempts: 0,
                 };
                 match queue.try_send(job) {
                     Ok(()) => last_sent[i] = Some(std::time::Instant::now()),

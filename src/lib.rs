@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod evaluator;
+pub mod journal;
 pub mod metrics;
 pub mod pipeline;
 pub mod revert;

@@ -32,7 +32,14 @@ use github::GitHub;
 /// Work waiting for the engine.
 pub enum Job {
     /// The alerts of one webhook delivery or one rule; `received` starts the duration metric.
-    Alerts { source: Source, alerts: Vec<Alert>, received: std::time::Instant },
+    /// A webhook delivery is in the journal as `entry` until it is finished with.
+    Alerts {
+        source: Source,
+        alerts: Vec<Alert>,
+        received: std::time::Instant,
+        entry: Option<crate::journal::EntryId>,
+        attempts: u32,
+    },
     /// A comment with `/metricops` commands.
     Comment(crate::domain::forge_event::Comment),
 }
@@ -128,7 +135,7 @@ pub struct Engine<'c> {
 impl<'c> Engine<'c> {
     /// An engine for plain git remotes only.
     pub fn new(config: &'c Config) -> Self {
-        let state_dir = config.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("metricops"));
+        let state_dir = config.state_dir();
         Engine {
             config,
             state_dir,

@@ -1,6 +1,8 @@
-//! `metricops serve`: one HTTP listener (axum) in front of the engine. Handlers verify, parse and
-//! enqueue; the engine works on a bounded queue on its own thread, and a full queue answers 503 so
-//! the sender retries (nothing is dropped silently). Also `/healthz`, `/readyz`, `/metrics`.
+//! `metricops serve`: one HTTP listener (axum) in front of the engine. Handlers verify, parse,
+//! journal (on disk, before the answer) and enqueue; the engine works on a bounded queue on its own
+//! thread, and a full queue answers 503 so the sender retries (nothing is dropped silently). A
+//! delivery with a failed incident is tried again with backoff; one left by a crash is handled at
+//! start. Also `/healthz`, `/readyz`, `/metrics`.
 
 pub mod github;
 
@@ -21,6 +23,7 @@ use crate::adapters::github::GitHubApp;
 use crate::adapters::prometheus::Prometheus;
 use crate::config::{Config, WebhookAuth};
 use crate::domain::alert::Source;
+use crate::journal::{Entry, Journal};
 use crate::metrics::Metrics;
 use crate::pipeline::{Engine, Job};
 
@@ -30,6 +33,8 @@ const QUEUE: usize = 256;
 /// What the alert endpoints share.
 struct Shared {
     queue: SyncSender<Job>,
+    /// Deliveries acknowledged and not finished with, on disk.
+    journal: Arc<Journal>,
     auth: WebhookAuth,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
@@ -65,8 +70,11 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     };
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(config.server.queue.unwrap_or(QUEUE));
+    let journal_dir = config.state_dir().join("journal");
+    let journal = Arc::new(Journal::open(&journal_dir).context("opening the delivery journal")?);
     let shared = Arc::new(Shared {
         queue: tx.clone(),
+        journal,
         auth: config.server.webhook_auth()?,
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
@@ -225,14 +233,34 @@ async fn receive_alerts(
         }
     };
     let n = alerts.len();
-    match s.queue.try_send(Job::Alerts { source, alerts, received }) {
-        Ok(()) => answer(StatusCode::OK, format!("queued {n} alerts\n")),
+    // On disk before the answer: an acknowledged delivery is acted on even if the process dies now.
+    let entry = Entry { source, alerts, received_at: chrono::Utc::now(), attempts: 0 };
+    let id = match s.journal.record(&entry) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(source = endpoint, error = %e, "cannot journal the delivery; the sender will retry");
+            s.metrics.error("journal");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot keep the delivery safe (state_dir not writable), retry later\n".into(),
+            );
+        }
+    };
+    let job = Job::Alerts { source, alerts: entry.alerts, received, entry: Some(id.clone()), attempts: 0 };
+    match s.queue.try_send(job) {
+        Ok(()) => {
+            tracing::info!(source = endpoint, alerts = n, entry = %id, "alert delivery accepted");
+            answer(StatusCode::OK, format!("queued {n} alerts\n"))
+        }
         Err(TrySendError::Full(_)) => {
+            // Not acknowledged: the sender sends it again.
+            let _ = s.journal.done(&id);
             tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
             s.metrics.error("queue_full");
             answer(StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
         }
         Err(TrySendError::Disconnected(_)) => {
+            let _ = s.journal.done(&id);
             answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into())
         }
     }
@@ -265,20 +293,37 @@ fn work(
             rules,
             prom,
             interval,
-            tx,
+            tx.clone(),
             shared.metrics.clone(),
         ));
-    } else {
-        drop(tx);
+    }
+    let retry = config.server.retry();
+    // Deliveries a previous run acknowledged and did not finish: handled first.
+    let (pending, unreadable) = shared.journal.pending();
+    for problem in unreadable {
+        shared.metrics.error("journal");
+        tracing::error!(problem = %problem, "journal entry cannot be read");
+    }
+    if !pending.is_empty() {
+        tracing::info!(deliveries = pending.len(), "resuming deliveries acknowledged before a restart");
     }
     shared.ready.store(true, Ordering::Relaxed);
-    for job in rx {
+    let resumed = pending.into_iter().map(|(id, e)| Job::Alerts {
+        source: e.source,
+        alerts: e.alerts,
+        received: std::time::Instant::now(),
+        entry: Some(id),
+        attempts: e.attempts,
+    });
+    for job in resumed.chain(rx) {
         match job {
-            Job::Alerts { source, alerts, received } => {
+            Job::Alerts { source, alerts, received, entry, attempts } => {
                 let report = engine.handle_alerts(source, &alerts, received, chrono::Utc::now());
                 for o in &report.outcomes {
                     tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = received.elapsed().as_millis() as u64, "incident handled");
                 }
+                let job = Job::Alerts { source, alerts, received, entry, attempts: attempts + 1 };
+                settle(&shared, &tx, retry, report.failed.is_empty(), job);
             }
             Job::Comment(c) => {
                 if let Err(e) = engine.handle_comment(&c) {
@@ -288,6 +333,58 @@ fn work(
             }
         }
     }
+}
+
+/// After a delivery was handled: finished with when nothing failed; otherwise tried again after a
+/// backoff (the journal keeps the attempt count), and after the last attempt kept in
+/// `journal/failed/` with an error line.
+fn settle(shared: &Shared, tx: &SyncSender<Job>, retry: crate::config::Retry, ok: bool, job: Job) {
+    let Job::Alerts { source, alerts, entry, attempts, .. } = job else { return };
+    if ok {
+        if let Some(id) = &entry
+            && let Err(e) = shared.journal.done(id)
+        {
+            shared.metrics.error("journal");
+            tracing::error!(entry = %id, error = %e, "cannot remove a finished journal entry; it is handled again at the next start");
+        }
+        return;
+    }
+    if attempts >= retry.attempts {
+        shared.metrics.error("retries_exhausted");
+        match entry.as_ref().map(|id| shared.journal.give_up(id)) {
+            Some(Ok(kept)) => {
+                tracing::error!(source = source.label(), attempts, kept = %kept.display(), "delivery still failing after the last attempt; kept for a person")
+            }
+            _ => tracing::error!(
+                source = source.label(),
+                attempts,
+                "delivery still failing after the last attempt"
+            ),
+        }
+        return;
+    }
+    if let Some(id) = &entry {
+        let e = Entry { source, alerts: alerts.clone(), received_at: chrono::Utc::now(), attempts };
+        if let Err(err) = shared.journal.update(id, &e) {
+            tracing::warn!(entry = %id, error = %err, "cannot count the attempt in the journal");
+        }
+    }
+    let jitter = f64::from(chrono::Utc::now().timestamp_subsec_nanos() % 1000) / 1000.0;
+    let wait = crate::journal::backoff(retry.first, retry.max, attempts - 1, jitter);
+    shared.metrics.error("retry_scheduled");
+    tracing::warn!(
+        source = source.label(),
+        attempt = attempts,
+        retry_in_ms = wait.as_millis() as u64,
+        "delivery had a failed incident; trying again"
+    );
+    let tx = tx.clone();
+    let again = Job::Alerts { source, alerts, received: std::time::Instant::now(), entry, attempts };
+    let _ = std::thread::Builder::new().name("metricops-retry".into()).spawn(move || {
+        std::thread::sleep(wait);
+        // A blocking send: a retry waits for room in the queue rather than being lost.
+        let _ = tx.send(again);
+    });
 }
 
 #[cfg(test)]
