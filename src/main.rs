@@ -13,9 +13,17 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // `serve` says by default what it accepted, decided and did; the one-shot commands only warn.
+    let default = match cli.command {
+        metricops::cli::Command::Serve { .. } => "warn,metricops=info",
+        _ => "warn",
+    };
     let filter =
-        tracing_subscriber::EnvFilter::try_from_env("METRICOPS_LOG").unwrap_or_else(|_| "warn".into());
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        tracing_subscriber::EnvFilter::try_from_env("METRICOPS_LOG").unwrap_or_else(|_| default.into());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Json => log.json().with_current_span(true).with_span_list(false).init(),
         LogFormat::Text => log.init(),

@@ -1,5 +1,6 @@
 //! Nothing acknowledged is lost: a delivery answered 200 is acted on after a failure (retried with
-//! backoff, nothing re-sent) and after a `kill -9` (the journal, on the next start).
+//! backoff, nothing re-sent) and after a `kill -9` (the journal, on the next start). `serve` as an
+//! operator runs it: SIGTERM stops it with exit 0, and its JSON log is JSON lines only.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -109,4 +110,52 @@ fn an_acknowledged_alert_survives_kill_9_and_is_acted_on_after_the_restart() {
     wait_until("the revert to land on main after the restart", Duration::from_secs(60), || m.main() != bad);
     let log = crate::e2e::git(&m.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(log.contains(&format!("Metricops-Culprit: {bad}")), "{log}");
+}
+
+#[test]
+fn sigterm_stops_serve_with_exit_0_and_json_logs_are_json_lines_only() {
+    let m = Manifests::new(None);
+    m.deploy("1.5.0");
+    let config = m.dir.path().join("metricops.yaml");
+    std::fs::write(&config, config_text(&m)).unwrap();
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = m.dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metricops"))
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+            "--log-format",
+            "json",
+        ])
+        .env_remove("METRICOPS_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("serve to be ready", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(addr).is_ok() && get(addr, "/readyz").0 == 200
+    });
+    let (code, text) = post(addr);
+    assert_eq!(code, 200, "{text}");
+    let main_before = m.main();
+    wait_until("the revert", Duration::from_secs(60), || m.main() != main_before);
+    // SAFETY: a plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    let said = |m: &str| lines.iter().any(|l| l["fields"]["message"] == m);
+    // By default, without METRICOPS_LOG: what it accepted, what it did, and that it stopped.
+    for m in ["listening", "alert delivery accepted", "incident handled", "stopped"] {
+        assert!(said(m), "no {m:?} line in:\n{text}");
+    }
+    assert!(!text.contains('\u{1b}'), "no colour codes in a log that is not a terminal");
 }

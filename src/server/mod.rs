@@ -151,16 +151,23 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     Ok(Running { addr, metrics, shutdown: Some(stop_tx), task: Some(task) })
 }
 
-/// `metricops serve`: runs until Ctrl-C.
+/// `metricops serve`: runs until SIGTERM (what Kubernetes sends) or Ctrl-C, then stops accepting,
+/// lets open requests finish, and exits 0. Deliveries acknowledged and not finished yet stay in the
+/// journal and are handled at the next start.
 pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(config_path)?);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let running = start(config, listen).await?;
-        eprintln!("metricops: listening on http://{}", running.addr);
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        eprintln!("metricops: stopping");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        let signal = tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; "SIGINT" }
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(signal, "stopping: no new requests; unfinished deliveries stay in the journal");
         running.stop().await;
+        tracing::info!("stopped");
         Ok(())
     })
 }
