@@ -20,18 +20,16 @@ use crate::pipeline::Job;
 /// re-drives what failed and re-confirms what is open).
 const REPEAT: Duration = Duration::from_secs(60);
 
-/// The labels that make an alert land on `workload`: its `match` labels, or namespace and
-/// deployment from its `NAMESPACE/NAME`.
+/// The labels that make an alert land on `workload`: its `match` labels, or namespace and the
+/// first of the configured `workload_labels` (default `deployment`) from its `NAMESPACE/NAME`.
 pub fn workload_labels(config: &Config, workload: &str) -> BTreeMap<String, String> {
     let w = config.workloads.iter().find(|w| w.name == workload);
     match w {
         Some(w) if !w.match_labels.is_empty() => w.match_labels.clone(),
         _ => {
             let (ns, name) = workload.split_once('/').unwrap_or(("", workload));
-            BTreeMap::from([
-                ("namespace".to_string(), ns.to_string()),
-                ("deployment".to_string(), name.to_string()),
-            ])
+            let label = config.workload_labels.first().map(String::as_str).unwrap_or("deployment");
+            BTreeMap::from([("namespace".to_string(), ns.to_string()), (label.to_string(), name.to_string())])
         }
     }
 }
@@ -72,8 +70,14 @@ pub async fn run(
     let mut last_sent: Vec<Option<std::time::Instant>> = vec![None; rules.len()];
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each evaluation is stamped with its scheduled time, as Prometheus does: `for` is then counted
+    // in whole intervals, and a rule fires at the evaluation where it has held for `for` (stamped
+    // with the time the queries happen to finish, it fired an interval late about half the time).
+    let (wall, start) = (Utc::now(), tokio::time::Instant::now());
     loop {
-        tick.tick().await;
+        let scheduled = tick.tick().await;
+        let at =
+            wall + chrono::Duration::from_std(scheduled.saturating_duration_since(start)).unwrap_or_default();
         for (i, rule) in rules.iter().enumerate() {
             let sample = match prom.samples(&rule.expr).await {
                 Ok(0) => Sample::Clear,
@@ -92,7 +96,7 @@ pub async fn run(
                     Sample::Unknown => "unknown",
                 },
             );
-            let (next, transition) = states[i].step(sample, rule.for_, Utc::now());
+            let (next, transition) = states[i].step(sample, rule.for_, at);
             states[i] = next;
             let send = match (transition, next) {
                 (Transition::Fire { since }, _) => Some(since),
@@ -125,6 +129,27 @@ pub async fn run(
                     Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An evaluator alert lands on its workload whatever label names the config matches on.
+    #[test]
+    fn evaluator_alerts_carry_the_configured_workload_label() {
+        let text = |labels: &str| {
+            format!(
+                "{labels}repos:\n- name: m\n  url: /tmp/x.git\nworkloads:\n- name: shop/api\n  repo: m\n  paths: [apps/api]\n  image: ghcr.io/x/api\n"
+            )
+        };
+        for (labels, key) in [("", "deployment"), ("workload_labels: [app]\n", "app")] {
+            let c = Config::parse(&text(labels)).unwrap();
+            let l = workload_labels(&c, "shop/api");
+            assert_eq!(l.get(key).map(String::as_str), Some("api"), "{l:?}");
+            assert_eq!(c.workload_for(&l).map(|w| w.name.as_str()), Some("shop/api"), "{labels}");
         }
     }
 }
