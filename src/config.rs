@@ -683,6 +683,15 @@ pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
 /// `metricops check-config FILE`.
 pub fn check_file(path: &Path) -> anyhow::Result<()> {
     let c = Config::load(path)?;
+    // What `serve` reads at start, read here too: check-config refuses what serve would refuse.
+    c.server.webhook_auth()?;
+    if let Some(tls) = &c.server.tls {
+        for (key, f) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("server.tls.{key}: cannot read {}", f.display()))?;
+            anyhow::ensure!(text.contains("-----BEGIN "), "server.tls.{key}: {} is not PEM", f.display());
+        }
+    }
     if let Some(g) = &c.github {
         let key = g.app_settings()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -811,6 +820,24 @@ mod tests {
         assert!(p.contains("yolo") && p.contains("line 11"), "{p}");
         let p = problems(&format!("{GOOD}server:\n  retry: {{first: soon, attempts: 0}}\n"));
         assert!(p.contains("server.retry.attempts: 0") && p.contains("\"soon\" is not a duration"), "{p}");
+        // What serve reads at start, check-config reads too.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.yaml");
+        let missing = dir.path().join("no-such-token");
+        std::fs::write(
+            &file,
+            format!("{GOOD}server:\n  webhook_auth: {{bearer_token_file: {}}}\n", missing.display()),
+        )
+        .unwrap();
+        let e = format!("{:#}", check_file(&file).unwrap_err());
+        assert!(e.contains("bearer_token_file") && e.contains("no-such-token"), "{e}");
+        std::fs::write(
+            &file,
+            format!("{GOOD}server:\n  tls: {{cert_file: {0}, key_file: {0}}}\n", missing.display()),
+        )
+        .unwrap();
+        let e = format!("{:#}", check_file(&file).unwrap_err());
+        assert!(e.contains("server.tls.cert_file"), "{e}");
         let c = Config::parse(&format!("{GOOD}server:\n  retry: {{first: 2s, max: 1m}}\n")).unwrap();
         let r = c.server.retry();
         assert_eq!((r.first.as_secs(), r.max.as_secs(), r.attempts), (2, 60, 30));
