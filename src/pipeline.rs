@@ -670,7 +670,7 @@ fn push(t: &Target, commit: &CommitSha, branch: &str) -> anyhow::Result<()> {
     match t.mirror.push(&t.repo.url, commit, branch, t.auth) {
         Ok(()) => Ok(()),
         Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e)
-            .context("the remote moved on while the revert was built; the next alert re-drives it")),
+            .context("the remote refused the revert's push (it moved on, or it is locked); serve tries the delivery again with backoff")),
         Err(e) => Err(e.into()),
     }
 }

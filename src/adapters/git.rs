@@ -31,6 +31,8 @@ pub enum GitError {
     PushRejected { remote: String, refspec: String, message: String },
     #[error("{remote} refused our credentials: {message}")]
     AuthRefused { remote: String, message: String },
+    #[error("the remote {remote} {why} (check repos[].url)")]
+    RemoteUnavailable { remote: String, why: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -44,6 +46,7 @@ impl GitError {
             GitError::BranchExists { .. } => "branch_exists",
             GitError::PushRejected { .. } => "push_rejected",
             GitError::AuthRefused { .. } => "auth_refused",
+            GitError::RemoteUnavailable { .. } => "remote_unavailable",
             GitError::Git(_) => "git",
         }
     }
@@ -84,6 +87,33 @@ fn auth_error(url: &str, e: git2::Error) -> GitError {
     } else {
         GitError::Git(e)
     }
+}
+
+/// A remote that is a path on this machine (`/srv/m.git`, `./m.git`, `file:///srv/m.git`): said
+/// plainly when it is missing, unreadable or not a repository (libgit2 reports a missing path as
+/// "unsupported URL protocol" and an unreadable one as "could not find repository").
+fn check_local_remote(url: &str) -> Result<(), GitError> {
+    let path = match url.strip_prefix("file://") {
+        Some(p) => p,
+        None if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") => url,
+        None => return Ok(()),
+    };
+    let unavailable = |why: String| Err(GitError::RemoteUnavailable { remote: url.to_string(), why });
+    let p = Path::new(path);
+    match std::fs::metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return unavailable("does not exist".into()),
+        Err(e) => return unavailable(format!("cannot be read: {e}")),
+        Ok(m) if !m.is_dir() => return unavailable("is not a directory".into()),
+        Ok(_) => {}
+    }
+    if let Err(e) = std::fs::read_dir(p) {
+        return unavailable(format!("cannot be read: {e}"));
+    }
+    let git_dir = if p.join("HEAD").is_file() { p.to_path_buf() } else { p.join(".git") };
+    if !git_dir.join("HEAD").is_file() || !git_dir.join("objects").is_dir() {
+        return unavailable("is not a git repository".into());
+    }
+    Ok(())
 }
 
 pub(super) fn oid(sha: &CommitSha) -> Result<Oid, git2::Error> {
@@ -293,6 +323,7 @@ impl GitRepo {
         url: &str,
         auth: Option<&SecretString>,
     ) -> Result<Vec<(String, CommitSha)>, GitError> {
+        check_local_remote(url)?;
         let mut remote = self.repo.remote_anonymous(url)?;
         let tries = Cell::new(0);
         git_https::with_credentials(url, auth, || {
@@ -331,6 +362,7 @@ impl GitRepo {
 
     /// Fetches `branch` from `url` into `refs/remotes/origin/<branch>` and returns its tip.
     pub fn fetch(&self, url: &str, branch: &str, auth: Option<&SecretString>) -> Result<CommitSha, GitError> {
+        check_local_remote(url)?;
         let mut remote = self.repo.remote_anonymous(url)?;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
         let tries = Cell::new(0);
@@ -372,6 +404,7 @@ impl GitRepo {
         auth: Option<&SecretString>,
         force: bool,
     ) -> Result<(), GitError> {
+        check_local_remote(url)?;
         let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
         let refspec = format!("{}{tmp}:refs/heads/{branch}", if force { "+" } else { "" });
@@ -429,5 +462,33 @@ pub(super) fn info(c: &git2::Commit<'_>) -> CommitInfo {
         author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
         author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
         time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_remote_that_is_missing_or_not_a_repository_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = GitRepo::init_bare(&dir.path().join("mirror.git")).unwrap();
+        let missing = dir.path().join("nowhere.git");
+        let e = mirror.fetch(missing.to_str().unwrap(), "main", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("the remote {} does not exist (check repos[].url)", missing.display())
+        );
+        assert_eq!(e.metric_label(), "remote_unavailable");
+        let plain = dir.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        let url = format!("file://{}", plain.display());
+        let e = mirror.remote_heads(&url, None).unwrap_err();
+        assert_eq!(e.to_string(), format!("the remote {url} is not a git repository (check repos[].url)"));
+        // A real repository passes the check and is fetched from.
+        let real = dir.path().join("real.git");
+        GitRepo::init_bare(&real).unwrap();
+        assert!(check_local_remote(real.to_str().unwrap()).is_ok());
+        assert!(check_local_remote("https://example.com/x.git").is_ok(), "not a path: left to git");
     }
 }

@@ -227,7 +227,7 @@ impl Engine<'_> {
                 Ok(Delivery::Merged { branch: pr.base.name.clone(), pr: Some(link(pr)) })
             }
             Merge::HeadMoved => anyhow::bail!(
-                "the head of #{} moved while merging; the next alert re-drives the merge",
+                "the head of #{} moved while merging; serve tries the delivery again with backoff",
                 pr.number
             ),
             Merge::NotMergeable(reason) => {
