@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use crate::adapters::git::{GitError, GitRepo};
 use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
-use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager};
+use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager, summarise};
 use crate::domain::culprit::CommitSha;
 use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
 use crate::domain::pause::set_paused;
@@ -689,20 +689,28 @@ fn error_kind(e: &anyhow::Error) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Kinds of alert (name and severity) told in a PR body, and in a commit message; links in a PR.
+const MAX_ALERT_GROUPS: usize = 20;
+const MAX_REASON_GROUPS: usize = 5;
+const MAX_LINKS: usize = 10;
+
 fn reason_text(o: &Outcome) -> String {
-    let alerts: Vec<String> = o
-        .incident
-        .alerts
+    let (groups, left_out) = summarise(&o.incident.alerts, MAX_REASON_GROUPS);
+    let mut alerts: Vec<String> = groups
         .iter()
-        .map(|a| {
+        .map(|g| {
             format!(
-                "{} ({}) firing since {}",
-                a.name,
-                a.severity.as_deref().unwrap_or("no severity"),
-                a.starts_at.to_rfc3339()
+                "{}{} ({}) firing since {}",
+                g.first.name,
+                if g.count > 1 { format!(" ×{}", g.count) } else { String::new() },
+                g.first.severity.as_deref().unwrap_or("no severity"),
+                g.earliest.to_rfc3339()
             )
         })
         .collect();
+    if left_out > 0 {
+        alerts.push(format!("{left_out} more kind(s) of alert"));
+    }
     let now = o
         .culprit
         .changes
@@ -746,7 +754,10 @@ pub fn pr_view(
             links.push(Link { name: "alert query".into(), url: a.generator_url.clone() });
         }
     }
-    links.dedup_by(|a, b| a.url == b.url);
+    let mut seen = std::collections::HashSet::new();
+    links.retain(|l| seen.insert(l.url.clone()));
+    links.truncate(MAX_LINKS);
+    let (alert_groups, alert_groups_left_out) = summarise(&o.incident.alerts, MAX_ALERT_GROUPS);
     let decision_reason = match decision {
         Decision::Merge => "policy says merge: the revert lands on the branch at once".to_string(),
         Decision::Propose => "policy says propose: a person merges it".to_string(),
@@ -759,18 +770,19 @@ pub fn pr_view(
         image,
         from: built.from.clone(),
         to: built.to.clone().unwrap_or_else(|| "(none)".into()),
-        alerts: o
-            .incident
-            .alerts
+        alerts: alert_groups
             .iter()
-            .map(|a| AlertView {
-                name: a.name.clone(),
-                severity: a.severity.clone(),
-                starts_at: a.starts_at.to_rfc3339(),
-                value: a.annotations.get("value").cloned(),
-                summary: a.annotations.get("summary").cloned(),
+            .map(|g| AlertView {
+                name: g.first.name.clone(),
+                count: g.count,
+                severity: g.first.severity.clone(),
+                starts_at: g.earliest.to_rfc3339(),
+                value: g.first.annotations.get("value").cloned(),
+                summary: g.first.annotations.get("summary").cloned(),
             })
             .collect(),
+        alerts_total: o.incident.alerts.len(),
+        alert_groups_left_out,
         changes: o
             .culprit
             .changes

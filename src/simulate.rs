@@ -35,7 +35,8 @@ pub fn run(
     engine.dry_run = !execute;
 
     println!("1. Alerts ({}, {} in the payload)", source.label(), alerts.len());
-    for a in &alerts {
+    const SHOWN: usize = 50;
+    for a in alerts.iter().take(SHOWN) {
         println!(
             "   {} [{}] {:?} since {}  {}",
             a.name,
@@ -44,6 +45,9 @@ pub fn run(
             a.starts_at.to_rfc3339(),
             crate::domain::alert::labels_text(&a.labels)
         );
+    }
+    if alerts.len() > SHOWN {
+        println!("   … and {} more", alerts.len() - SHOWN);
     }
     let report = engine.handle_alerts(source, &alerts, std::time::Instant::now(), now);
     println!("\n2. Passed over: {}", report.passed_over.len());

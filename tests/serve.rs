@@ -251,3 +251,48 @@ fn the_readme_config_reference_is_a_valid_config() {
         (1, 2, 1, 2)
     );
 }
+
+#[test]
+fn a_storm_of_alerts_makes_a_bounded_commit_message_and_pr_body() {
+    let m = Manifests::new(None);
+    let bad = m.deploy("1.5.0");
+    let config = m.dir.path().join("metricops.yaml");
+    std::fs::write(&config, m.config_text("")).unwrap();
+    let now = chrono::Utc::now().to_rfc3339();
+    let one = |name: &str, i: usize| {
+        format!(
+            r#"{{"status":"firing","labels":{{"alertname":"{name}","namespace":"shop","deployment":"checkout","severity":"critical","pod":"checkout-{i}"}},"annotations":{{"summary":"5xx on pod {i}"}},"startsAt":"{now}","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prom/graph?g0.expr={i}","fingerprint":"{i:016x}"}}"#
+        )
+    };
+    let mut alerts: Vec<String> = (0..3000).map(|i| one("CheckoutErrors", i)).collect();
+    alerts.extend((0..25).map(|k| one(&format!("Other{k}"), 10_000 + k)));
+    let body = format!(
+        r#"{{"version":"4","status":"firing","receiver":"metricops","groupKey":"g","groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://am","alerts":[{}]}}"#,
+        alerts.join(",")
+    );
+    let alert = m.dir.path().join("storm.json");
+    std::fs::write(&alert, body).unwrap();
+    let r = metricops(&[
+        "simulate",
+        "--config",
+        config.to_str().unwrap(),
+        "--alert",
+        alert.to_str().unwrap(),
+        "--execute",
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("| CheckoutErrors (×3000) | critical |"),
+        "{}",
+        &r.stdout[..r.stdout.len().min(4000)]
+    );
+    assert!(r.stdout.contains("… and 6 more kinds of alert"), "{}", &r.stdout[..r.stdout.len().min(4000)]);
+    assert!(r.stdout.contains("   … and 2975 more\n"), "simulate lists 50 alerts, not 3025");
+    let pr = r.stdout.split("7. Pull request").nth(1).and_then(|t| t.split("\n8. ").next()).unwrap();
+    assert!(pr.chars().count() < 10_000, "a PR body of {} characters", pr.chars().count());
+    assert!(pr.contains("<!-- metricops: culprit="), "the marker is kept");
+    assert_ne!(m.main(), bad, "the storm is reverted");
+    let msg = crate::e2e::git(&m.bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(msg.len() < 4096, "a {}-byte commit message:\n{}", msg.len(), &msg[..msg.len().min(2000)]);
+    assert!(msg.contains("CheckoutErrors ×3000 (critical)"), "{msg}");
+}

@@ -264,6 +264,33 @@ impl Incident {
 
 /// Groups firing alerts by the workload `matcher` names for them; an alert it cannot place is
 /// returned apart, with the reason.
+/// Alerts of one name and severity, counted: how a delivery of thousands of alerts is told in a
+/// commit message or a PR body of bounded size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertGroup<'a> {
+    /// The first alert of the group (its annotations stand for the group's).
+    pub first: &'a Alert,
+    pub count: usize,
+    pub earliest: DateTime<Utc>,
+}
+
+/// At most `max` groups, in the order their first alert came; and how many groups were left out.
+pub fn summarise(alerts: &[Alert], max: usize) -> (Vec<AlertGroup<'_>>, usize) {
+    let mut groups: Vec<AlertGroup<'_>> = Vec::new();
+    for a in alerts {
+        match groups.iter_mut().find(|g| g.first.name == a.name && g.first.severity == a.severity) {
+            Some(g) => {
+                g.count += 1;
+                g.earliest = g.earliest.min(a.starts_at);
+            }
+            None => groups.push(AlertGroup { first: a, count: 1, earliest: a.starts_at }),
+        }
+    }
+    let left_out = groups.len().saturating_sub(max);
+    groups.truncate(max);
+    (groups, left_out)
+}
+
 pub fn group(
     alerts: &[Alert],
     matcher: impl Fn(&Alert) -> Option<String>,
@@ -393,5 +420,29 @@ mod tests {
             parse_alertmanager(v3).unwrap_err().to_string(),
             "unsupported Alertmanager webhook version \"3\" (this speaks version 4)"
         );
+    }
+
+    #[test]
+    fn a_storm_of_alerts_is_summarised_by_name_and_severity() {
+        let at = |m: u32| DateTime::parse_from_rfc3339(&format!("2026-12-04T10:{m:02}:00Z")).unwrap().into();
+        let alert = |name: &str, sev: &str, m: u32| Alert {
+            name: name.into(),
+            status: Status::Firing,
+            severity: Some(sev.into()),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            starts_at: at(m),
+            fingerprint: format!("{name}{m}"),
+            generator_url: String::new(),
+        };
+        let mut storm: Vec<Alert> =
+            (0..3000).map(|i| alert("Errors", "critical", 30 - (i % 30) as u32)).collect();
+        storm.push(alert("Latency", "warning", 5));
+        storm.extend((0..20).map(|i| alert(&format!("Other{i}"), "info", 1)));
+        let (groups, left_out) = summarise(&storm, 3);
+        let seen: Vec<(&str, usize)> = groups.iter().map(|g| (g.first.name.as_str(), g.count)).collect();
+        assert_eq!(seen, [("Errors", 3000), ("Latency", 1), ("Other0", 1)]);
+        assert_eq!(groups[0].earliest, at(1));
+        assert_eq!(left_out, 19);
     }
 }

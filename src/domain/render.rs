@@ -9,6 +9,8 @@ pub const PR_BODY: &str = include_str!("../../templates/pr_body.md");
 #[derive(Clone, Debug, Serialize)]
 pub struct AlertView {
     pub name: String,
+    /// Alerts of this name and severity in the incident (one row stands for them all).
+    pub count: usize,
     pub severity: Option<String>,
     pub starts_at: String,
     pub value: Option<String>,
@@ -64,6 +66,9 @@ pub struct PrView {
     pub from: String,
     pub to: String,
     pub alerts: Vec<AlertView>,
+    /// Every alert of the incident, and the groups of them not shown in `alerts`.
+    pub alerts_total: usize,
+    pub alert_groups_left_out: usize,
     pub changes: Vec<ChangeView>,
     /// The version the culprit made current (the first bad one).
     pub first_bad: String,
@@ -94,6 +99,30 @@ pub fn check_template(name: &str, text: &str) -> Result<(), RenderError> {
     env.template_from_str(text).map(|_| ()).map_err(|source| RenderError { name: name.to_string(), source })
 }
 
+/// GitHub refuses a pull request body over 65,536 characters.
+pub const MAX_BODY_CHARS: usize = 65_536;
+
+/// A body that fits GitHub's limit: cut at a line, said so, and the hidden marker of its last line
+/// (`<!-- metricops: … -->`, how the bot finds its PR again) kept.
+fn fit_body(body: String) -> String {
+    if body.chars().count() <= MAX_BODY_CHARS {
+        return body;
+    }
+    let trimmed = body.trim_end();
+    let (text, marker) = match trimmed.rfind('\n') {
+        Some(i) if trimmed[i + 1..].starts_with("<!-- metricops:") => (&trimmed[..i], &trimmed[i + 1..]),
+        _ => (trimmed, ""),
+    };
+    let note = "\n\n… (cut: GitHub takes at most 65,536 characters)\n\n";
+    let room = MAX_BODY_CHARS.saturating_sub(note.chars().count() + marker.chars().count() + 1);
+    let cut: String = text.chars().take(room).collect();
+    let cut = match cut.rfind('\n') {
+        Some(i) => &cut[..i],
+        None => cut.as_str(),
+    };
+    format!("{cut}{note}{marker}\n")
+}
+
 /// Renders `(title, body)`.
 pub fn render_pr(view: &PrView, title_tpl: &str, body_tpl: &str) -> Result<(String, String), RenderError> {
     let env = Environment::new();
@@ -102,6 +131,28 @@ pub fn render_pr(view: &PrView, title_tpl: &str, body_tpl: &str) -> Result<(Stri
             .map_err(|source| RenderError { name: name.to_string(), source })
     };
     let title = render("pr_title.txt", title_tpl)?.trim().to_string();
-    let body = render("pr_body.md", body_tpl)?;
+    let body = fit_body(render("pr_body.md", body_tpl)?);
     Ok((title, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_over_githubs_limit_is_cut_at_a_line_and_keeps_its_marker() {
+        let short = "hello\n<!-- metricops: culprit=abc incident=x -->\n".to_string();
+        assert_eq!(fit_body(short.clone()), short);
+        let long = format!(
+            "{}<!-- metricops: culprit=abc incident=x -->\n",
+            "| a row of a long table é |\n".repeat(5000)
+        );
+        let fit = fit_body(long);
+        assert!(fit.chars().count() <= MAX_BODY_CHARS, "{}", fit.chars().count());
+        assert!(fit.ends_with(
+            "(cut: GitHub takes at most 65,536 characters)\n\n<!-- metricops: culprit=abc incident=x -->\n"
+        ));
+        let before_note = fit.split("\n\n… (cut").next().unwrap();
+        assert!(before_note.ends_with("| a row of a long table é |"), "cut at a line");
+    }
 }
