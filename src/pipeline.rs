@@ -377,6 +377,9 @@ impl<'c> Engine<'c> {
     fn mirror(&self, name: &str) -> anyhow::Result<GitRepo> {
         let path = self.state_dir.join("mirrors").join(format!("{name}.git"));
         if path.join("HEAD").exists() {
+            for stale in crate::adapters::git::clear_stale_locks(&path, std::time::Duration::from_secs(60)) {
+                tracing::warn!(mirror = %path.display(), lock = %stale.display(), "removed a lock file a crash left in the mirror");
+            }
             Ok(GitRepo::open(&path)?)
         } else {
             std::fs::create_dir_all(&path).with_context(|| format!("creating mirror {}", path.display()))?;

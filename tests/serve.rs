@@ -296,3 +296,42 @@ fn a_storm_of_alerts_makes_a_bounded_commit_message_and_pr_body() {
     assert!(msg.len() < 4096, "a {}-byte commit message:\n{}", msg.len(), &msg[..msg.len().min(2000)]);
     assert!(msg.contains("CheckoutErrors ×3000 (critical)"), "{msg}");
 }
+
+#[test]
+fn a_lock_file_a_crash_left_in_the_mirror_does_not_block_the_next_incident() {
+    let m = Manifests::new(None);
+    m.deploy("1.5.0");
+    let config = m.dir.path().join("metricops.yaml");
+    // No cooldown: the second bad deploy, minutes after the first revert, is reverted too.
+    std::fs::write(
+        &config,
+        m.config_text("").replace("  max_culprit_age: 24h\n", "  max_culprit_age: 24h\n  cooldown: 0s\n"),
+    )
+    .unwrap();
+    let alert = m.dir.path().join("alert.json");
+    std::fs::write(&alert, generic("checkout")).unwrap();
+    let simulate = || {
+        metricops(&[
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--alert",
+            alert.to_str().unwrap(),
+            "--source",
+            "generic",
+            "--execute",
+        ])
+    };
+    let r = simulate();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // A crash mid-fetch, an hour ago.
+    let lock = m.dir.path().join("state/mirrors/shop.git/refs/remotes/origin/main.lock");
+    std::fs::write(&lock, "").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(&lock).unwrap().set_modified(hour_ago).unwrap();
+    let bad = m.deploy("1.6.0");
+    let r = simulate();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("removed a lock file a crash left in the mirror"), "{}", r.stderr);
+    assert_ne!(m.main(), bad, "the second bad deploy is reverted too");
+}

@@ -89,6 +89,33 @@ fn auth_error(url: &str, e: git2::Error) -> GitError {
     }
 }
 
+/// Lock files (`*.lock`) older than `age` in one of the bot's own mirrors: a crash mid-fetch leaves
+/// them, and libgit2 then refuses every fetch ("failed to lock file"). Only the bot writes its
+/// mirrors, and it holds a lock for milliseconds, so an old one is stale. Returns what it removed.
+pub fn clear_stale_locks(mirror: &Path, age: std::time::Duration) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, age: std::time::Duration, depth: usize, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                // Objects hold no lock files worth a walk through thousands of directories.
+                if depth < 8 && e.file_name() != "objects" {
+                    walk(&p, age, depth + 1, out);
+                }
+            } else if p.extension().is_some_and(|x| x == "lock")
+                && meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|e| e >= age)
+                && std::fs::remove_file(&p).is_ok()
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(mirror, age, 0, &mut out);
+    out
+}
+
 /// A remote that is a path on this machine (`/srv/m.git`, `./m.git`, `file:///srv/m.git`): said
 /// plainly when it is missing, unreadable or not a repository (libgit2 reports a missing path as
 /// "unsupported URL protocol" and an unreadable one as "could not find repository").
@@ -490,5 +517,24 @@ mod tests {
         GitRepo::init_bare(&real).unwrap();
         assert!(check_local_remote(real.to_str().unwrap()).is_ok());
         assert!(check_local_remote("https://example.com/x.git").is_ok(), "not a path: left to git");
+    }
+
+    #[test]
+    fn stale_locks_in_a_mirror_are_removed_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("m.git");
+        GitRepo::init_bare(&mirror).unwrap();
+        std::fs::create_dir_all(mirror.join("refs/remotes/origin")).unwrap();
+        let old = mirror.join("refs/remotes/origin/main.lock");
+        let fresh = mirror.join("packed-refs.lock");
+        for f in [&old, &fresh] {
+            std::fs::write(f, "").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&old).unwrap().set_modified(hour_ago).unwrap();
+        let removed = clear_stale_locks(&mirror, std::time::Duration::from_secs(60));
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0], old);
+        assert!(!old.exists() && fresh.exists());
     }
 }
