@@ -42,6 +42,9 @@ pub struct Config {
     /// The built-in evaluator's Prometheus.
     #[serde(default)]
     pub prometheus: Option<PrometheusConfig>,
+    /// Alertmanager's API: asked for the alerts firing now when `serve` starts.
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerConfig>,
     /// Rules the built-in evaluator watches.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -159,6 +162,13 @@ impl ServerConfig {
             ),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// e.g. http://alertmanager:9093
+    pub url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -476,6 +486,11 @@ impl Config {
             .any(|r| r.severity.is_empty() && r.labels.is_empty() && r.when.is_none())
         {
             problems.push("policy.merge_rules: a rule with no severity, labels or when would merge everything; use `action: merge` for that".into());
+        }
+        if let Some(am) = &c.alertmanager
+            && !(am.url.starts_with("http://") || am.url.starts_with("https://"))
+        {
+            problems.push(format!("alertmanager.url: {:?} is not an http:// or https:// URL", am.url));
         }
         if c.server.retry.attempts == Some(0) {
             problems

@@ -159,3 +159,32 @@ fn sigterm_stops_serve_with_exit_0_and_json_logs_are_json_lines_only() {
     }
     assert!(!text.contains('\u{1b}'), "no colour codes in a log that is not a terminal");
 }
+
+#[test]
+fn alerts_firing_in_alertmanager_while_the_bot_was_down_are_acted_on_at_start() {
+    use crate::support::monitoring::{alertmanager, require};
+    require("prometheus-alertmanager");
+    let m = Manifests::new(None);
+    let bad = m.deploy("1.5.0");
+    // Alertmanager's notifications go nowhere: the bot is down.
+    let token = m.dir.path().join("am-token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let am = alertmanager(&m.dir.path().join("am"), "http://127.0.0.1:9/webhooks/alertmanager", &token);
+    let now = chrono::Utc::now().to_rfc3339();
+    let alert = format!(
+        r#"[{{"labels":{{"alertname":"CheckoutErrors","namespace":"shop","deployment":"checkout","severity":"critical"}},"annotations":{{"summary":"5xx"}},"startsAt":"{now}","generatorURL":"http://prom/graph"}}]"#
+    );
+    let (code, text) =
+        request(am.addr, "POST", "/api/v2/alerts", &[("Content-Type", "application/json")], &alert);
+    assert_eq!(code, 200, "{text}");
+    wait_until("Alertmanager to hold the alert", Duration::from_secs(30), || {
+        get(am.addr, "/api/v2/alerts").1.contains("CheckoutErrors")
+    });
+    let text = format!("{}alertmanager:\n  url: http://{}\n", config_text(&m), am.addr);
+    let config = metricops::config::Config::parse(&text).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
+    wait_until("the revert of the alert Alertmanager held", Duration::from_secs(60), || m.main() != bad);
+    let log = crate::e2e::git(&m.bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(log.contains(&format!("Metricops-Culprit: {bad}")) && log.contains("CheckoutErrors"), "{log}");
+}

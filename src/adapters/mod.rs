@@ -1,5 +1,6 @@
 //! Thin adapters, each named after the system it talks to.
 
+pub mod alertmanager;
 pub mod git;
 pub mod git_history;
 pub mod git_https;

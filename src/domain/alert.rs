@@ -229,6 +229,49 @@ pub fn parse_generic(body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, Alert
         .collect()
 }
 
+/// One alert of Alertmanager's API (`GET /api/v2/alerts`, a `gettableAlert`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiAlert {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    starts_at: DateTime<Utc>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+    #[serde(default)]
+    fingerprint: Option<String>,
+    status: ApiStatus,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiStatus {
+    /// `active`, `suppressed` (silenced or inhibited) or `unprocessed`.
+    state: String,
+}
+
+/// The alerts Alertmanager holds as firing and not suppressed (a silenced or inhibited alert is
+/// no reason to roll back), from its API's `GET /api/v2/alerts`.
+pub fn parse_alertmanager_api(body: &str) -> Result<Vec<Alert>, AlertError> {
+    let alerts: Vec<ApiAlert> =
+        serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
+    Ok(alerts
+        .into_iter()
+        .filter(|a| a.status.state == "active")
+        .map(|a| {
+            normalise(AmAlert {
+                status: "firing".into(),
+                labels: a.labels,
+                annotations: a.annotations,
+                starts_at: a.starts_at,
+                generator_url: a.generator_url,
+                fingerprint: a.fingerprint,
+            })
+        })
+        .collect())
+}
+
 fn normalise(a: AmAlert) -> Alert {
     let fingerprint = a.fingerprint.clone().unwrap_or_else(|| {
         // Alertmanager's fingerprint is a hash of the label set; derive a stable stand-in.
@@ -444,5 +487,27 @@ mod tests {
         assert_eq!(seen, [("Errors", 3000), ("Latency", 1), ("Other0", 1)]);
         assert_eq!(groups[0].earliest, at(1));
         assert_eq!(left_out, 19);
+    }
+
+    #[test]
+    fn alertmanagers_api_gives_the_active_alerts_only() {
+        // The shape of Alertmanager's `GET /api/v2/alerts` (its OpenAPI `gettableAlerts`).
+        let body = r#"[
+          {"annotations":{"summary":"5xx"},"endsAt":"2026-12-04T10:05:00.000Z","fingerprint":"a1","receivers":[{"name":"metricops"}],
+           "startsAt":"2026-12-04T10:00:00.000Z","status":{"inhibitedBy":[],"silencedBy":[],"state":"active"},"updatedAt":"2026-12-04T10:00:01.000Z",
+           "generatorURL":"http://prom/graph","labels":{"alertname":"CheckoutErrors","namespace":"shop","deployment":"checkout","severity":"critical"}},
+          {"annotations":{},"endsAt":"2026-12-04T10:05:00.000Z","fingerprint":"b2","receivers":[{"name":"metricops"}],
+           "startsAt":"2026-12-04T10:00:00.000Z","status":{"inhibitedBy":[],"silencedBy":["s1"],"state":"suppressed"},"updatedAt":"2026-12-04T10:00:01.000Z",
+           "labels":{"alertname":"Silenced"}}
+        ]"#;
+        let alerts = parse_alertmanager_api(body).unwrap();
+        assert_eq!(alerts.len(), 1);
+        let a = &alerts[0];
+        assert_eq!(
+            (a.name.as_str(), a.status, a.fingerprint.as_str()),
+            ("CheckoutErrors", Status::Firing, "a1")
+        );
+        assert_eq!(a.severity.as_deref(), Some("critical"));
+        assert!(parse_alertmanager_api("{}").is_err());
     }
 }

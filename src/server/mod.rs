@@ -322,7 +322,30 @@ fn work(
         entry: Some(id),
         attempts: e.attempts,
     });
-    for job in resumed.chain(rx) {
+    // The alerts firing now, where Alertmanager's API is configured: one whose webhook found the bot
+    // down is acted on now, not at Alertmanager's next repeat (hours later by default).
+    let firing = config.alertmanager.as_ref().and_then(|am| {
+        let firing = crate::adapters::alertmanager::Alertmanager::new(&am.url)
+            .and_then(|client| handle.block_on(client.firing()));
+        match firing {
+            Ok(alerts) => {
+                tracing::info!(alerts = alerts.len(), url = %am.url, "alerts firing in Alertmanager at start");
+                (!alerts.is_empty()).then(|| Job::Alerts {
+                    source: Source::Alertmanager,
+                    alerts,
+                    received: std::time::Instant::now(),
+                    entry: None,
+                    attempts: 0,
+                })
+            }
+            Err(e) => {
+                shared.metrics.error("alertmanager_unreachable");
+                tracing::warn!(error = %e, "cannot ask Alertmanager for the alerts firing now; its next notification brings them");
+                None
+            }
+        }
+    });
+    for job in resumed.chain(firing).chain(rx) {
         match job {
             Job::Alerts { source, alerts, received, entry, attempts } => {
                 let report = engine.handle_alerts(source, &alerts, received, chrono::Utc::now());
