@@ -321,3 +321,20 @@ fn the_revert_suspends_flux_image_automation_and_resume_opens_the_undo() {
     assert!(file(&resume).contains("suspend: false"));
     assert!(c.w.gh.pulls("shop", "manifests").iter().any(|p| p.head_ref == resume && p.state == "open"));
 }
+
+#[test]
+fn a_command_that_fails_inside_the_bot_replies_without_the_internal_error() {
+    let c = Chat::new();
+    // The repository cannot be fetched: the retry fails inside the bot.
+    let away = c.w.bare.with_extension("away");
+    std::fs::rename(&c.w.bare, &away).unwrap();
+    let (id, _) = c.say("oncall", "/metricops retry");
+    let r = c.replies_after(id, 1);
+    std::fs::rename(&away, &c.w.bare).unwrap();
+    assert!(r[0].contains("`/metricops retry` failed inside the bot"), "{r:?}");
+    assert!(r[0].contains(&format!("reference `{id}-retry`")), "{r:?}");
+    let text = r[0].split("<sub>In response to").next().unwrap();
+    for leak in ["http", "127.0.0.1", "git:", "fetching"] {
+        assert!(!text.contains(leak), "the reply carries internal text ({leak}): {r:?}");
+    }
+}

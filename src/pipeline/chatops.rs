@@ -71,8 +71,11 @@ impl Engine<'_> {
                     match authorize(&verb, &who, place) {
                         Err(why) => why,
                         Ok(()) => self.act(gh, repo_cfg, &repo, &pr, &verb, c).unwrap_or_else(|e| {
-                            tracing::error!(verb = verb.name(), error = %format!("{e:#}"), "command failed");
-                            format!("`/metricops {}` failed: {e}. The logs have the details.", verb.name())
+                            // What went wrong inside stays in the log (it can name hosts, paths, a
+                            // remote's answer); the reply gives a reference to find it by.
+                            let reference = format!("{}-{}", c.id, verb.name());
+                            tracing::error!(verb = verb.name(), reference = %reference, error = %format!("{e:#}"), "command failed");
+                            internal_error_reply(verb.name(), &reference)
                         }),
                     }
                 }
@@ -404,4 +407,11 @@ This reverts commit {sha} on `{}`.
             other => format!("opened #{} ({})", created.number, other.label()),
         })
     }
+}
+
+/// The reply to a command that failed inside the bot: no internal error text, a reference into the log.
+fn internal_error_reply(verb: &str, reference: &str) -> String {
+    format!(
+        "`/metricops {verb}` failed inside the bot. Its log has the details under reference `{reference}`; the command may be tried again."
+    )
 }
