@@ -116,15 +116,20 @@ pub fn clear_stale_locks(mirror: &Path, age: std::time::Duration) -> Vec<std::pa
     out
 }
 
+/// The path of a remote that is on this machine, or `None` for a network URL.
+fn local_path(url: &str) -> Option<&str> {
+    match url.strip_prefix("file://") {
+        Some(p) => Some(p),
+        None if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") => Some(url),
+        None => None,
+    }
+}
+
 /// A remote that is a path on this machine (`/srv/m.git`, `./m.git`, `file:///srv/m.git`): said
 /// plainly when it is missing, unreadable or not a repository (libgit2 reports a missing path as
 /// "unsupported URL protocol" and an unreadable one as "could not find repository").
 fn check_local_remote(url: &str) -> Result<(), GitError> {
-    let path = match url.strip_prefix("file://") {
-        Some(p) => p,
-        None if url.starts_with('/') || url.starts_with("./") || url.starts_with("../") => url,
-        None => return Ok(()),
-    };
+    let Some(path) = local_path(url) else { return Ok(()) };
     let unavailable = |why: String| Err(GitError::RemoteUnavailable { remote: url.to_string(), why });
     let p = Path::new(path);
     match std::fs::metadata(p) {
@@ -432,6 +437,9 @@ impl GitRepo {
         force: bool,
     ) -> Result<(), GitError> {
         check_local_remote(url)?;
+        if !force && let Some(path) = local_path(url) {
+            return self.push_local(url, path, commit, branch, auth);
+        }
         let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
         let refspec = format!("{}{tmp}:refs/heads/{branch}", if force { "+" } else { "" });
@@ -465,6 +473,62 @@ impl GitRepo {
             return Err(reject(m));
         }
         Ok(())
+    }
+}
+
+impl GitRepo {
+    /// A push to a repository on this machine, as `git receive-pack` does it: libgit2's local
+    /// transport writes the branch with force whatever it holds, so a commit someone pushed since
+    /// the fetch would be lost. The objects travel to a ref of our own at the remote; the branch is
+    /// then moved only when `commit` fast-forwards it, by a compare-and-swap on the value it held
+    /// (a push landing in between makes it fail, and nothing is overwritten).
+    fn push_local(
+        &self,
+        url: &str,
+        path: &str,
+        commit: &CommitSha,
+        branch: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<(), GitError> {
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let incoming =
+            format!("metricops/incoming/{}-{}-{nanos}", branch.replace('/', "-"), std::process::id());
+        // Our own ref at the remote: forced, it is nobody else's.
+        self.push_ref(
+            &format!("file://{}", path.trim_start_matches("file://")),
+            commit,
+            &incoming,
+            auth,
+            true,
+        )?;
+        let remote = Repository::open(path)
+            .map_err(|source| GitError::NotARepository { path: path.to_string(), source })?;
+        let refname = format!("refs/heads/{branch}");
+        let new = oid(commit)?;
+        let reject = |message: String| GitError::PushRejected {
+            remote: url.to_string(),
+            refspec: format!("{}:{refname}", commit.short()),
+            message,
+        };
+        let moved = match remote.refname_to_id(&refname) {
+            Ok(old) if old == new => Ok(()),
+            Ok(old) if remote.graph_descendant_of(new, old).unwrap_or(false) => remote
+                .reference_matching(&refname, new, true, old, "metricops: push")
+                .map(|_| ())
+                .map_err(|e| reject(format!("{branch} moved while pushing: {}", e.message()))),
+            Ok(old) => Err(reject(format!(
+                "{branch} is at {} now, which {} does not build on (someone pushed since the fetch): not a fast-forward",
+                &old.to_string()[..12],
+                commit.short()
+            ))),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => remote
+                .reference(&refname, new, false, "metricops: push")
+                .map(|_| ())
+                .map_err(|e| reject(format!("{branch} appeared while pushing: {}", e.message()))),
+            Err(e) => Err(GitError::Git(e)),
+        };
+        let _ = remote.find_reference(&format!("refs/heads/{incoming}")).and_then(|mut r| r.delete());
+        moved
     }
 }
 
@@ -536,5 +600,65 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0], old);
         assert!(!old.exists() && fresh.exists());
+    }
+}
+
+#[cfg(test)]
+mod push_tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=P", "-c", "user.email=p@x"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A person's commit that lands on the remote between the bot's fetch and its push is never
+    /// overwritten: the push is refused, and the next one (fetched again) builds on it.
+    #[test]
+    fn a_push_to_a_local_remote_never_overwrites_a_commit_pushed_since_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
+        std::fs::write(work.join("a"), "1").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "one"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let mirror = GitRepo::init_bare(&dir.path().join("mirror.git")).unwrap();
+        for url in [remote.to_str().unwrap().to_string(), format!("file://{}", remote.display())] {
+            let fetched = mirror.fetch(&url, "main", None).unwrap();
+            // The bot builds on what it fetched...
+            let tree = mirror.repo.find_commit(oid(&fetched).unwrap()).unwrap().tree().unwrap().id();
+            let ours = mirror.write_commit(tree, &fetched, "revert", Utc::now()).unwrap();
+            // ...while a person pushes.
+            std::fs::write(work.join("a"), &url).unwrap();
+            git(&work, &["commit", "-qam", "a person's fix"]);
+            git(&work, &["push", "-q", "origin", "HEAD:main"]);
+            let theirs = git(&remote, &["rev-parse", "main"]);
+            let e = mirror.push(&url, &ours, "main", None).unwrap_err();
+            assert_eq!(e.metric_label(), "push_rejected", "{e}");
+            assert!(e.to_string().contains("not a fast-forward"), "{e}");
+            assert_eq!(git(&remote, &["rev-parse", "main"]), theirs, "their commit is still there");
+            assert!(
+                git(&remote, &["branch", "--list", "metricops/*"]).is_empty(),
+                "no branch of ours left behind"
+            );
+            // Fetched again and built on their commit, the push goes through.
+            let fetched = mirror.fetch(&url, "main", None).unwrap();
+            let ours = mirror.write_commit(tree, &fetched, "revert", Utc::now()).unwrap();
+            mirror.push(&url, &ours, "main", None).unwrap();
+            assert_eq!(git(&remote, &["rev-parse", "main"]), ours.0);
+            git(&work, &["pull", "-q", "origin", "main"]);
+        }
+        // A new branch is created; one that exists is never moved by a push that does not build on it.
+        let tip = mirror.fetch(remote.to_str().unwrap(), "main", None).unwrap();
+        mirror.push(remote.to_str().unwrap(), &tip, "metricops-revert-x", None).unwrap();
+        assert_eq!(git(&remote, &["rev-parse", "metricops-revert-x"]), tip.0);
     }
 }
