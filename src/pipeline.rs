@@ -20,6 +20,7 @@ use crate::domain::culprit::CommitSha;
 use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
 use crate::domain::pause::set_paused;
 use crate::domain::policy::{Decision, Facts, decide, most_severe};
+use crate::domain::redact::redact_url;
 use crate::domain::render::{
     AlertView, ChangeView, CulpritView, LaterView, Link, OriginalPr, PrView, render_pr,
 };
@@ -178,8 +179,8 @@ impl<'c> Engine<'c> {
             ForgeKind::Git => Ok(None),
             ForgeKind::Github => {
                 let gh = self.github()?;
-                let id =
-                    RepoId::from_url(&repo.url).with_context(|| format!("owner/name of {}", repo.url))?;
+                let id = RepoId::from_url(&repo.url)
+                    .with_context(|| format!("owner/name of {}", redact_url(&repo.url)))?;
                 Ok(Some(gh.block(gh.app.git_token(&id))?))
             }
         }
@@ -433,7 +434,7 @@ impl<'c> Engine<'c> {
         let step = std::time::Instant::now();
         let tip = mirror
             .fetch(&repo_cfg.url, &branch, auth.as_ref())
-            .with_context(|| format!("fetching {branch} from {}", repo_cfg.url))?;
+            .with_context(|| format!("fetching {branch} from {}", redact_url(&repo_cfg.url)))?;
         tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
         self.metrics.step("fetch", step.elapsed().as_secs_f64());
         let step = std::time::Instant::now();
@@ -449,7 +450,7 @@ impl<'c> Engine<'c> {
         tracing::info!(decision = decision.label(), "decided");
         let mut outcome = Outcome {
             workload: w.name.clone(),
-            repo_url: repo_cfg.url.clone(),
+            repo_url: redact_url(&repo_cfg.url),
             branch: branch.clone(),
             paths: w.paths.clone(),
             subject: subject.clone(),

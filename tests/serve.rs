@@ -335,3 +335,37 @@ fn a_lock_file_a_crash_left_in_the_mirror_does_not_block_the_next_incident() {
     assert!(r.stderr.contains("removed a lock file a crash left in the mirror"), "{}", r.stderr);
     assert_ne!(m.main(), bad, "the second bad deploy is reverted too");
 }
+
+#[test]
+fn a_password_in_a_repo_url_reaches_no_log_line_error_or_output() {
+    let m = Manifests::new(None);
+    m.deploy("1.5.0");
+    // An HTTPS remote with a password in it, unreachable: every error names it.
+    let port = crate::support::http::free_port();
+    let secret = "Pa55w0rd-in-the-url";
+    let text = m.config_text("").replace(
+        &format!("url: {}", m.bare.display()),
+        &format!("url: https://deploy:{secret}@127.0.0.1:{port}/shop/manifests.git"),
+    );
+    let config = m.dir.path().join("metricops.yaml");
+    std::fs::write(&config, &text).unwrap();
+    let alert = m.dir.path().join("alert.json");
+    std::fs::write(&alert, generic("checkout")).unwrap();
+    for format in ["text", "json"] {
+        let r = metricops(&[
+            "simulate",
+            "--config",
+            config.to_str().unwrap(),
+            "--alert",
+            alert.to_str().unwrap(),
+            "--source",
+            "generic",
+            "--log-format",
+            format,
+        ]);
+        assert_ne!(r.code, 0, "the remote is unreachable");
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(all.contains("deploy:***@127.0.0.1"), "the remote is named, redacted:\n{all}");
+        assert!(!all.contains(secret), "the password leaked ({format}):\n{all}");
+    }
+}

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::domain::redact::redact_url;
+
 use crate::domain::alert::{Alert, AlertError, parse_alertmanager_api};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,23 +33,29 @@ impl Alertmanager {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
-            .map_err(|source| AmError::Unreachable { url: url.to_string(), source })?;
+            .map_err(|source| AmError::Unreachable { url: redact_url(url), source: source.without_url() })?;
         Ok(Alertmanager { client, url: url.trim_end_matches('/').to_string() })
     }
 
     /// Every alert active now: firing, neither silenced nor inhibited.
     pub async fn firing(&self) -> Result<Vec<Alert>, AmError> {
         let url = format!("{}/api/v2/alerts?active=true&silenced=false&inhibited=false", self.url);
-        let r = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| AmError::Unreachable { url: url.clone(), source })?;
+        let r =
+            self.client.get(&url).send().await.map_err(|source| AmError::Unreachable {
+                url: redact_url(&url),
+                source: source.without_url(),
+            })?;
         let status = r.status().as_u16();
-        let text = r.text().await.map_err(|source| AmError::Unreachable { url: url.clone(), source })?;
+        let text = r
+            .text()
+            .await
+            .map_err(|source| AmError::Unreachable { url: redact_url(&url), source: source.without_url() })?;
         if status != 200 {
-            return Err(AmError::Api { url, status, body: text.chars().take(200).collect() });
+            return Err(AmError::Api {
+                url: redact_url(&url),
+                status,
+                body: text.chars().take(200).collect(),
+            });
         }
         parse_alertmanager_api(&text).map_err(AmError::Decode)
     }

@@ -116,6 +116,25 @@ pub fn clear_stale_locks(mirror: &Path, age: std::time::Duration) -> Vec<std::pa
     out
 }
 
+/// An error about talking to `url`, with the URL's password (or token) hidden wherever the error
+/// quotes it: errors reach logs, PR comments and the console.
+fn scrubbed(url: &str) -> impl Fn(GitError) -> GitError + '_ {
+    use crate::domain::redact::{redact_url, scrub};
+    move |e| match e {
+        GitError::Git(g) => GitError::Git(git2::Error::new(g.code(), g.class(), scrub(g.message(), url))),
+        GitError::PushRejected { refspec, message, .. } => {
+            GitError::PushRejected { remote: redact_url(url), refspec, message: scrub(&message, url) }
+        }
+        GitError::AuthRefused { message, .. } => {
+            GitError::AuthRefused { remote: redact_url(url), message: scrub(&message, url) }
+        }
+        GitError::RemoteUnavailable { why, .. } => {
+            GitError::RemoteUnavailable { remote: redact_url(url), why: scrub(&why, url) }
+        }
+        other => other,
+    }
+}
+
 /// The path of a remote that is on this machine, or `None` for a network URL.
 fn local_path(url: &str) -> Option<&str> {
     match url.strip_prefix("file://") {
@@ -355,6 +374,14 @@ impl GitRepo {
         url: &str,
         auth: Option<&SecretString>,
     ) -> Result<Vec<(String, CommitSha)>, GitError> {
+        self.remote_heads_raw(url, auth).map_err(scrubbed(url))
+    }
+
+    fn remote_heads_raw(
+        &self,
+        url: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<Vec<(String, CommitSha)>, GitError> {
         check_local_remote(url)?;
         let mut remote = self.repo.remote_anonymous(url)?;
         let tries = Cell::new(0);
@@ -394,6 +421,10 @@ impl GitRepo {
 
     /// Fetches `branch` from `url` into `refs/remotes/origin/<branch>` and returns its tip.
     pub fn fetch(&self, url: &str, branch: &str, auth: Option<&SecretString>) -> Result<CommitSha, GitError> {
+        self.fetch_raw(url, branch, auth).map_err(scrubbed(url))
+    }
+
+    fn fetch_raw(&self, url: &str, branch: &str, auth: Option<&SecretString>) -> Result<CommitSha, GitError> {
         check_local_remote(url)?;
         let mut remote = self.repo.remote_anonymous(url)?;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
@@ -414,7 +445,7 @@ impl GitRepo {
         branch: &str,
         auth: Option<&SecretString>,
     ) -> Result<(), GitError> {
-        self.push_ref(url, commit, branch, auth, false)
+        self.push_ref(url, commit, branch, auth, false).map_err(scrubbed(url))
     }
 
     /// Pushes even when the remote branch is not an ancestor (a revert branch rebuilt on a new tip).
@@ -425,7 +456,7 @@ impl GitRepo {
         branch: &str,
         auth: Option<&SecretString>,
     ) -> Result<(), GitError> {
-        self.push_ref(url, commit, branch, auth, true)
+        self.push_ref(url, commit, branch, auth, true).map_err(scrubbed(url))
     }
 
     fn push_ref(

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::domain::redact::redact_url;
+
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +57,10 @@ struct Data {
 impl Prometheus {
     pub fn new(url: &str) -> Result<Prometheus, PromError> {
         crate::adapters::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|source| PromError::Unreachable { url: url.to_string(), source })?;
+        let client =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|source| {
+                PromError::Unreachable { url: redact_url(url), source: source.without_url() }
+            })?;
         Ok(Prometheus { client, url: url.trim_end_matches('/').to_string() })
     }
 
@@ -73,9 +75,15 @@ impl Prometheus {
             .body(body)
             .send()
             .await
-            .map_err(|source| PromError::Unreachable { url: url.clone(), source })?;
+            .map_err(|source| PromError::Unreachable {
+                url: redact_url(&url),
+                source: source.without_url(),
+            })?;
         let status = r.status().as_u16();
-        let text = r.text().await.map_err(|source| PromError::Unreachable { url: url.clone(), source })?;
+        let text = r.text().await.map_err(|source| PromError::Unreachable {
+            url: redact_url(&url),
+            source: source.without_url(),
+        })?;
         let a: Answer = serde_json::from_str(&text)
             .map_err(|e| PromError::Decode(format!("{e}: {}", text.chars().take(200).collect::<String>())))?;
         if a.status != "success" {

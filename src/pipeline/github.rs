@@ -50,7 +50,8 @@ impl Engine<'_> {
     pub(super) fn deliver_to_github(&self, t: &Target, outcome: &mut Outcome) -> anyhow::Result<Delivery> {
         let gh = self.github()?;
         let cfg = self.config.github.as_ref().context("no `github:` section in the config")?;
-        let repo = RepoId::from_url(&t.repo.url).with_context(|| format!("owner/name of {}", t.repo.url))?;
+        let repo = RepoId::from_url(&t.repo.url)
+            .with_context(|| format!("owner/name of {}", crate::domain::redact::redact_url(&t.repo.url)))?;
         let branch = t.revert_branch;
 
         if let Some(pr) = gh.block(gh.app.open_pull_for(&repo, branch))? {

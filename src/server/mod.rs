@@ -329,7 +329,7 @@ fn work(
             .and_then(|client| handle.block_on(client.firing()));
         match firing {
             Ok(alerts) => {
-                tracing::info!(alerts = alerts.len(), url = %am.url, "alerts firing in Alertmanager at start");
+                tracing::info!(alerts = alerts.len(), url = %crate::domain::redact::redact_url(&am.url), "alerts firing in Alertmanager at start");
                 (!alerts.is_empty()).then(|| Job::Alerts {
                     source: Source::Alertmanager,
                     alerts,
