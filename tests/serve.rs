@@ -201,7 +201,7 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     let r = run(args(&[]));
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("as a generic webhook") && r.stderr.contains("not a generic alert payload"),
+        r.stderr.contains("as a generic webhook") && r.stderr.contains("`alerts` is not a list"),
         "{}",
         r.stderr
     );

@@ -29,11 +29,20 @@ pub struct AmAlert {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    #[serde(deserialize_with = "rfc3339")]
     pub starts_at: DateTime<Utc>,
     #[serde(default, rename = "generatorURL")]
     pub generator_url: String,
     #[serde(default)]
     pub fingerprint: Option<String>,
+}
+
+/// `startsAt` as RFC 3339, with an error that names the field and the value.
+fn rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let s = String::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| serde::de::Error::custom(format!("startsAt {s:?} is not an RFC 3339 time ({e})")))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,7 +65,8 @@ pub struct Alert {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
-    #[error("not an Alertmanager webhook payload: {0}")]
+    /// What is wrong with the payload, naming the source, the alert and the field where it can.
+    #[error("{0}")]
     Malformed(String),
     #[error("unsupported Alertmanager webhook version {0:?} (this speaks version 4)")]
     Version(String),
@@ -109,8 +119,8 @@ impl Source {
 
 /// Parses an Alertmanager v4 webhook body. `status` is trusted, never `endsAt`.
 pub fn parse_alertmanager(body: &str) -> Result<Vec<Alert>, AlertError> {
-    let p: AlertmanagerPayload =
-        serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
+    let p: AlertmanagerPayload = serde_json::from_str(body)
+        .map_err(|e| AlertError::Malformed(format!("not an Alertmanager webhook payload: {e}")))?;
     if let Some(v) = &p.version
         && v != "4"
     {
@@ -180,20 +190,33 @@ pub fn parse_generic(body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, Alert
         #[serde(default)]
         url: Option<String>,
     }
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Body {
-        Many { alerts: Vec<Generic> },
-        One(Generic),
-    }
-    let body: Body = serde_json::from_str(body).map_err(|e| {
-        AlertError::Malformed(format!(
-            "not a generic alert payload ({{\"alerts\": [{{\"name\": …, \"labels\": {{…}}}}]}}): {e}"
-        ))
-    })?;
-    let list = match body {
-        Body::Many { alerts } => alerts,
-        Body::One(a) => vec![a],
+    let shape = "{\"alerts\": [{\"name\": …, \"labels\": {…}}]} or one such alert";
+    let value: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| AlertError::Malformed(format!("not a generic alert payload ({shape}): {e}")))?;
+    // Each alert on its own, so an error names which one and what in it is wrong.
+    let one = |v: serde_json::Value, which: String| {
+        serde_json::from_value::<Generic>(v)
+            .map_err(|e| AlertError::Malformed(format!("generic alert payload, {which}: {e}")))
+    };
+    let list = match value {
+        serde_json::Value::Object(mut m) if m.contains_key("alerts") => match m.remove("alerts") {
+            Some(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| one(v, format!("alert #{}", i + 1)))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => {
+                return Err(AlertError::Malformed(format!(
+                    "generic alert payload: `alerts` is not a list ({shape})"
+                )));
+            }
+        },
+        v @ serde_json::Value::Object(_) => vec![one(v, "the alert".into())?],
+        _ => {
+            return Err(AlertError::Malformed(format!(
+                "not a generic alert payload ({shape}): not a JSON object"
+            )));
+        }
     };
     list.into_iter()
         .map(|g| {
@@ -254,8 +277,9 @@ struct ApiStatus {
 /// The alerts Alertmanager holds as firing and not suppressed (a silenced or inhibited alert is
 /// no reason to roll back), from its API's `GET /api/v2/alerts`.
 pub fn parse_alertmanager_api(body: &str) -> Result<Vec<Alert>, AlertError> {
-    let alerts: Vec<ApiAlert> =
-        serde_json::from_str(body).map_err(|e| AlertError::Malformed(e.to_string()))?;
+    let alerts: Vec<ApiAlert> = serde_json::from_str(body).map_err(|e| {
+        AlertError::Malformed(format!("not an answer of Alertmanager's GET /api/v2/alerts: {e}"))
+    })?;
     Ok(alerts
         .into_iter()
         .filter(|a| a.status.state == "active")
@@ -445,11 +469,24 @@ mod tests {
         for (bad, says) in [
             (r#"{"name":"A","status":"exploding"}"#, "status \"exploding\""),
             (r#"{"name":"A","startsAt":"yesterday"}"#, "not RFC 3339"),
-            (r#"{"nam":"A"}"#, "not a generic alert payload"),
+            (r#"{"nam":"A"}"#, "the alert: unknown field `nam`, expected one of `name`"),
+            (r#"{"alerts":[{"name":"A"},{"labels":{}}]}"#, "alert #2: missing field `name`"),
+            (r#"{"alerts":{"name":"A"}}"#, "`alerts` is not a list"),
+            (r#"[1]"#, "not a JSON object"),
+            (r#"{"#, "not a generic alert payload"),
         ] {
             let e = parse_generic(bad, now).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+        // Each source names itself, and a bad time names its field.
+        let e = parse_grafana(r#"{"alerts":"x"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("not a Grafana webhook payload"), "{e}");
+        let e = parse_alertmanager(
+            r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"12:00"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(r#"startsAt "12:00" is not an RFC 3339 time"#), "{e}");
         assert!(
             parse_grafana(r#"{"version":"4","alerts":[]}"#).unwrap_err().to_string().contains("version 1")
         );
