@@ -402,7 +402,7 @@ pub struct PolicyConfig {
     pub timezone: Option<String>,
     /// 5-field cron windows in which nothing is reverted.
     #[serde(default)]
-    pub freeze: Vec<String>,
+    pub freeze: Vec<Spanned<String>>,
     #[serde(default)]
     pub merge_rules: Vec<MergeRuleConfig>,
     /// A label on the culprit's pull request that turns rollback off for it (default `metricops/no-rollback`).
@@ -422,7 +422,7 @@ pub struct MergeRuleConfig {
     pub labels: BTreeMap<String, String>,
     /// 5-field cron window, e.g. `"* 0-8,18-23 * * MON-FRI"`.
     #[serde(default)]
-    pub when: Option<String>,
+    pub when: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -476,8 +476,8 @@ impl Config {
         let github_budget = c.github.as_ref().and_then(|g| g.retry_budget.as_ref());
         let tz = c.policy.timezone.as_deref();
         for w in c.policy.freeze.iter().chain(c.policy.merge_rules.iter().filter_map(|r| r.when.as_ref())) {
-            if let Err(e) = Window::parse(w, tz) {
-                problems.push(format!("policy: {e}"));
+            if let Err(e) = Window::parse(&w.value, tz) {
+                problems.push(format!("line {} column {}: {e}", w.referenced.line(), w.referenced.column()));
             }
         }
         if c.policy
@@ -554,7 +554,7 @@ impl Config {
                 .map(|r| MergeRule {
                     severity: r.severity.clone(),
                     labels: r.labels.clone(),
-                    when: r.when.as_deref().and_then(|w| Window::parse(w, tz).ok()),
+                    when: r.when.as_ref().and_then(|w| Window::parse(&w.value, tz).ok()),
                 })
                 .collect(),
             max_culprit_age: dur(&p.max_culprit_age, d.max_culprit_age),
@@ -562,7 +562,7 @@ impl Config {
             cooldown: dur(&p.cooldown, d.cooldown),
             max_reverts_per_day_per_repo: cap(p.max_reverts_per_day_per_repo, d.max_reverts_per_day_per_repo),
             max_reverts_per_day: cap(p.max_reverts_per_day, d.max_reverts_per_day),
-            freeze: p.freeze.iter().filter_map(|w| Window::parse(w, tz).ok()).collect(),
+            freeze: p.freeze.iter().filter_map(|w| Window::parse(&w.value, tz).ok()).collect(),
         }
     }
 
@@ -833,6 +833,8 @@ mod tests {
         assert_eq!(p, "line 12 column 20: \"twelve hours\" is not a duration (use e.g. 90s, 30m, 24h, 7d)");
         let p = problems(&GOOD.replace("action: merge", "action: yolo"));
         assert!(p.contains("yolo") && p.contains("line 11"), "{p}");
+        let p = problems(&format!("{GOOD}  freeze: ['* * 32 12 *']\n"));
+        assert_eq!(p, "line 13 column 12: \"* * 32 12 *\": day of month: 32 is out of range 1-31");
         let p = problems(&format!("{GOOD}server:\n  retry: {{first: soon, attempts: 0}}\n"));
         assert!(p.contains("server.retry.attempts: 0") && p.contains("\"soon\" is not a duration"), "{p}");
         // What serve reads at start, check-config reads too.

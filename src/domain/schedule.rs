@@ -42,15 +42,71 @@ impl Window {
                 fields.len()
             ));
         }
+        for (field, (name, lo, hi, names)) in fields.iter().zip(FIELDS) {
+            check_field(field, lo, hi, names).map_err(|e| format!("{text:?}: {name}: {e}"))?;
+        }
         let dow = day_names(fields[4]).map_err(|e| format!("{text:?}: day of week: {e}"))?;
         let six = format!("* {} {} {} {} {}", fields[0], fields[1], fields[2], fields[3], dow);
-        let schedule = cron::Schedule::from_str(&six).map_err(|e| format!("{text:?}: {e}"))?;
+        // What the cron crate still refuses is told in the person's own terms, not its 6 fields.
+        let schedule = cron::Schedule::from_str(&six).map_err(|e| {
+            format!("{text:?}: not a cron window this reads ({})", e.to_string().replace(&six, "…"))
+        })?;
         Ok(Window { text: text.to_string(), tz, schedule })
     }
 
     pub fn includes(&self, at: DateTime<Utc>) -> bool {
         self.schedule.includes(at.with_timezone(&self.tz))
     }
+}
+
+const MONTHS: [&str; 12] =
+    ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+
+/// The first four fields: name, smallest and largest value, names standing for 1, 2, ….
+const FIELDS: [(&str, usize, usize, &[&str]); 4] =
+    [("minute", 0, 59, &[]), ("hour", 0, 23, &[]), ("day of month", 1, 31, &[]), ("month", 1, 12, &MONTHS)];
+
+/// One of the first four fields: `*`, values, ranges and steps, each value within `lo..=hi`.
+fn check_field(field: &str, lo: usize, hi: usize, names: &[&str]) -> Result<(), String> {
+    let value = |s: &str| -> Result<usize, String> {
+        let up = s.to_ascii_uppercase();
+        if let Some(i) = names.iter().position(|n| *n == up) {
+            return Ok(i + 1);
+        }
+        let n: usize = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+        if n < lo || n > hi {
+            return Err(format!("{n} is out of range {lo}-{hi}"));
+        }
+        Ok(n)
+    };
+    for part in field.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (part, None),
+        };
+        if let Some(s) = step {
+            match s.parse::<usize>() {
+                Ok(0) => return Err("a step of 0".into()),
+                Ok(_) => {}
+                Err(_) => return Err(format!("step {s:?} is not a number")),
+            }
+        }
+        if range == "*" || range == "?" {
+            continue;
+        }
+        match range.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (value(a)?, value(b)?);
+                if a > b {
+                    return Err(format!("range {range:?} runs backwards"));
+                }
+            }
+            None => {
+                value(range)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Standard cron day-of-week syntax → a list of day names (`*` stays `*`).
@@ -147,7 +203,18 @@ mod tests {
             assert_eq!(w.includes(utc(at)), inside, "{at}");
         }
         assert!(Window::parse("* * * *", None).unwrap_err().contains("5 cron fields"));
-        assert!(Window::parse("* 25 * * *", None).is_err());
+        // Each field's mistake in the person's own terms (not the 6-field form the cron crate reads).
+        for (bad, says) in [
+            ("* 25 * * *", "\"* 25 * * *\": hour: 25 is out of range 0-23"),
+            ("* * 32 12 *", "\"* * 32 12 *\": day of month: 32 is out of range 1-31"),
+            ("* * 1 DECEMBER *", "\"* * 1 DECEMBER *\": month: \"DECEMBER\" is not a number"),
+            ("60 * * * *", "\"60 * * * *\": minute: 60 is out of range 0-59"),
+            ("*/0 * * * *", "\"*/0 * * * *\": minute: a step of 0"),
+            ("* 9-5 * * *", "\"* 9-5 * * *\": hour: range \"9-5\" runs backwards"),
+        ] {
+            assert_eq!(Window::parse(bad, None).unwrap_err(), says);
+        }
+        assert!(Window::parse("* * 24-26 DEC *", None).is_ok(), "month names work");
         assert!(Window::parse("* * * * *", Some("Mars/Olympus")).unwrap_err().contains("IANA timezone"));
     }
 
