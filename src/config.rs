@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(p.freeze[0].tz, chrono_tz::Europe::Berlin);
         assert_eq!(p.merge_rules[0].severity, ["critical"]);
         let bad = problems(&text.replace("MON-FRI", "MON-FUN"));
-        assert!(bad.contains("policy:") && bad.contains("day of week"), "{bad}");
+        assert!(bad.starts_with("line 18 column 34: ") && bad.contains("day of week"), "{bad}");
         assert!(problems(&text.replace("Europe/Berlin", "Moon/Base")).contains("IANA timezone"));
         assert!(problems(&format!("{GOOD}  merge_rules: [{{}}]\n")).contains("would merge everything"));
     }
