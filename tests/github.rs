@@ -126,6 +126,19 @@ pub(crate) fn delivery(report: &Report) -> Delivery {
 }
 
 #[test]
+fn configured_reviewers_are_asked_even_when_the_culprits_author_is_not_a_collaborator() {
+    let w = World::new();
+    // dana merged the bad deploy but has left the repository: GitHub refuses a request that names her.
+    w.gh.set_permission("shop", "manifests", "dana", "none");
+    let config = w.config("propose", "", "state");
+    let d = delivery(&w.run(&config, &alert("fp-1")));
+    let pr = d.pr().expect("a PR").number;
+    let p = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr).unwrap();
+    assert_eq!(p.requested_reviewers, ["oncall"], "the configured reviewer is still asked");
+    w.gh.assert_faithful();
+}
+
+#[test]
 fn an_alert_opens_one_pull_request_with_body_labels_and_reviewers() {
     let w = World::new();
     let config = w.config("propose", "", "state");

@@ -136,22 +136,30 @@ impl Engine<'_> {
         {
             tracing::warn!(error = %e, "could not label the revert PR");
         }
-        let mut users = cfg.reviewers.clone();
-        if cfg.request_review_from_author
-            && let Some(author) = original.and_then(|p| p.user.as_ref()).filter(|u| u.kind != "Bot")
-        {
-            users.push(author.login.clone());
-        }
-        // GitHub refuses a review request to the PR's own author (the App).
+        // GitHub refuses a review request to the PR's own author (the App), and refuses a whole
+        // request when one login in it is not a collaborator: the configured reviewers and the
+        // culprit's author are asked apart, so a refusal of one never loses the other.
         let me = pr.author().unwrap_or_default().to_string();
-        users.retain(|u| *u != me);
-        users.sort();
-        users.dedup();
-        if users.is_empty() && cfg.team_reviewers.is_empty() {
-            return;
+        let mut configured = cfg.reviewers.clone();
+        configured.retain(|u| *u != me);
+        configured.sort();
+        configured.dedup();
+        let author = original
+            .and_then(|p| p.user.as_ref())
+            .filter(|u| cfg.request_review_from_author && u.kind != "Bot" && u.login != me)
+            .map(|u| u.login.clone())
+            .filter(|a| !configured.contains(a));
+        if !configured.is_empty() || !cfg.team_reviewers.is_empty() {
+            if let Err(e) =
+                gh.block(gh.app.request_reviewers(repo, pr.number, &configured, &cfg.team_reviewers))
+            {
+                tracing::warn!(error = %e, reviewers = ?configured, teams = ?cfg.team_reviewers, "could not request reviews from the configured reviewers");
+            }
         }
-        if let Err(e) = gh.block(gh.app.request_reviewers(repo, pr.number, &users, &cfg.team_reviewers)) {
-            tracing::warn!(error = %e, reviewers = ?users, "could not request reviews on the revert PR");
+        if let Some(a) = author
+            && let Err(e) = gh.block(gh.app.request_reviewers(repo, pr.number, std::slice::from_ref(&a), &[]))
+        {
+            tracing::warn!(error = %e, author = %a, "could not request a review from the culprit's author (not a collaborator?)");
         }
     }
 
