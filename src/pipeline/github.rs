@@ -149,12 +149,11 @@ impl Engine<'_> {
             .filter(|u| cfg.request_review_from_author && u.kind != "Bot" && u.login != me)
             .map(|u| u.login.clone())
             .filter(|a| !configured.contains(a));
-        if !configured.is_empty() || !cfg.team_reviewers.is_empty() {
-            if let Err(e) =
+        if (!configured.is_empty() || !cfg.team_reviewers.is_empty())
+            && let Err(e) =
                 gh.block(gh.app.request_reviewers(repo, pr.number, &configured, &cfg.team_reviewers))
-            {
-                tracing::warn!(error = %e, reviewers = ?configured, teams = ?cfg.team_reviewers, "could not request reviews from the configured reviewers");
-            }
+        {
+            tracing::warn!(error = %e, reviewers = ?configured, teams = ?cfg.team_reviewers, "could not request reviews from the configured reviewers");
         }
         if let Some(a) = author
             && let Err(e) = gh.block(gh.app.request_reviewers(repo, pr.number, std::slice::from_ref(&a), &[]))
