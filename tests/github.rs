@@ -263,9 +263,35 @@ fn merge_policy_merges_the_revert_and_deletes_its_branch() {
 }
 
 #[test]
+fn auto_merge_switched_off_in_the_repository_is_said_once_on_the_pr_and_fails_nothing() {
+    let w = World::new();
+    // Checks required, and "Allow auto-merge" left off: GitHub's default.
+    w.gh.protect("shop", "manifests", "main", &["ci/kubeconform"]);
+    let config = w.config("merge", "", "state");
+    for fp in ["fp-1", "fp-2"] {
+        let d = delivery(&w.run(&config, &alert(fp)));
+        let Delivery::MergeRefused { reason, .. } = &d else { panic!("not refused: {d:?}") };
+        assert!(reason.contains("Allow auto-merge"), "{reason}");
+    }
+    let pr = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.head_ref == w.branch()).unwrap();
+    assert_eq!(pr.state, "open");
+    let said: Vec<String> =
+        w.gh.comments_on("shop", "manifests", pr.number)
+            .into_iter()
+            .map(|(_, _, b)| b)
+            .filter(|b| b.contains("refuses auto-merge"))
+            .collect();
+    assert_eq!(said.len(), 1, "said once, not at every alert: {said:#?}");
+    assert!(said[0].contains("Settings → General → Allow auto-merge"), "{}", said[0]);
+    assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.5.0"), "nothing merged");
+    w.gh.assert_faithful();
+}
+
+#[test]
 fn protected_branches_get_auto_merge_and_the_closed_webhook_deletes_the_branch() {
     let w = World::new();
     w.gh.protect("shop", "manifests", "main", &["ci/kubeconform"]);
+    w.gh.allow_auto_merge("shop", "manifests");
     let config = w.config("merge", "  merge_method: rebase\n", "state");
     let d = delivery(&w.run(&config, &alert("fp-1")));
     let Delivery::AutoMergeEnabled { pr, .. } = d else { panic!("no auto-merge: {d:?}") };

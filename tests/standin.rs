@@ -295,6 +295,7 @@ fn merge_commit_has_two_parents() {
 fn auto_merge_waits_for_required_checks() {
     let f = Fixture::new();
     f.gh.protect("acme", "deploy", "main", &["ci/test"]);
+    f.gh.allow_auto_merge("acme", "deploy");
     let (_, pr) = f.create_pull("feature");
     let n = pr["number"].as_u64().unwrap();
     let node = pr["node_id"].as_str().unwrap().to_string();
@@ -343,6 +344,12 @@ fn auto_merge_on_an_unprotected_branch_is_clean_status() {
         "mutation {{ enablePullRequestAutoMerge(input: {{pullRequestId: \"{}\", mergeMethod: MERGE}}) {{ clientMutationId }} }}",
         pr["node_id"].as_str().unwrap()
     );
+    let (_, _, v) = http(&f.gh, "POST", "/graphql", Some(&f.auth()), Some(&json!({"query": q})));
+    assert_eq!(
+        v["errors"][0]["message"], "Pull request Auto merge is not allowed for this repository",
+        "{v}"
+    );
+    f.gh.allow_auto_merge("acme", "deploy");
     let (_, _, v) = http(&f.gh, "POST", "/graphql", Some(&f.auth()), Some(&json!({"query": q})));
     assert_eq!(v["errors"][0]["message"], "Pull request is in clean status", "{v}");
     f.gh.assert_faithful();

@@ -222,9 +222,31 @@ impl Engine<'_> {
             message.split_once('\n').map(|(h, b)| (h.trim(), b.trim())).unwrap_or((message.trim(), ""));
         let headline = format!("{headline} (#{})", pr.number);
         if gh.block(gh.app.requires_checks(repo, &pr.base.name))? {
-            gh.block(gh.app.enable_auto_merge(repo, pr, cfg.merge_method, &headline, body))?;
-            tracing::info!(pr = pr.number, "auto-merge enabled; GitHub merges once the required checks pass");
-            return Ok(Delivery::AutoMergeEnabled { branch: branch.to_string(), pr: link(pr) });
+            match gh.block(gh.app.enable_auto_merge(repo, pr, cfg.merge_method, &headline, body)) {
+                Ok(()) => {
+                    tracing::info!(
+                        pr = pr.number,
+                        "auto-merge enabled; GitHub merges once the required checks pass"
+                    );
+                    return Ok(Delivery::AutoMergeEnabled { branch: branch.to_string(), pr: link(pr) });
+                }
+                // The repository setting is off (GitHub's default): no retry changes that. Said on the
+                // PR once; the revert stays open for a person.
+                Err(e) if e.to_string().contains("Auto merge is not allowed") => {
+                    let reason = "auto-merge is off in this repository's settings (Settings → General → Allow auto-merge), and the branch needs checks before a merge".to_string();
+                    tracing::warn!(pr = pr.number, %reason, "policy says merge; the revert stays open for a person");
+                    const MARK: &str = "<!-- metricops: auto-merge-off -->";
+                    let said = gh.block(gh.app.comments(repo, pr.number))?.iter().any(|c| c.contains(MARK));
+                    if !said {
+                        let text = format!(
+                            "Policy says this revert should merge, but GitHub refuses auto-merge here: {reason}. Merge it by hand once the checks pass, or turn the setting on for next time.\n\n{MARK}\n"
+                        );
+                        gh.block(gh.app.comment(repo, pr.number, &text))?;
+                    }
+                    return Ok(Delivery::MergeRefused { branch: branch.to_string(), pr: link(pr), reason });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         match gh.block(gh.app.merge(repo, pr.number, &pr.head.sha, cfg.merge_method, &headline, body))? {
             Merge::Merged { sha } => {

@@ -125,6 +125,10 @@ pub(super) fn serve(s: &mut State, auth: &Auth, method: &str, body: &[u8]) -> Re
         );
     };
     r.refresh();
+    if !r.allow_auto_merge {
+        // GitHub's answer when the repository setting "Allow auto-merge" is off (its default).
+        return gql_error("UNPROCESSABLE", "Pull request Auto merge is not allowed for this repository");
+    }
     let pending = {
         let p = r.pulls.iter().find(|p| p.p.node_id == pr_id).unwrap();
         r.pending_check(p)

@@ -120,6 +120,8 @@ struct RepoState {
     next_number: u64,
     protection: BTreeMap<String, Vec<String>>,
     labels: BTreeMap<String, u64>,
+    /// The repository setting "Allow auto-merge": off unless turned on, as on GitHub.
+    allow_auto_merge: bool,
 }
 
 struct State {
@@ -381,6 +383,7 @@ impl GitHub {
                 pulls: vec![],
                 next_number: 1,
                 protection: BTreeMap::new(),
+                allow_auto_merge: false,
                 labels: BTreeMap::new(),
             },
         );
@@ -519,6 +522,11 @@ impl GitHub {
             auto_merge_text: (None, None),
         });
         number
+    }
+
+    /// Turns on the repository setting "Allow auto-merge" (GitHub's default is off).
+    pub fn allow_auto_merge(&self, owner: &str, name: &str) {
+        lock(&self.state).repo_mut(owner, name).allow_auto_merge = true;
     }
 
     pub fn protect(&self, owner: &str, name: &str, branch: &str, required_checks: &[&str]) {
