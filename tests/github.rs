@@ -126,6 +126,24 @@ pub(crate) fn delivery(report: &Report) -> Delivery {
 }
 
 #[test]
+fn a_pull_request_github_made_while_answering_502_is_dressed_all_the_same() {
+    let w = World::new();
+    // GitHub creates the PR, the answer is a 502; the bot's retry then gets 422 "already exists".
+    w.gh.fail_next_after_doing("POST", "/repos/shop/manifests/pulls", 502, 1);
+    let config = w.config("propose", "", "state");
+    let d = delivery(&w.run(&config, &alert("fp-1")));
+    let pr = d.pr().expect("a PR").number;
+    let pulls = w.gh.pulls("shop", "manifests");
+    assert_eq!(pulls.iter().filter(|p| p.head_ref == w.branch()).count(), 1, "one PR: {pulls:#?}");
+    let p = pulls.iter().find(|p| p.number == pr).unwrap();
+    assert_eq!(p.labels, ["metricops", "rollback"], "labelled though GitHub answered 502");
+    let mut reviewers = p.requested_reviewers.clone();
+    reviewers.sort();
+    assert_eq!(reviewers, ["dana", "oncall"]);
+    w.gh.assert_faithful();
+}
+
+#[test]
 fn configured_reviewers_are_asked_even_when_the_culprits_author_is_not_a_collaborator() {
     let w = World::new();
     // dana merged the bad deploy but has left the repository: GitHub refuses a request that names her.

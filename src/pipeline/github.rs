@@ -42,6 +42,12 @@ fn alerts_marker(outcome: &Outcome) -> String {
     format!("<!-- metricops: alerts={} -->", fps.join(","))
 }
 
+/// Whether a revert PR carries the configured labels (dressing adds them first, then asks for
+/// reviews): one that does not was never dressed, whoever opened it.
+fn dressed(pr: &PullRequest, cfg: &GitHubConfig) -> bool {
+    cfg.labels.iter().all(|want| pr.labels.iter().any(|l| l.name == *want))
+}
+
 pub(super) fn link(pr: &PullRequest) -> PrLink {
     PrLink { number: pr.number, url: pr.html_url.clone() }
 }
@@ -56,6 +62,9 @@ impl Engine<'_> {
 
         if let Some(pr) = gh.block(gh.app.open_pull_for(&repo, branch))? {
             tracing::info!(pr = pr.number, "revert PR open already; the alert re-confirms it");
+            if !dressed(&pr, cfg) {
+                self.dress(gh, cfg, &repo, &pr, outcome.original_pr.as_ref());
+            }
             self.reconfirm(gh, &repo, &pr, outcome)?;
             if pr.labels.iter().any(|l| l.name == HOLD_LABEL) {
                 tracing::info!(pr = pr.number, "held by a person: no automatic merge");
@@ -109,12 +118,18 @@ impl Engine<'_> {
             gh.block(gh.app.open_or_find_pull(&repo, &title, &body, branch, &outcome.branch))?;
         if opened {
             tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
-            self.dress(gh, cfg, &repo, &pr, original.as_ref());
         } else {
-            tracing::info!(pr = pr.number, "another replica opened the revert PR first; reusing it");
-            if outcome.decision != Decision::Merge {
-                return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
-            }
+            tracing::info!(
+                pr = pr.number,
+                "the revert PR exists already (another replica's, or one GitHub made while answering an error); reusing it"
+            );
+        }
+        // Dressed whoever opened it: a PR GitHub created while answering 502 has no labels yet.
+        if opened || !dressed(&pr, cfg) {
+            self.dress(gh, cfg, &repo, &pr, original.as_ref());
+        }
+        if !opened && outcome.decision != Decision::Merge {
+            return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
         }
         if outcome.decision == Decision::Merge {
             return self.merge(gh, cfg, &repo, &pr, &message, branch);

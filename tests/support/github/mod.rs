@@ -72,6 +72,9 @@ struct Fault {
     status: u16,
     headers: Vec<(String, String)>,
     left: usize,
+    /// The request is carried out, and then answered with the fault (GitHub created the PR, the
+    /// proxy in front of it answered 502).
+    after: bool,
 }
 
 struct Comment {
@@ -598,6 +601,20 @@ impl GitHub {
             status,
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             left: times,
+            after: false,
+        });
+    }
+
+    /// Like [`GitHub::fail_next`], but the request is carried out first: the caller sees an error for
+    /// something that happened.
+    pub fn fail_next_after_doing(&self, method: &str, path_prefix: &str, status: u16, times: usize) {
+        lock(&self.state).faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            prefix: path_prefix.to_string(),
+            status,
+            headers: Vec::new(),
+            left: times,
+            after: true,
         });
     }
 
@@ -766,10 +783,19 @@ fn handle(
             .find(|f| f.left > 0 && (f.method == method || f.method == "*") && path.starts_with(&f.prefix));
         f.map(|f| {
             f.left -= 1;
-            (f.status, f.headers.clone())
+            (f.status, f.headers.clone(), f.after)
         })
     };
-    let reply = if let Some((status, hs)) = fault {
+    let done_first = fault.as_ref().is_some_and(|(_, _, after)| *after);
+    if done_first {
+        // Carried out, the answer thrown away.
+        let _ = if path == "/graphql" {
+            graphql::serve(&mut lock(state), &auth, &method, body)
+        } else {
+            api::serve(&mut lock(state), &auth, &method, &path, uri.query().unwrap_or(""), body)
+        };
+    }
+    let reply = if let Some((status, hs, _)) = fault {
         let msg = match status {
             403 | 429 if hs.iter().any(|(k, _)| k.eq_ignore_ascii_case("retry-after")) => {
                 "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
