@@ -126,6 +126,35 @@ pub(crate) fn delivery(report: &Report) -> Delivery {
 }
 
 #[test]
+fn a_502_on_the_installation_token_is_retried_within_the_budget() {
+    let w = World::new();
+    let config = w.config("propose", "", "state");
+    w.gh.fail_next("POST", "/app/installations/", 502, &[], 2);
+    let d = delivery(&w.run(&config, &alert("fp-1")));
+    assert!(matches!(d, Delivery::Proposed { .. }), "{d:?}");
+    let tokens: Vec<u16> =
+        w.gh.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/access_tokens"))
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(tokens[..3], [502, 502, 201], "{tokens:?}");
+    w.gh.assert_faithful();
+
+    // One that keeps failing: a give-up in one short line, GitHub's status and text.
+    let w = World::new();
+    let config = w.config("propose", "  retry_budget: 1s\n", "state");
+    w.gh.fail_next("POST", "/app/installations/", 502, &[], 1000);
+    let r = w.run(&config, &alert("fp-1"));
+    let (_, e) = r.failed.first().expect("the incident fails");
+    assert!(
+        e.contains("/access_tokens: gave up after") && e.contains("last: 502 Bad Gateway: Bad Gateway"),
+        "{e}"
+    );
+    assert!(!e.contains("GitHub: GitHub:") && !e.contains('\n'), "{e}");
+}
+
+#[test]
 fn a_pull_request_github_made_while_answering_502_is_dressed_all_the_same() {
     let w = World::new();
     // GitHub creates the PR, the answer is a 502; the bot's retry then gets 422 "already exists".

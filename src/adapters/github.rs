@@ -39,6 +39,34 @@ impl std::fmt::Display for RepoId {
     }
 }
 
+/// What went wrong asking for an installation token, in one short line: GitHub's status and
+/// message, with an HTML error page (what a proxy in front of GitHub answers) reduced to its text.
+fn token_error_text(e: &octocrab::Error) -> String {
+    let (status, raw) = match e {
+        octocrab::Error::GitHub { source, .. } => (Some(source.status_code), source.message.clone()),
+        other => (None, other.to_string()),
+    };
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in raw.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text: String = text.chars().take(200).collect();
+    match status {
+        Some(s) => format!("{s}: {text}"),
+        None => text,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitHubError {
     #[error("the GitHub App private key is not a PEM RSA key (PKCS#1 or PKCS#8): {0}")]
@@ -275,15 +303,45 @@ impl GitHubApp {
 
     /// An installation token for git over HTTPS: cached by octocrab, and refreshed when it has less
     /// than five minutes left, so a fetch or push never starts with a token about to expire.
+    /// A 5xx, a 429 or no answer at all is tried again within `retry_budget`, as every REST call is.
     pub async fn git_token(&self, repo: &RepoId) -> Result<SecretString, GitHubError> {
         let client = self.installation(repo).await?;
-        client.installation_token_with_buffer(chrono::Duration::minutes(5)).await.map_err(|source| {
-            GitHubError::Transport {
-                method: Method::POST,
-                path: "/app/installations/{id}/access_tokens".into(),
-                source: Box::new(source),
+        let path = "/app/installations/{id}/access_tokens";
+        let started = Instant::now();
+        let (mut attempts, mut backoff) = (0u32, Duration::from_millis(250));
+        loop {
+            attempts += 1;
+            let e = match client.installation_token_with_buffer(chrono::Duration::minutes(5)).await {
+                Ok(token) => return Ok(token),
+                Err(e) => e,
+            };
+            let status = match &e {
+                octocrab::Error::GitHub { source, .. } => Some(source.status_code.as_u16()),
+                _ => None,
+            };
+            let retryable = status.is_none_or(|s| s >= 500 || s == 429);
+            let last = token_error_text(&e);
+            if !retryable {
+                return Err(GitHubError::Status {
+                    method: Method::POST,
+                    path: path.into(),
+                    status: status.unwrap_or_default(),
+                    message: last,
+                });
             }
-        })
+            if started.elapsed() + backoff > self.retry_budget {
+                return Err(GitHubError::GaveUp {
+                    method: Method::POST,
+                    path: path.into(),
+                    attempts,
+                    waited: started.elapsed(),
+                    last,
+                });
+            }
+            tracing::warn!(path, attempt = attempts, error = %last, "installation token refused for now; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
     }
 
     pub async fn open_pull_for(
