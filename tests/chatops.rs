@@ -232,7 +232,8 @@ fn rollback_on_a_merged_pull_request_opens_or_merges_its_revert() {
     let (id, _) = c.say_on(c.w.original_pr, "max", "/metricops rollback --merge");
     let r = c.replies_on(c.w.original_pr, id, 1);
     assert!(
-        r[0].contains("opened and merged #") && r[0].contains(&format!("#{} is reverted", c.w.original_pr)),
+        r[0].contains("and merged it into `main`")
+            && r[0].contains(&format!("#{} is reverted", c.w.original_pr)),
         "{r:?}"
     );
     assert_eq!(c.w.main_file(), crate::support::kustomization("ghcr.io/shop/checkout", "1.4.2"));
@@ -248,6 +249,11 @@ fn rollback_on_a_merged_pull_request_opens_or_merges_its_revert() {
         "{:?}",
         rollback[0]
     );
+    // Dressed as every revert: labels, the configured reviewer and the merged PR's author.
+    assert_eq!(rollback[0].labels, ["metricops", "rollback"]);
+    let mut reviewers = rollback[0].requested_reviewers.clone();
+    reviewers.sort();
+    assert_eq!(reviewers, ["dana", "oncall"]);
     // A revert PR is not rolled back.
     let (id, _) = c.say("max", "/metricops rollback");
     assert!(c.replies_after(id, 1)[0].contains("a revert is not reverted"));
@@ -320,6 +326,32 @@ fn the_revert_suspends_flux_image_automation_and_resume_opens_the_undo() {
     let resume = format!("metricops/resume-{}", &c.w.culprit[..12]);
     assert!(file(&resume).contains("suspend: false"));
     assert!(c.w.gh.pulls("shop", "manifests").iter().any(|p| p.head_ref == resume && p.state == "open"));
+    // Asked again: the same PR, and the reply says so.
+    let (id, _) = c.say("oncall", "/metricops resume");
+    let r = c.replies_after(id, 1);
+    assert!(r[0].contains("the open #") && !r[0].contains("opened #"), "{r:?}");
+    assert_eq!(c.w.gh.pulls("shop", "manifests").iter().filter(|p| p.head_ref == resume).count(), 1);
+}
+
+#[test]
+fn rollback_merge_merges_the_revert_that_is_open_already() {
+    let c = Chat::new();
+    let (id, _) = c.say_on(c.w.original_pr, "max", "/metricops rollback --merge");
+    let r = c.replies_on(c.w.original_pr, id, 1);
+    assert!(
+        r[0].contains(&format!("open already: #{}", c.pr)) && r[0].contains("and merged it into `main`"),
+        "{r:?}"
+    );
+    assert!(c.pull().merged, "the open revert is merged");
+    assert_eq!(c.w.main_file(), crate::support::kustomization("ghcr.io/shop/checkout", "1.4.2"));
+}
+
+#[test]
+fn hold_then_status_in_one_comment_reports_the_hold() {
+    let c = Chat::new();
+    let (id, _) = c.say("oncall", "/metricops hold\n/metricops status");
+    let r = c.replies_after(id, 2);
+    assert!(r[1].contains("held (no automatic merge)"), "{r:?}");
 }
 
 #[test]

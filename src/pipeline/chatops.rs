@@ -44,7 +44,7 @@ impl Engine<'_> {
         if let Err(e) = gh.block(gh.app.react(&repo, c.id, "eyes")) {
             tracing::warn!(error = %e, "could not react to the comment");
         }
-        let pr = gh.block(gh.app.pull(&repo, c.number))?;
+        let mut pr = gh.block(gh.app.pull(&repo, c.number))?;
         let place = if pr.head.name.starts_with(BRANCH_PREFIX) {
             Place::RevertPr
         } else if pr.is_merged() {
@@ -84,6 +84,10 @@ impl Engine<'_> {
                 format!("@{} {text}\n\n<sub>In response to [this comment]({}).</sub>\n", c.author, c.url);
             gh.block(gh.app.comment(&repo, c.number, &body))?;
             replies.push(text);
+            // The next command of the same comment sees what this one did (`hold` then `status`).
+            if let Ok(now) = gh.block(gh.app.pull(&repo, c.number)) {
+                pr = now;
+            }
         }
         Ok(replies)
     }
@@ -302,10 +306,11 @@ impl Engine<'_> {
         mirror.create_branch(&branch, &commit)?;
         mirror.force_push(&repo_cfg.url, &commit, &branch, auth.as_ref())?;
         let title = format!("Resume re-promotion of {}", w.name);
-        let (created, _) =
+        let (created, opened) =
             gh.block(gh.app.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name))?;
         Ok(format!(
-            "opened #{} to resume: {}. Merge it when the fixed version is ready to go out.",
+            "{} #{} to resume: {}. Merge it when the fixed version is ready to go out.",
+            if opened { "opened" } else { "rebuilt on the current tip, the open" },
             created.number,
             what.join("; ")
         ))
@@ -331,7 +336,15 @@ impl Engine<'_> {
             .with_context(|| format!("the merge commit {sha} is not on {}", pr.base.name))?;
         let branch = branch_name(&sha);
         if let Some(open) = gh.block(gh.app.open_pull_for(repo, &branch))? {
-            return Ok(format!("the rollback of #{} is open already: #{}.", pr.number, open.number));
+            let already = format!("the rollback of #{} is open already: #{}", pr.number, open.number);
+            if !merge {
+                return Ok(format!("{already}."));
+            }
+            // `--merge` merges it as policy would, whoever opened it.
+            let cfg = self.config.github.as_ref().context("no `github:` section")?;
+            let head = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
+            let message = mirror.commit_info(&head)?.message;
+            return Ok(merge_reply(&already, self.merge(gh, cfg, repo, &open, &message, &branch)?, pr));
         }
         let culprit = Culprit {
             parent: commit.parents.first().cloned(),
@@ -382,8 +395,9 @@ This reverts commit {sha} on `{}`.
             pr.number
         );
         let (created, _) = gh.block(gh.app.open_or_find_pull(repo, &title, &body, &branch, &pr.base.name))?;
-        if let Some(cfg) = self.config.github.as_ref().filter(|g| !g.labels.is_empty()) {
-            gh.block(gh.app.add_labels(repo, created.number, &cfg.labels))?;
+        // Labels and reviews as every revert gets them (the merged PR's author is the culprit's).
+        if let Some(cfg) = self.config.github.as_ref() {
+            self.dress(gh, cfg, repo, &created, Some(pr));
         }
         if !merge {
             return Ok(format!(
@@ -392,20 +406,23 @@ This reverts commit {sha} on `{}`.
             ));
         }
         let cfg = self.config.github.as_ref().context("no `github:` section")?;
-        Ok(match self.merge(gh, cfg, repo, &created, &built.message, &branch)? {
-            Delivery::Merged { .. } => format!(
-                "opened and merged #{} into `{}`: #{} is reverted.",
-                created.number, pr.base.name, pr.number
-            ),
-            Delivery::AutoMergeEnabled { .. } => format!(
-                "opened #{}; auto-merge is on, GitHub merges it once the required checks pass.",
-                created.number
-            ),
-            Delivery::MergeRefused { reason, .. } => {
-                format!("opened #{}; GitHub will not merge it now: {reason}", created.number)
-            }
-            other => format!("opened #{} ({})", created.number, other.label()),
-        })
+        let opened = format!("opened #{}", created.number);
+        Ok(merge_reply(&opened, self.merge(gh, cfg, repo, &created, &built.message, &branch)?, pr))
+    }
+}
+
+/// What became of a rollback's merge, after `what` ("opened #12", "the rollback of #7 is open
+/// already: #12").
+fn merge_reply(what: &str, d: Delivery, reverted: &PullRequest) -> String {
+    match d {
+        Delivery::Merged { .. } => {
+            format!("{what}, and merged it into `{}`: #{} is reverted.", reverted.base.name, reverted.number)
+        }
+        Delivery::AutoMergeEnabled { .. } => {
+            format!("{what}; auto-merge is on, GitHub merges it once the required checks pass.")
+        }
+        Delivery::MergeRefused { reason, .. } => format!("{what}; GitHub will not merge it now: {reason}"),
+        other => format!("{what} ({})", other.label()),
     }
 }
 

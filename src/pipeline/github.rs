@@ -138,7 +138,7 @@ impl Engine<'_> {
     }
 
     /// Labels and review requests. Failures here are logged: the PR is what matters.
-    fn dress(
+    pub(super) fn dress(
         &self,
         gh: &GitHub,
         cfg: &GitHubConfig,
