@@ -520,7 +520,14 @@ pub(crate) fn post_webhook(
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = s.read(&mut buf).unwrap_or(0);
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!(
+                "reading the answer to {event} {delivery}: {e} (read so far: {:?})",
+                String::from_utf8_lossy(&out)
+            ),
+        };
         if n == 0 {
             break;
         }
