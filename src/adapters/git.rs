@@ -638,16 +638,7 @@ mod tests {
 mod push_tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=P", "-c", "user.email=p@x"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    use crate::adapters::test_git as git;
 
     /// A person's commit that lands on the remote between the bot's fetch and its push is never
     /// overwritten: the push is refused, and the next one (fetched again) builds on it.

@@ -598,16 +598,7 @@ mod tests {
     #[test]
     fn changes_agree_with_git_diff_tree() {
         let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(["-c", "user.name=A", "-c", "user.email=a@x"])
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("git runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = |args: &[&str]| crate::adapters::test_git(dir.path(), args);
         let write = |p: &str, text: &str| {
             let p = dir.path().join(p);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();

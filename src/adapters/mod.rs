@@ -16,3 +16,19 @@ pub fn install_crypto_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// The git CLI in `dir`, for the adapters' tests: a fixed identity and fixed dates, success
+/// asserted, stdout trimmed.
+#[cfg(test)]
+pub(crate) fn test_git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=A", "-c", "user.email=a@x"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "@1790000000 +0000")
+        .env("GIT_COMMITTER_DATE", "@1790000000 +0000")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -378,17 +378,7 @@ mod tests {
     #[test]
     fn reads_commit_headers_from_packs_and_declines_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(args)
-                .current_dir(dir.path())
-                .env("GIT_AUTHOR_DATE", "@1790000000 +0000")
-                .env("GIT_COMMITTER_DATE", "@1790000000 +0000")
-                .output()
-                .expect("git runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = |args: &[&str]| crate::adapters::test_git(dir.path(), args);
         git(&["init", "-q", "-b", "main"]);
         std::fs::write(dir.path().join("a"), "x").unwrap();
         git(&["add", "a"]);
@@ -426,16 +416,7 @@ mod tests {
     #[test]
     fn deltas_are_built_as_libgit2_builds_them() {
         let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(["-c", "user.name=A", "-c", "user.email=a@x"])
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("git runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).to_string()
-        };
+        let git = |args: &[&str]| crate::adapters::test_git(dir.path(), args);
         git(&["init", "-q", "-b", "main"]);
         let body: String = (0..200).map(|i| format!("line {i} of a values file with some text\n")).collect();
         for i in 0..60 {
@@ -554,16 +535,7 @@ mod tests {
     #[test]
     fn objects_of_a_shared_clone_are_read_from_the_repository_it_borrows_from() {
         let dir = tempfile::tempdir().unwrap();
-        let git = |cwd: &Path, args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .args(["-c", "user.name=A", "-c", "user.email=a@x"])
-                .args(args)
-                .current_dir(cwd)
-                .output()
-                .expect("git runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = crate::adapters::test_git;
         let origin = dir.path().join("origin");
         std::fs::create_dir(&origin).unwrap();
         git(&origin, &["init", "-q", "-b", "main"]);
