@@ -15,6 +15,13 @@ fn generic(deployment: &str) -> String {
     )
 }
 
+/// `metricops simulate --config CONFIG --alert ALERT` with `extra` arguments.
+fn simulate(config: &std::path::Path, alert: &std::path::Path, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["simulate", "--config", config.to_str().unwrap(), "--alert", alert.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    metricops(&args)
+}
+
 #[test]
 fn alert_webhooks_check_credentials_parse_every_source_and_revert() {
     assert_eq!(format!("Bearer {TOKEN}"), BEARER);
@@ -162,21 +169,12 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     std::fs::write(&config, m.config_text("")).unwrap();
     let alert = m.dir.path().join("alert.json");
     std::fs::write(&alert, generic("checkout")).unwrap();
-    let args = |extra: &[&str]| {
-        let mut v = vec![
-            "simulate",
-            "--config",
-            config.to_str().unwrap(),
-            "--alert",
-            alert.to_str().unwrap(),
-            "--source",
-            "generic",
-        ];
-        v.extend_from_slice(extra);
-        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--source", "generic"];
+        args.extend_from_slice(extra);
+        simulate(&config, &alert, &args)
     };
-    let run = |a: Vec<String>| metricops(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    let r = run(args(&[]));
+    let r = run(&[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     for want in [
         "1. Alerts (generic, 1 in the payload)",
@@ -192,13 +190,13 @@ fn simulate_prints_every_step_and_changes_nothing_unless_executed() {
     }
     assert_eq!(m.main(), bad, "a dry run pushes nothing");
 
-    let r = run(args(&["--execute"]));
+    let r = run(&["--execute"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("8. Delivered: merged"), "{}", r.stdout);
     assert_ne!(m.main(), bad);
 
     std::fs::write(&alert, "{\"alerts\": 7}").unwrap();
-    let r = run(args(&[]));
+    let r = run(&[]);
     assert_eq!(r.code, 1);
     assert!(
         r.stderr.contains("as a generic webhook") && r.stderr.contains("`alerts` is not a list"),
@@ -272,14 +270,7 @@ fn a_storm_of_alerts_makes_a_bounded_commit_message_and_pr_body() {
     );
     let alert = m.dir.path().join("storm.json");
     std::fs::write(&alert, body).unwrap();
-    let r = metricops(&[
-        "simulate",
-        "--config",
-        config.to_str().unwrap(),
-        "--alert",
-        alert.to_str().unwrap(),
-        "--execute",
-    ]);
+    let r = simulate(&config, &alert, &["--execute"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains("| CheckoutErrors (×3000) | critical |"),
@@ -310,19 +301,8 @@ fn a_lock_file_a_crash_left_in_the_mirror_does_not_block_the_next_incident() {
     .unwrap();
     let alert = m.dir.path().join("alert.json");
     std::fs::write(&alert, generic("checkout")).unwrap();
-    let simulate = || {
-        metricops(&[
-            "simulate",
-            "--config",
-            config.to_str().unwrap(),
-            "--alert",
-            alert.to_str().unwrap(),
-            "--source",
-            "generic",
-            "--execute",
-        ])
-    };
-    let r = simulate();
+    let run = || simulate(&config, &alert, &["--source", "generic", "--execute"]);
+    let r = run();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     // A crash mid-fetch, an hour ago.
     let lock = m.dir.path().join("state/mirrors/shop.git/refs/remotes/origin/main.lock");
@@ -330,7 +310,7 @@ fn a_lock_file_a_crash_left_in_the_mirror_does_not_block_the_next_incident() {
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options().write(true).open(&lock).unwrap().set_modified(hour_ago).unwrap();
     let bad = m.deploy("1.6.0");
-    let r = simulate();
+    let r = run();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stderr.contains("removed a lock file a crash left in the mirror"), "{}", r.stderr);
     assert_ne!(m.main(), bad, "the second bad deploy is reverted too");
@@ -352,17 +332,7 @@ fn a_password_in_a_repo_url_reaches_no_log_line_error_or_output() {
     let alert = m.dir.path().join("alert.json");
     std::fs::write(&alert, generic("checkout")).unwrap();
     for format in ["text", "json"] {
-        let r = metricops(&[
-            "simulate",
-            "--config",
-            config.to_str().unwrap(),
-            "--alert",
-            alert.to_str().unwrap(),
-            "--source",
-            "generic",
-            "--log-format",
-            format,
-        ]);
+        let r = simulate(&config, &alert, &["--source", "generic", "--log-format", format]);
         assert_ne!(r.code, 0, "the remote is unreachable");
         let all = format!("{}{}", r.stdout, r.stderr);
         assert!(all.contains("deploy:***@127.0.0.1"), "the remote is named, redacted:\n{all}");

@@ -525,13 +525,7 @@ impl GitRepo {
         let incoming =
             format!("metricops/incoming/{}-{}-{nanos}", branch.replace('/', "-"), std::process::id());
         // Our own ref at the remote: forced, it is nobody else's.
-        self.push_ref(
-            &format!("file://{}", path.trim_start_matches("file://")),
-            commit,
-            &incoming,
-            auth,
-            true,
-        )?;
+        self.push_ref(url, commit, &incoming, auth, true)?;
         let remote = Repository::open(path)
             .map_err(|source| GitError::NotARepository { path: path.to_string(), source })?;
         let refname = format!("refs/heads/{branch}");
