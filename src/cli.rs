@@ -214,7 +214,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Simulate { config, alert, source, execute, at } => {
             crate::simulate::run(&config, &alert, source, execute, at.as_deref()).map_err(CliError::from)
         }
-        Command::CheckConfig { file } => crate::config::check_file(&file).map_err(CliError::from),
+        Command::CheckConfig { file } => crate::wiring::check_file(&file).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

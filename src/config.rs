@@ -9,14 +9,13 @@ use serde_saphyr::Spanned;
 
 use secrecy::SecretString;
 
-use crate::adapters::github::{AppSettings, MergeMethod};
 use crate::domain::culprit::Subject;
 use crate::domain::policy::{Action, MergeRule, Policy};
 use crate::domain::render::{PR_BODY, PR_TITLE};
 use crate::domain::rules::{Rule, check_promql, parse_objective, slo_expr};
 use crate::domain::schedule::Window;
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub repos: Vec<RepoConfig>,
@@ -57,7 +56,7 @@ fn default_workload_labels() -> Vec<String> {
     ["deployment", "statefulset", "daemonset", "app", "app_kubernetes_io_name"].map(String::from).to_vec()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Alerts waiting for the engine; a full queue answers 503 (default 256).
@@ -73,9 +72,12 @@ pub struct ServerConfig {
     /// most `attempts` times in all (defaults 5s, 5m, 30).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Incidents worked on at once, each workload one at a time (default 4).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
     #[serde(default)]
@@ -117,14 +119,14 @@ impl ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookAuthConfig {
     #[serde(default)]
@@ -136,6 +138,7 @@ pub struct WebhookAuthConfig {
 }
 
 /// What the alert webhooks accept, secrets read from their files.
+#[derive(Clone)]
 pub enum WebhookAuth {
     Open,
     Bearer(SecretString),
@@ -164,14 +167,14 @@ impl ServerConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerConfig {
     /// e.g. http://alertmanager:9093
     pub url: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// e.g. http://prometheus:9090
@@ -191,7 +194,7 @@ impl PrometheusConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     pub name: String,
@@ -210,7 +213,7 @@ pub struct RuleConfig {
     pub severity: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SloConfig {
     /// e.g. "99.9%"
@@ -243,7 +246,7 @@ pub enum ForgeKind {
     Github,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitHubConfig {
     pub app_id: u64,
@@ -300,14 +303,9 @@ impl GitHubConfig {
             .unwrap_or(std::time::Duration::from_secs(60))
     }
 
-    /// The App's settings, the key read from its file into a secret.
-    pub fn app_settings(&self) -> anyhow::Result<AppSettings> {
-        Ok(AppSettings {
-            app_id: self.app_id,
-            private_key: read_secret(&self.private_key_file, "github.private_key_file")?,
-            api_url: self.api_url.clone(),
-            retry_budget: self.retry_budget(),
-        })
+    /// The App's private key, read from its file into a secret.
+    pub fn private_key(&self) -> anyhow::Result<SecretString> {
+        read_secret(&self.private_key_file, "github.private_key_file")
     }
 
     pub fn webhook_secret(&self) -> anyhow::Result<Option<SecretString>> {
@@ -323,7 +321,7 @@ pub fn read_secret(path: &Path, key: &str) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(text.to_string()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     pub name: String,
@@ -340,7 +338,7 @@ fn default_branch() -> String {
     "main".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadConfig {
     pub name: String,
@@ -380,7 +378,7 @@ impl WorkloadConfig {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default)]
@@ -413,7 +411,7 @@ pub struct PolicyConfig {
     pub cancel_suppress: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MergeRuleConfig {
     #[serde(default)]
@@ -456,7 +454,7 @@ impl Config {
                 if c.github.is_none() {
                     problems.push(format!("repo {:?} has `forge: github` but there is no `github:` section (app_id, private_key_file)", r.name));
                 }
-                if crate::adapters::github::RepoId::from_url(&r.url).is_none() {
+                if crate::forge::RepoId::from_url(&r.url).is_none() {
                     problems.push(format!("repo {:?}: cannot tell owner/name from url {:?} (expected https://github.com/OWNER/NAME.git)", r.name, r.url));
                 }
             }
@@ -695,34 +693,31 @@ pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
     }
 }
 
-/// `metricops check-config FILE`.
-pub fn check_file(path: &Path) -> anyhow::Result<()> {
-    let c = Config::load(path)?;
-    // What `serve` reads at start, read here too: check-config refuses what serve would refuse.
-    c.server.webhook_auth()?;
-    if let Some(tls) = &c.server.tls {
-        for (key, f) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("server.tls.{key}: cannot read {}", f.display()))?;
-            anyhow::ensure!(text.contains("-----BEGIN "), "server.tls.{key}: {} is not PEM", f.display());
+/// How a revert PR is merged (GitHub's merge methods).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    Merge,
+    #[default]
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    pub fn rest(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
         }
     }
-    if let Some(g) = &c.github {
-        let key = g.app_settings()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let _guard = rt.enter();
-        crate::adapters::github::GitHubApp::new(&key)?;
-        g.webhook_secret()?;
+    pub fn graphql(self) -> &'static str {
+        match self {
+            MergeMethod::Merge => "MERGE",
+            MergeMethod::Squash => "SQUASH",
+            MergeMethod::Rebase => "REBASE",
+        }
     }
-    println!(
-        "{}: ok ({} repos, {} workloads, policy: {:?}{})",
-        path.display(),
-        c.repos.len(),
-        c.workloads.len(),
-        c.policy.action,
-        if c.github.is_some() { ", GitHub App key readable" } else { "" }
-    );
-    Ok(())
 }
 
 #[cfg(test)]
@@ -846,14 +841,14 @@ mod tests {
             format!("{GOOD}server:\n  webhook_auth: {{bearer_token_file: {}}}\n", missing.display()),
         )
         .unwrap();
-        let e = format!("{:#}", check_file(&file).unwrap_err());
+        let e = format!("{:#}", crate::wiring::check_file(&file).unwrap_err());
         assert!(e.contains("bearer_token_file") && e.contains("no-such-token"), "{e}");
         std::fs::write(
             &file,
             format!("{GOOD}server:\n  tls: {{cert_file: {0}, key_file: {0}}}\n", missing.display()),
         )
         .unwrap();
-        let e = format!("{:#}", check_file(&file).unwrap_err());
+        let e = format!("{:#}", crate::wiring::check_file(&file).unwrap_err());
         assert!(e.contains("server.tls.cert_file"), "{e}");
         let c = Config::parse(&format!("{GOOD}server:\n  retry: {{first: 2s, max: 1m}}\n")).unwrap();
         let r = c.server.retry();

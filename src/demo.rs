@@ -102,8 +102,14 @@ pub fn run() -> anyhow::Result<()> {
     let mut config =
         Config::parse(&config_text).map_err(|e| anyhow::anyhow!("the demo config is broken: {e}"))?;
     config.state_dir = Some(dir.path().join("state"));
-    let engine = Engine::new(&config);
-    let report = engine.handle_alertmanager(&body, now)?;
+    let config = std::sync::Arc::new(config);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let engine = Engine::new(config.clone());
+    let report = rt.block_on(engine.handle_alertmanager(&body, now))?;
     if let Some((id, err)) = report.failed.first() {
         anyhow::bail!("incident {id} failed: {err}");
     }
@@ -143,7 +149,7 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     heading(9, "The same alert again");
-    let again = engine.handle_alertmanager(&body, now)?;
+    let again = rt.block_on(engine.handle_alertmanager(&body, now))?;
     match again.outcomes.first().and_then(|o| o.delivery.clone()) {
         Some(Delivery::AlreadyProposed { branch, .. }) => {
             println!("   {branch} exists already: nothing new is opened (one revert per culprit).")

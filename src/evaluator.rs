@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -13,8 +12,8 @@ use crate::adapters::prometheus::Prometheus;
 use crate::config::Config;
 use crate::domain::alert::{Alert, Source, Status};
 use crate::domain::rules::{Rule, RuleState, Sample, Transition};
+use crate::event::{AlertDelivery, Event};
 use crate::metrics::Metrics;
-use crate::pipeline::Job;
 
 /// How often a rule that keeps firing is sent again (the engine is level-triggered: a repeat
 /// re-drives what failed and re-confirms what is open).
@@ -62,7 +61,7 @@ pub async fn run(
     rules: Vec<Rule>,
     prom: Prometheus,
     interval: Duration,
-    queue: SyncSender<Job>,
+    queue: tokio::sync::mpsc::Sender<Event>,
     metrics: Arc<Metrics>,
 ) {
     tracing::info!(rules = rules.len(), every = ?interval, "evaluator started");
@@ -114,19 +113,13 @@ pub async fn run(
             };
             if let Some(since) = send {
                 tracing::info!(rule = %rule.name, workload = %rule.workload, since = %since, "rule fires");
-                let job = Job::Alerts {
-                    source: Source::Evaluator,
-                    alerts: vec![alert(&config, rule, since)],
-                    received: std::time::Instant::now(),
-                    entry: None,
-                    attempts: 0,
-                };
-                match queue.try_send(job) {
+                let job = AlertDelivery::unjournaled(Source::Evaluator, vec![alert(&config, rule, since)]);
+                match queue.try_send(Event::Alerts(job)) {
                     Ok(()) => last_sent[i] = Some(std::time::Instant::now()),
-                    Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(rule = %rule.name, "engine queue full; the rule is sent again next interval")
                     }
-                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         }

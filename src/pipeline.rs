@@ -1,11 +1,14 @@
-//! The engine, one incident at a time: alert → incident → target → culprit → decision → revert →
-//! forge. Every entry point (`demo`, later `serve` and `simulate`) goes through here.
+//! The engine: alert → incident → target → culprit → decision → revert → forge, each incident
+//! gathered (git, the forge), decided (`domain::policy`, `domain::reconcile`) and acted on. Every
+//! entry point (`demo`, `serve`, `simulate`) goes through here.
 
 mod chatops;
 mod github;
+mod scan;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -13,37 +16,26 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::adapters::git::{GitError, GitRepo};
-use crate::adapters::github::{GitHubApp, RepoId};
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager, summarise};
 use crate::domain::culprit::CommitSha;
 use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
 use crate::domain::pause::set_paused;
 use crate::domain::policy::{Decision, Facts, decide, most_severe};
+use crate::domain::reconcile::{
+    LandedRevert, PAUSED_TRAILER, WORKLOAD_TRAILER, common_labels, opted_out, revert_counts, running_version,
+    trailer,
+};
 use crate::domain::redact::redact_url;
 use crate::domain::render::{
     AlertView, ChangeView, CulpritView, LaterView, Link, OriginalPr, PrView, render_pr,
 };
 use crate::domain::revert::{ModeChoice, branch_name};
 use crate::domain::rules::{Rule, annotated_rules, check_promql};
+use crate::forge::{Forge, PullRequest, RepoId};
 use crate::metrics::Metrics;
 use crate::revert::{BuiltRevert, RevertError, build_revert, trace};
-use github::GitHub;
-
-/// Work waiting for the engine.
-pub enum Job {
-    /// The alerts of one webhook delivery or one rule; `received` starts the duration metric.
-    /// A webhook delivery is in the journal as `entry` until it is finished with.
-    Alerts {
-        source: Source,
-        alerts: Vec<Alert>,
-        received: std::time::Instant,
-        entry: Option<crate::journal::EntryId>,
-        attempts: u32,
-    },
-    /// A comment with `/metricops` commands.
-    Comment(crate::domain::forge_event::Comment),
-}
+use tracing::Instrument;
 
 /// A pull request, as a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,7 +99,7 @@ pub struct Outcome {
     pub delivery: Option<Delivery>,
     pub pr: Option<(String, String)>,
     /// The culprit's merged pull request (GitHub).
-    pub original_pr: Option<crate::adapters::github::PullRequest>,
+    pub original_pr: Option<PullRequest>,
     /// What the revert commit paused so the bad version is not promoted again.
     pub paused: Vec<String>,
 }
@@ -122,79 +114,132 @@ pub struct Report {
     pub failed: Vec<(String, String)>,
 }
 
-pub struct Engine<'c> {
-    pub config: &'c Config,
+/// The engine: one reconcile per workload at a time, up to `server.concurrency` at once; git work
+/// on tokio's blocking pool (one step at a time per mirror), forge calls awaited. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub config: Arc<Config>,
     pub state_dir: PathBuf,
     /// Build the revert and its PR text, deliver nothing (`simulate` without `--execute`).
     pub dry_run: bool,
     pub metrics: Arc<Metrics>,
-    github: Option<GitHub>,
+    forge: Option<Arc<dyn Forge>>,
     /// Repository roles for ChatOps, kept a minute: `(repo, login)` → (when asked, role).
-    roles: std::sync::Mutex<std::collections::HashMap<(String, String), (std::time::Instant, String)>>,
+    roles: Arc<Mutex<HashMap<(String, String), (std::time::Instant, String)>>>,
+    /// One reconcile per workload at a time.
+    turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// One git step per mirror at a time (fetch and trace, or build and push).
+    mirrors: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+    /// Incidents worked on at once.
+    bound: Arc<tokio::sync::Semaphore>,
 }
 
-impl<'c> Engine<'c> {
+/// Incidents worked on at once unless `server.concurrency` says otherwise.
+const CONCURRENCY: usize = 4;
+
+/// What git says about an incident: the tip fetched, the culprit, and the history facts.
+struct Gathered {
+    tip: CommitSha,
+    culprit: Culprit,
+    /// Metricops reverts on this branch since the cooldown (or the day) began.
+    landed: Vec<LandedRevert>,
+    /// Reverts landed in the last day on the other repositories' branches (mirrors as last fetched).
+    reverts_today_elsewhere: u32,
+    /// A manifest in scope with `metricops.dev/rollback: "off"`.
+    manifest_off: Option<String>,
+}
+
+impl Engine {
     /// An engine for plain git remotes only.
-    pub fn new(config: &'c Config) -> Self {
+    pub fn new(config: Arc<Config>) -> Self {
         let state_dir = config.state_dir();
+        let n = config.server.concurrency.unwrap_or(CONCURRENCY).max(1);
         Engine {
             config,
             state_dir,
             dry_run: false,
             metrics: Arc::new(Metrics::default()),
-            github: None,
+            forge: None,
             roles: Default::default(),
+            turns: Default::default(),
+            mirrors: Default::default(),
+            bound: Arc::new(tokio::sync::Semaphore::new(n)),
         }
     }
 
-    /// An engine that also speaks to GitHub as the App, its async calls run on `runtime`. Call the
-    /// engine from outside the runtime (a worker thread): it blocks on each GitHub call.
-    pub fn with_github(config: &'c Config, app: Arc<GitHubApp>, runtime: tokio::runtime::Handle) -> Self {
+    /// An engine whose `forge: github` repos go through `forge` (the GitHub App, or a fake in tests).
+    pub fn with_forge(config: Arc<Config>, forge: Arc<dyn Forge>) -> Self {
         let mut e = Engine::new(config);
-        e.github = Some(GitHub { app, rt: runtime });
+        e.forge = Some(forge);
         e
     }
 
-    /// As the config says: with the GitHub App when there is a `github:` section.
-    pub fn from_config(config: &'c Config, runtime: &tokio::runtime::Handle) -> anyhow::Result<Self> {
-        match &config.github {
-            None => Ok(Engine::new(config)),
-            Some(g) => {
-                let app = {
-                    let _guard = runtime.enter();
-                    GitHubApp::new(&g.app_settings()?)?
-                };
-                Ok(Engine::with_github(config, Arc::new(app), runtime.clone()))
-            }
+    /// The forge, for a repo whose config says `forge: github`.
+    fn forge(&self) -> anyhow::Result<&Arc<dyn Forge>> {
+        self.forge.as_ref().context("this repo has `forge: github`, but the engine has no GitHub App (no `github:` section in the config?)")
+    }
+
+    /// Runs a git step on the blocking pool, in the current tracing span.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let this = self.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&this))).await {
+            Ok(r) => r,
+            Err(e) => anyhow::bail!("a git step stopped before it finished: {e}"),
         }
     }
 
-    fn github(&self) -> anyhow::Result<&GitHub> {
-        self.github.as_ref().context("this repo has `forge: github`, but the engine has no GitHub App (no `github:` section in the config?)")
+    /// Holds the mirror of `repo` for one git step, and gives it.
+    fn with_mirror<T>(&self, repo: &str, f: impl FnOnce(&GitRepo) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let lock = self.mirrors.lock().expect("mirrors lock").entry(repo.to_string()).or_default().clone();
+        let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mirror = self.mirror(repo)?;
+        f(&mirror)
+    }
+
+    /// The workload's turn: one reconcile of it at a time.
+    async fn turn(&self, workload: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.turns.lock().expect("turns lock").entry(workload.to_string()).or_default().clone();
+        lock.lock_owned().await
+    }
+
+    /// The workload and its repo, by name.
+    fn workload(&self, name: &str) -> anyhow::Result<(&WorkloadConfig, &RepoConfig)> {
+        let w = self
+            .config
+            .workloads
+            .iter()
+            .find(|w| w.name == name)
+            .with_context(|| format!("workload {name:?} is not configured (any more)"))?;
+        let repo = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
+        Ok((w, repo))
     }
 
     /// The token for git over HTTPS, for repos on GitHub.
-    fn git_auth(&self, repo: &RepoConfig) -> anyhow::Result<Option<SecretString>> {
+    async fn git_auth(&self, repo: &RepoConfig) -> anyhow::Result<Option<SecretString>> {
         match repo.forge {
             ForgeKind::Git => Ok(None),
             ForgeKind::Github => {
-                let gh = self.github()?;
                 let id = RepoId::from_url(&repo.url)
                     .with_context(|| format!("owner/name of {}", redact_url(&repo.url)))?;
-                Ok(Some(gh.block(gh.app.git_token(&id))?))
+                Ok(Some(self.forge()?.git_token(&id).await?))
             }
         }
     }
 
     /// Handles one Alertmanager v4 webhook body.
-    pub fn handle_alertmanager(&self, body: &str, now: DateTime<Utc>) -> anyhow::Result<Report> {
+    pub async fn handle_alertmanager(&self, body: &str, now: DateTime<Utc>) -> anyhow::Result<Report> {
         let alerts = parse_alertmanager(body)?;
-        Ok(self.handle_alerts(Source::Alertmanager, &alerts, std::time::Instant::now(), now))
+        Ok(self.handle_alerts(Source::Alertmanager, &alerts, std::time::Instant::now(), now).await)
     }
 
-    /// Handles the alerts of one delivery: grouped per workload, one incident each. `received` is
-    /// when they arrived (for the duration metric), `now` the clock the policy uses.
-    pub fn handle_alerts(
+    /// Handles the alerts of one delivery: grouped per workload, one incident each, the incidents
+    /// at once (each workload one at a time). `received` is when they arrived (for the duration
+    /// metric), `now` the clock the policy uses.
+    pub async fn handle_alerts(
         &self,
         source: Source,
         alerts: &[Alert],
@@ -210,12 +255,15 @@ impl<'c> Engine<'c> {
             tracing::info!(source = source.label(), alert = %alert.name, reason = %reason, "alert passed over");
             report.passed_over.push((alert.clone(), reason));
         }
-        for incident in incidents {
+        let work = incidents.into_iter().map(|incident| {
             for _ in &incident.alerts {
                 self.metrics.alert(source.label(), "acted");
             }
             let id = incident.id.clone();
-            match self.handle_incident(incident, now) {
+            async move { (id, self.handle_incident(incident, now).await) }
+        });
+        for (id, result) in futures::future::join_all(work).await {
+            match result {
                 Ok(o) => {
                     self.metrics.incident(o.decision.label(), received.elapsed().as_secs_f64());
                     if let Some(r) = &o.revert {
@@ -239,46 +287,22 @@ impl<'c> Engine<'c> {
 
     /// Rules that workloads carry in their manifests (`metricops.dev/rule`, with
     /// `metricops.dev/rule-for`), read at each workload's branch tip. Problems are logged and skipped.
-    pub fn annotation_rules(&self) -> Vec<Rule> {
-        use crate::domain::culprit::History;
+    pub async fn annotation_rules(&self) -> Vec<Rule> {
         let mut rules = Vec::new();
         for w in &self.config.workloads {
-            let found = (|| -> anyhow::Result<Vec<Rule>> {
-                let repo_cfg =
-                    self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
-                let branch = w.branch(repo_cfg);
-                let mirror = self.mirror(&repo_cfg.name)?;
-                let auth = self.git_auth(repo_cfg)?;
-                let tip = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
-                let history = mirror.history(&w.paths);
-                let mut out = Vec::new();
-                for f in history.files(&tip)?.into_iter().filter(|f| !f.symlink) {
-                    let path = f.path;
-                    let text = String::from_utf8_lossy(&history.read(f.blob)?).into_owned();
-                    for (name, expr, for_) in annotated_rules(&text) {
-                        let rule_name =
-                            format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
-                        if let Err(e) = check_promql(&rule_name, &expr) {
-                            tracing::error!(file = %path, error = %e, "annotation rule skipped");
-                            continue;
-                        }
-                        let for_ = for_
-                            .as_deref()
-                            .and_then(crate::config::parse_duration)
-                            .unwrap_or_else(chrono::Duration::zero);
-                        out.push(Rule {
-                            name: rule_name,
-                            workload: w.name.clone(),
-                            expr,
-                            for_,
-                            severity: Some("critical".into()),
-                            origin: path.clone(),
-                        });
-                    }
-                }
-                Ok(out)
-            })();
-            match found {
+            let name = w.name.clone();
+            let found = async {
+                let (_, repo_cfg) = self.workload(&name)?;
+                let auth = self.git_auth(repo_cfg).await?;
+                self.blocking(move |e| {
+                    let (w, repo_cfg) = e.workload(&name)?;
+                    e.with_mirror(&repo_cfg.name, |mirror| {
+                        annotation_rules_at(mirror, w, repo_cfg, auth.as_ref())
+                    })
+                })
+                .await
+            };
+            match found.await {
                 Ok(r) => rules.extend(r),
                 Err(e) => {
                     tracing::error!(workload = %w.name, error = %format!("{e:#}"), "could not read annotation rules")
@@ -286,93 +310,6 @@ impl<'c> Engine<'c> {
             }
         }
         rules
-    }
-
-    /// The culprit's merged pull request on GitHub (for the PR body, the author's review and the
-    /// opt-out label). A failure is logged: the revert does not depend on it.
-    fn original_pr(&self, repo: &RepoConfig, sha: &str) -> Option<crate::adapters::github::PullRequest> {
-        let gh = self.github.as_ref()?;
-        let id = RepoId::from_url(&repo.url)?;
-        match gh.block(gh.app.pulls_with_commit(&id, sha)) {
-            Ok(prs) => prs.into_iter().find(|p| p.is_merged()),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look up the culprit's pull request; going on without it");
-                None
-            }
-        }
-    }
-
-    /// Everything the policy needs to know, read from git, the alerts and the forge.
-    #[allow(clippy::too_many_arguments)]
-    fn facts(
-        &self,
-        mirror: &GitRepo,
-        repo: &RepoConfig,
-        tip: &CommitSha,
-        w: &WorkloadConfig,
-        incident: &Incident,
-        culprit: &Culprit,
-        original: Option<&crate::adapters::github::PullRequest>,
-        now: DateTime<Utc>,
-    ) -> anyhow::Result<Facts> {
-        let policy = self.config.policy();
-        let since = now - policy.cooldown.max(chrono::Duration::hours(24));
-        let day_ago = now - chrono::Duration::hours(24);
-        let mut last_revert = None;
-        let mut reverts_today_repo = 0;
-        for (info, workload) in recent_reverts(mirror, tip, since)? {
-            if info.time.with_timezone(&Utc) >= day_ago {
-                reverts_today_repo += 1;
-            }
-            if workload.as_deref() == Some(w.name.as_str()) {
-                last_revert = last_revert.max(Some(info.time.with_timezone(&Utc)));
-            }
-        }
-        // Other repos: their mirrors as last fetched (not fetched again for this).
-        let mut reverts_today = reverts_today_repo;
-        for other in self.config.repos.iter().filter(|r| r.name != repo.name) {
-            let path = self.state_dir.join("mirrors").join(format!("{}.git", other.name));
-            let branch = format!("refs/remotes/origin/{}", other.branch);
-            if let Ok(m) = GitRepo::open(&path)
-                && let Ok(t) = m.resolve(&branch)
-            {
-                reverts_today += recent_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
-            }
-        }
-        let alerts = &incident.alerts;
-        let mut labels = alerts.first().map(|a| a.labels.clone()).unwrap_or_default();
-        labels.retain(|k, v| alerts.iter().all(|a| a.labels.get(k) == Some(v)));
-        let opted_out = if let Some(a) =
-            alerts.iter().find(|a| a.labels.get(OPT_OUT_ALERT_LABEL).is_some_and(|v| v == "off"))
-        {
-            Some(format!("label {OPT_OUT_ALERT_LABEL}=\"off\" on alert {}", a.name))
-        } else if let Some(file) = opted_out_in_manifests(mirror, tip, &w.paths)? {
-            Some(format!("annotation metricops.dev/rollback: \"off\" in {file}"))
-        } else {
-            original
-                .filter(|p| p.labels.iter().any(|l| l.name == self.config.opt_out_label()))
-                .map(|p| format!("label {:?} on #{}", self.config.opt_out_label(), p.number))
-        };
-        let running_version = alerts.iter().find_map(|a| {
-            let image = a.labels.get("image")?;
-            let r = crate::domain::image_ref::ImageRef::parse(image)?;
-            let subject = culprit.image.as_deref().or(w.image.as_deref())?;
-            crate::domain::image_ref::same_repository(subject, &r.repository).then(|| r.version.to_string())
-        });
-        let rolled_back_by = culprit.set_back_by().map(|l| format!("{} {:?}", l.commit.short(), l.summary));
-        Ok(Facts {
-            rolled_back_by,
-            culprit: culprit.commit.clone(),
-            culprit_version: culprit.version.to_string(),
-            running_version,
-            alert_started: incident.started_at(),
-            severity: most_severe(alerts.iter().filter_map(|a| a.severity.as_deref())),
-            labels,
-            last_revert,
-            reverts_today_repo,
-            reverts_today,
-            opted_out,
-        })
     }
 
     fn mirror(&self, name: &str) -> anyhow::Result<GitRepo> {
@@ -388,6 +325,45 @@ impl<'c> Engine<'c> {
         }
     }
 
+    /// Gathers what git says: fetch, the culprit, the reverts landed, the opt-out annotations.
+    fn gather(
+        &self,
+        mirror: &GitRepo,
+        w: &WorkloadConfig,
+        repo_cfg: &RepoConfig,
+        auth: Option<&SecretString>,
+        incident: &Incident,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Gathered> {
+        let branch = w.branch(repo_cfg);
+        let step = std::time::Instant::now();
+        let tip = mirror
+            .fetch(&repo_cfg.url, &branch, auth)
+            .with_context(|| format!("fetching {branch} from {}", redact_url(&repo_cfg.url)))?;
+        tracing::info!(repo = %redact_url(&repo_cfg.url), %branch, tip = %tip.short(), "fetched");
+        self.metrics.step("fetch", step.elapsed().as_secs_f64());
+        let step = std::time::Instant::now();
+        let culprit = self.trace_incident(mirror, &tip, w, incident)?;
+        self.metrics.step("trace", step.elapsed().as_secs_f64());
+        tracing::info!(culprit = %culprit.commit.sha.short(), version = %culprit.version, "culprit found");
+        let since = now - self.config.policy().cooldown.max(chrono::Duration::hours(24));
+        let landed = landed_reverts(mirror, &tip, since)?;
+        let day_ago = now - chrono::Duration::hours(24);
+        let mut reverts_today_elsewhere = 0;
+        for other in self.config.repos.iter().filter(|r| r.name != repo_cfg.name) {
+            let path = self.state_dir.join("mirrors").join(format!("{}.git", other.name));
+            let branch = format!("refs/remotes/origin/{}", other.branch);
+            if let Ok(m) = GitRepo::open(&path)
+                && let Ok(t) = m.resolve(&branch)
+            {
+                reverts_today_elsewhere +=
+                    landed_reverts(&m, &t, day_ago).map(|v| v.len() as u32).unwrap_or(0);
+            }
+        }
+        let manifest_off = opted_out_in_manifests(mirror, &tip, &w.paths)?;
+        Ok(Gathered { tip, culprit, landed, reverts_today_elsewhere, manifest_off })
+    }
+
     /// The culprit of an incident: the change that made current the version running when the
     /// alert started (give or take `causality_grace`), and what changed the same references after
     /// it. When the image was not even there then, the newest change is named (and policy ignores
@@ -397,9 +373,9 @@ impl<'c> Engine<'c> {
         mirror: &GitRepo,
         tip: &CommitSha,
         w: &WorkloadConfig,
-        subject: &Subject,
         incident: &Incident,
     ) -> anyhow::Result<Culprit> {
+        let subject = w.subject();
         let at = incident.started_at() + self.config.policy().causality_grace;
         let query = Query { at: Some(at), ..Query::new(subject.clone()) };
         match trace(mirror, &tip.0, &query, &w.paths) {
@@ -410,51 +386,86 @@ impl<'c> Engine<'c> {
                 Ok(c)
             }
             Err(RevertError::Trace(TraceError::NotRunningAt { .. })) => {
-                Ok(trace(mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?)
+                Ok(trace(mirror, &tip.0, &Query::new(subject), &w.paths)?)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub fn handle_incident(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
-        let w: &WorkloadConfig = self
-            .config
-            .workloads
-            .iter()
-            .find(|w| w.name == incident.workload)
-            .context("workload vanished from config")?;
-        let repo_cfg = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
-        let branch = w.branch(repo_cfg);
-        let subject = w.subject();
-        let span = tracing::info_span!("incident", id = %incident.id);
-        let _enter = span.enter();
+    /// Everything the policy needs to know, from what was gathered (pure).
+    fn facts(
+        &self,
+        w: &WorkloadConfig,
+        incident: &Incident,
+        g: &Gathered,
+        original: Option<&PullRequest>,
+        now: DateTime<Utc>,
+    ) -> Facts {
+        let alerts = &incident.alerts;
+        let (last_revert, reverts_today_repo) = revert_counts(&g.landed, &w.name, now);
+        let labels: Vec<String>;
+        let culprit_pr = match original {
+            Some(p) => {
+                labels = p.labels.iter().map(|l| l.name.clone()).collect();
+                Some((p.number, labels.as_slice()))
+            }
+            None => None,
+        };
+        let culprit = &g.culprit;
+        Facts {
+            rolled_back_by: culprit.set_back_by().map(|l| format!("{} {:?}", l.commit.short(), l.summary)),
+            culprit: culprit.commit.clone(),
+            culprit_version: culprit.version.to_string(),
+            running_version: running_version(alerts, culprit.image.as_deref().or(w.image.as_deref())),
+            alert_started: incident.started_at(),
+            severity: most_severe(alerts.iter().filter_map(|a| a.severity.as_deref())),
+            labels: common_labels(alerts),
+            last_revert,
+            reverts_today_repo,
+            reverts_today: reverts_today_repo + g.reverts_today_elsewhere,
+            opted_out: opted_out(alerts, g.manifest_off.as_deref(), culprit_pr, self.config.opt_out_label()),
+        }
+    }
 
-        let mirror = self.mirror(&repo_cfg.name)?;
-        let auth = self.git_auth(repo_cfg)?;
-        let step = std::time::Instant::now();
-        let tip = mirror
-            .fetch(&repo_cfg.url, &branch, auth.as_ref())
-            .with_context(|| format!("fetching {branch} from {}", redact_url(&repo_cfg.url)))?;
-        tracing::info!(repo = %repo_cfg.url, %branch, tip = %tip.short(), "fetched");
-        self.metrics.step("fetch", step.elapsed().as_secs_f64());
-        let step = std::time::Instant::now();
-        let culprit = self.trace_incident(&mirror, &tip, w, &subject, &incident)?;
-        self.metrics.step("trace", step.elapsed().as_secs_f64());
-        tracing::info!(culprit = %culprit.commit.sha.short(), version = %culprit.version, "culprit found");
+    /// One incident, gathered, decided and acted on: fetch and trace (git), the culprit's PR (the
+    /// forge), the decision (pure), then the revert delivered.
+    pub async fn handle_incident(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
+        let span = tracing::info_span!("incident", id = %incident.id);
+        self.reconcile(incident, now).instrument(span).await
+    }
+
+    async fn reconcile(&self, incident: Incident, now: DateTime<Utc>) -> anyhow::Result<Outcome> {
+        let name = incident.workload.clone();
+        let _turn = self.turn(&name).await;
+        let _permit = self.bound.acquire().await.context("the engine is stopping")?;
+        let (w, repo_cfg) = self.workload(&name)?;
+        let auth = self.git_auth(repo_cfg).await?;
+        let (incident, g) = {
+            let auth = auth.clone();
+            self.blocking(move |e| {
+                let (w, repo_cfg) = e.workload(&incident.workload)?;
+                let g = e.with_mirror(&repo_cfg.name, |m| {
+                    e.gather(m, w, repo_cfg, auth.as_ref(), &incident, now)
+                })?;
+                Ok((incident, g))
+            })
+            .await?
+        };
         let original_pr = match repo_cfg.forge {
-            ForgeKind::Github => self.original_pr(repo_cfg, &culprit.commit.sha.0),
+            ForgeKind::Github => self.original_pr(repo_cfg, &g.culprit.commit.sha.0).await,
             ForgeKind::Git => None,
         };
-        let facts = self.facts(&mirror, repo_cfg, &tip, w, &incident, &culprit, original_pr.as_ref(), now)?;
-        let decision = decide(&self.config.policy(), &facts, now);
+        let decision =
+            decide(&self.config.policy(), &self.facts(w, &incident, &g, original_pr.as_ref(), now), now);
         tracing::info!(decision = decision.label(), "decided");
+        let tip = g.tip.clone();
         let mut outcome = Outcome {
             workload: w.name.clone(),
             repo_url: redact_url(&repo_cfg.url),
-            branch: branch.clone(),
+            branch: w.branch(repo_cfg),
             paths: w.paths.clone(),
-            subject: subject.clone(),
-            culprit,
+            subject: w.subject(),
+            culprit: g.culprit,
             decision: decision.clone(),
             revert: None,
             patch: None,
@@ -468,25 +479,32 @@ impl<'c> Engine<'c> {
             tracing::info!(reason = reason.label(), "ignored: {reason}");
             return Ok(outcome);
         }
-        let revert_branch = branch_name(&outcome.culprit.commit.sha.0);
-        let target = Target {
-            mirror: &mirror,
-            repo: repo_cfg,
-            auth: auth.as_ref(),
-            tip: &tip,
-            revert_branch: &revert_branch,
+        let place = Site {
+            repo: repo_cfg.name.clone(),
+            url: repo_cfg.url.clone(),
+            auth,
+            tip,
+            revert_branch: branch_name(&outcome.culprit.commit.sha.0),
             now,
         };
         if self.dry_run {
-            let built = self.build(&target, &mut outcome, None)?;
+            let (mut outcome, built) = self.build(place, outcome, None).await?;
             outcome.revert = Some(built);
             tracing::info!("dry run: nothing delivered");
             return Ok(outcome);
         }
         let step = std::time::Instant::now();
         let delivery = match repo_cfg.forge {
-            ForgeKind::Git => self.deliver_to_git(&target, &mut outcome)?,
-            ForgeKind::Github => self.deliver_to_github(&target, &mut outcome)?,
+            ForgeKind::Git => {
+                let (o, d) = self.deliver_to_git(place, outcome).await?;
+                outcome = o;
+                d
+            }
+            ForgeKind::Github => {
+                let (o, d) = self.deliver_to_github(place, outcome).await?;
+                outcome = o;
+                d
+            }
         };
         self.metrics.step("deliver", step.elapsed().as_secs_f64());
         tracing::info!(delivery = delivery.label(), pr = ?delivery.pr().map(|p| p.number), "delivered");
@@ -494,40 +512,65 @@ impl<'c> Engine<'c> {
         Ok(outcome)
     }
 
-    /// Plain git: the branch on the remote is the proposal; merging is pushing to the target branch.
-    fn deliver_to_git(&self, t: &Target, outcome: &mut Outcome) -> anyhow::Result<Delivery> {
-        // One revert per culprit: its branch at the remote means it is proposed already.
-        let heads = t.mirror.remote_heads(&t.repo.url, t.auth)?;
-        if outcome.decision == Decision::Propose && heads.iter().any(|(n, _)| n == t.revert_branch) {
-            tracing::info!(branch = %t.revert_branch, "revert already proposed; alert re-confirms it");
-            return Ok(Delivery::AlreadyProposed { branch: t.revert_branch.to_string(), pr: None });
+    /// The culprit's merged pull request on GitHub (for the PR body, the author's review and the
+    /// opt-out label). A failure is logged: the revert does not depend on it.
+    async fn original_pr(&self, repo: &RepoConfig, sha: &str) -> Option<PullRequest> {
+        let forge = self.forge.as_ref()?;
+        let id = RepoId::from_url(&repo.url)?;
+        match forge.pulls_with_commit(&id, sha).await {
+            Ok(prs) => prs.into_iter().find(|p| p.is_merged()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the culprit's pull request; going on without it");
+                None
+            }
         }
-        let built = self.build(t, outcome, None)?;
-        let delivery = match outcome.decision {
-            Decision::Merge => {
-                push(t, &built.commit, &outcome.branch)?;
-                Delivery::Merged { branch: outcome.branch.clone(), pr: None }
-            }
-            _ => {
-                push(t, &built.commit, t.revert_branch)?;
-                Delivery::Proposed { branch: t.revert_branch.to_string(), pr: None }
-            }
-        };
-        outcome.revert = Some(built);
-        Ok(delivery)
     }
 
-    /// Builds the revert commit on the fetched tip, with its patch and PR text.
-    fn build(
+    /// Plain git: the branch on the remote is the proposal; merging is pushing to the target branch.
+    async fn deliver_to_git(&self, place: Site, outcome: Outcome) -> anyhow::Result<(Outcome, Delivery)> {
+        self.blocking(move |e| {
+            let mut outcome = outcome;
+            e.with_mirror(&place.repo, |mirror| {
+                let t = place.target(mirror);
+                // One revert per culprit: its branch at the remote means it is proposed already.
+                let heads = mirror.remote_heads(t.url, t.auth)?;
+                if outcome.decision == Decision::Propose && heads.iter().any(|(n, _)| n == t.revert_branch) {
+                    tracing::info!(branch = %t.revert_branch, "revert already proposed; alert re-confirms it");
+                    let d = Delivery::AlreadyProposed { branch: t.revert_branch.to_string(), pr: None };
+                    return Ok((outcome, d));
+                }
+                let built = e.build_inner(&t, &mut outcome, None)?;
+                let delivery = match outcome.decision {
+                    Decision::Merge => {
+                        push(&t, &built.commit, &outcome.branch)?;
+                        Delivery::Merged { branch: outcome.branch.clone(), pr: None }
+                    }
+                    _ => {
+                        push(&t, &built.commit, t.revert_branch)?;
+                        Delivery::Proposed { branch: t.revert_branch.to_string(), pr: None }
+                    }
+                };
+                outcome.revert = Some(built);
+                Ok((outcome, delivery))
+            })
+        })
+        .await
+    }
+
+    /// Builds the revert commit on the fetched tip, with its patch and PR text (a git step).
+    async fn build(
         &self,
-        t: &Target,
-        outcome: &mut Outcome,
+        place: Site,
+        outcome: Outcome,
         original_pr: Option<OriginalPr>,
-    ) -> anyhow::Result<BuiltRevert> {
-        let step = std::time::Instant::now();
-        let built = self.build_inner(t, outcome, original_pr);
-        self.metrics.step("build", step.elapsed().as_secs_f64());
-        built
+    ) -> anyhow::Result<(Outcome, BuiltRevert)> {
+        self.blocking(move |e| {
+            let mut outcome = outcome;
+            let built =
+                e.with_mirror(&place.repo, |m| e.build_inner(&place.target(m), &mut outcome, original_pr))?;
+            Ok((outcome, built))
+        })
+        .await
     }
 
     fn build_inner(
@@ -536,6 +579,7 @@ impl<'c> Engine<'c> {
         outcome: &mut Outcome,
         original_pr: Option<OriginalPr>,
     ) -> anyhow::Result<BuiltRevert> {
+        let step = std::time::Instant::now();
         t.mirror.delete_branch(t.revert_branch)?;
         let reason = reason_text(outcome);
         let mut built = build_revert(
@@ -554,11 +598,10 @@ impl<'c> Engine<'c> {
         outcome.patch = Some(t.mirror.patch(t.tip, &built.commit)?);
         let view = pr_view(outcome, &built, &outcome.decision, original_pr);
         outcome.pr = Some(render_pr(&view, &self.config.templates.title, &self.config.templates.body)?);
+        self.metrics.step("build", step.elapsed().as_secs_f64());
         Ok(built)
     }
-}
 
-impl Engine<'_> {
     /// Pauses what would promote the bad version again (the workload's `pause` targets), in the
     /// revert commit itself: one commit, reviewed and landed together. Targets already paused, or
     /// that cannot be edited, are logged and left alone; the revert never depends on them.
@@ -605,35 +648,61 @@ impl Engine<'_> {
     }
 }
 
-/// The trailer naming what a revert paused (`/metricops resume` undoes it).
-pub(crate) const PAUSED_TRAILER: &str = "Metricops-Paused";
-
-/// The trailer naming the workload a revert was for (cooldown reads it back).
-pub(crate) const WORKLOAD_TRAILER: &str = "Metricops-Workload";
-
-/// The alert label that turns rollback off (label names cannot carry `metricops.dev/rollback`).
-const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";
+/// The rules annotated in a workload's manifests at its branch tip.
+fn annotation_rules_at(
+    mirror: &GitRepo,
+    w: &WorkloadConfig,
+    repo_cfg: &RepoConfig,
+    auth: Option<&SecretString>,
+) -> anyhow::Result<Vec<Rule>> {
+    use crate::domain::culprit::History;
+    let tip = mirror.fetch(&repo_cfg.url, &w.branch(repo_cfg), auth)?;
+    let history = mirror.history(&w.paths);
+    let mut out = Vec::new();
+    for f in history.files(&tip)?.into_iter().filter(|f| !f.symlink) {
+        let path = f.path;
+        let text = String::from_utf8_lossy(&history.read(f.blob)?).into_owned();
+        for (name, expr, for_) in annotated_rules(&text) {
+            let rule_name = format!("{}:{}", w.name, if name.is_empty() { "rule" } else { &name });
+            if let Err(e) = check_promql(&rule_name, &expr) {
+                tracing::error!(file = %path, error = %e, "annotation rule skipped");
+                continue;
+            }
+            let for_ = for_
+                .as_deref()
+                .and_then(crate::config::parse_duration)
+                .unwrap_or_else(chrono::Duration::zero);
+            out.push(Rule {
+                name: rule_name,
+                workload: w.name.clone(),
+                expr,
+                for_,
+                severity: Some("critical".into()),
+                origin: path.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
 
 /// Metricops reverts on the first-parent history from `tip` back to `since`, with the workload each
 /// names (commits landed by a squash or rebase merge keep the trailers).
-fn recent_reverts(
+fn landed_reverts(
     mirror: &GitRepo,
     tip: &CommitSha,
     since: DateTime<Utc>,
-) -> anyhow::Result<Vec<(crate::domain::culprit::CommitInfo, Option<String>)>> {
+) -> anyhow::Result<Vec<LandedRevert>> {
     let mut out = Vec::new();
     let mut cur = Some(tip.clone());
     while let Some(c) = cur {
         let info = mirror.commit_info(&c)?;
-        if info.time.with_timezone(&Utc) < since {
+        let time = info.time.with_timezone(&Utc);
+        if time < since {
             break;
         }
         if crate::domain::revert::reverted_culprit(&info.message).is_some() {
-            let workload = info
-                .message
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{WORKLOAD_TRAILER}: ")).map(|s| s.trim().to_string()));
-            out.push((info.clone(), workload));
+            let workload = trailer(&info.message, WORKLOAD_TRAILER).map(str::to_string);
+            out.push(LandedRevert { time, workload });
         }
         cur = info.parents.first().cloned();
     }
@@ -660,10 +729,35 @@ fn opted_out_in_manifests(
     Ok(None)
 }
 
-/// What a delivery works on.
+/// Where a delivery goes, as owned values: carried into git steps on the blocking pool.
+#[derive(Clone)]
+pub(crate) struct Site {
+    /// The repo's configured name (its mirror).
+    pub repo: String,
+    pub url: String,
+    pub auth: Option<SecretString>,
+    pub tip: CommitSha,
+    pub revert_branch: String,
+    pub now: DateTime<Utc>,
+}
+
+impl Site {
+    pub fn target<'a>(&'a self, mirror: &'a GitRepo) -> Target<'a> {
+        Target {
+            mirror,
+            url: &self.url,
+            auth: self.auth.as_ref(),
+            tip: &self.tip,
+            revert_branch: &self.revert_branch,
+            now: self.now,
+        }
+    }
+}
+
+/// What a git step of a delivery works on.
 pub(crate) struct Target<'a> {
     pub mirror: &'a GitRepo,
-    pub repo: &'a RepoConfig,
+    pub url: &'a str,
     pub auth: Option<&'a SecretString>,
     pub tip: &'a CommitSha,
     pub revert_branch: &'a str,
@@ -671,7 +765,7 @@ pub(crate) struct Target<'a> {
 }
 
 fn push(t: &Target, commit: &CommitSha, branch: &str) -> anyhow::Result<()> {
-    match t.mirror.push(&t.repo.url, commit, branch, t.auth) {
+    match t.mirror.push(t.url, commit, branch, t.auth) {
         Ok(()) => Ok(()),
         Err(e @ GitError::PushRejected { .. }) => Err(anyhow::Error::new(e)
             .context("the remote refused the revert's push (it moved on, or it is locked); serve tries the delivery again with backoff")),

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::domain::alert::Source;
-use crate::pipeline::Engine;
 
 pub fn run(
     config_path: &Path,
@@ -31,7 +30,11 @@ pub fn run(
         .parse(&body, now)
         .with_context(|| format!("{} as a {} webhook", alert_path.display(), source.label()))?;
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let mut engine = Engine::from_config(&config, rt.handle())?;
+    let config = std::sync::Arc::new(config);
+    let mut engine = {
+        let _guard = rt.enter();
+        crate::wiring::Wired::engine_only(config.clone())?
+    };
     engine.dry_run = !execute;
 
     println!("1. Alerts ({}, {} in the payload)", source.label(), alerts.len());
@@ -49,7 +52,7 @@ pub fn run(
     if alerts.len() > SHOWN {
         println!("   … and {} more", alerts.len() - SHOWN);
     }
-    let report = engine.handle_alerts(source, &alerts, std::time::Instant::now(), now);
+    let report = rt.block_on(engine.handle_alerts(source, &alerts, std::time::Instant::now(), now));
     println!("\n2. Passed over: {}", report.passed_over.len());
     for (a, why) in &report.passed_over {
         println!("   {}: {why}", a.name);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, TimeZone, Utc};
 use metricops::config::Config;
 use metricops::domain::policy::{Decision, IgnoreReason};
-use metricops::pipeline::{Delivery, Engine, Report};
+use metricops::pipeline::{Delivery, Report};
 
 use crate::support::github::GitHub;
 use crate::support::*;
@@ -87,8 +87,12 @@ github:\n  app_id: {app}\n  private_key_file: {key}\n  webhook_secret_file: {sec
     }
 
     pub fn run(&self, config: &Config, body: &str) -> Report {
-        let engine = Engine::from_config(config, self.rt.handle()).unwrap();
-        engine.handle_alertmanager(body, now()).unwrap()
+        let config = std::sync::Arc::new(config.clone());
+        let engine = {
+            let _guard = self.rt.enter();
+            metricops::wiring::Wired::engine_only(config).unwrap()
+        };
+        self.rt.block_on(engine.handle_alertmanager(body, now())).unwrap()
     }
 
     pub fn branch(&self) -> String {

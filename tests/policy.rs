@@ -10,10 +10,11 @@ fn run(m: &Manifests, policy_extra: &str, alert: &str) -> Report {
         .config_text("")
         .replace("  max_culprit_age: 24h\n", &format!("  max_culprit_age: 24h\n{policy_extra}"));
     let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let engine = Engine::new(&config);
+    let engine = Engine::new(std::sync::Arc::new(config));
     let now = chrono::Utc::now();
     let alerts = parse_generic(alert, now).unwrap();
-    engine.handle_alerts(Source::Generic, &alerts, std::time::Instant::now(), now)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(engine.handle_alerts(Source::Generic, &alerts, std::time::Instant::now(), now))
 }
 
 fn decision(r: &Report) -> String {

@@ -14,30 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// `owner/name` of a repository on GitHub.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RepoId {
-    pub owner: String,
-    pub name: String,
-}
-
-impl RepoId {
-    /// From a clone URL: the last two path segments, `.git` dropped
-    /// (`https://github.com/shop/manifests.git` → `shop/manifests`).
-    pub fn from_url(url: &str) -> Option<RepoId> {
-        let path = url.trim_end_matches('/').trim_end_matches(".git").replace(':', "/");
-        let mut parts = path.rsplit('/');
-        let name = parts.next().filter(|s| !s.is_empty())?;
-        let owner = parts.next().filter(|s| !s.is_empty())?;
-        Some(RepoId { owner: owner.to_string(), name: name.to_string() })
-    }
-}
-
-impl std::fmt::Display for RepoId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.owner, self.name)
-    }
-}
+pub use crate::forge::RepoId;
 
 /// What went wrong asking for an installation token, in one short line: GitHub's status and
 /// message, with an HTML error page (what a proxy in front of GitHub answers) reduced to its text.
@@ -186,31 +163,7 @@ pub enum Merge {
     NotMergeable(String),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MergeMethod {
-    Merge,
-    #[default]
-    Squash,
-    Rebase,
-}
-
-impl MergeMethod {
-    pub fn rest(self) -> &'static str {
-        match self {
-            MergeMethod::Merge => "merge",
-            MergeMethod::Squash => "squash",
-            MergeMethod::Rebase => "rebase",
-        }
-    }
-    pub fn graphql(self) -> &'static str {
-        match self {
-            MergeMethod::Merge => "MERGE",
-            MergeMethod::Squash => "SQUASH",
-            MergeMethod::Rebase => "REBASE",
-        }
-    }
-}
+pub use crate::config::MergeMethod;
 
 /// The App, with one cached installation client per repository.
 pub struct GitHubApp {
@@ -368,6 +321,12 @@ impl GitHubApp {
         );
         let prs: Vec<PullRequest> = decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)?;
         Ok(prs.into_iter().filter(|p| p.head.name == branch).collect())
+    }
+
+    /// The open pull requests of the repository, newest first (the first 100).
+    pub async fn open_pulls(&self, repo: &RepoId) -> Result<Vec<PullRequest>, GitHubError> {
+        let path = format!("/repos/{}/{}/pulls?state=open&per_page=100", repo.owner, repo.name);
+        decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)
     }
 
     /// A reaction on an issue comment (`eyes`: seen, working on it).

@@ -9,6 +9,7 @@ pub mod image_ref;
 pub mod linediff;
 pub mod pause;
 pub mod policy;
+pub mod reconcile;
 pub mod redact;
 pub mod render;
 pub mod revert;

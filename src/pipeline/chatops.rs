@@ -3,14 +3,14 @@
 
 use anyhow::Context;
 
-use super::github::{CANCELLED_LABEL, GitHub, HOLD_LABEL};
-use super::{Delivery, Engine, Target};
-use crate::adapters::github::{PullRequest, RepoId};
+use super::{Delivery, Engine, Site};
 use crate::config::{ForgeKind, RepoConfig};
 use crate::domain::chatops::{Line, Permission, Place, Verb, Who, authorize, help, parse};
 use crate::domain::culprit::{CommitSha, Culprit, Query, Subject};
 use crate::domain::forge_event::Comment;
+use crate::domain::reconcile::{CANCELLED_LABEL, HOLD_LABEL, WORKLOAD_TRAILER};
 use crate::domain::revert::{BRANCH_PREFIX, ModeChoice, branch_name};
+use crate::forge::{Forge, PullRequest, RepoId};
 use crate::revert::build_revert;
 
 /// A value of the hidden `<!-- metricops: culprit=… incident=… -->` marker in a revert PR's body.
@@ -19,9 +19,9 @@ fn marker(body: &str, key: &str) -> Option<String> {
     line.split(&format!("{key}=")).nth(1)?.split_whitespace().next().map(str::to_string)
 }
 
-impl Engine<'_> {
+impl Engine {
     /// Handles the commands in one new comment; returns the replies posted.
-    pub fn handle_comment(&self, c: &Comment) -> anyhow::Result<Vec<String>> {
+    pub async fn handle_comment(&self, c: &Comment) -> anyhow::Result<Vec<String>> {
         if c.author_is_bot || !c.on_pull {
             return Ok(Vec::new());
         }
@@ -29,7 +29,8 @@ impl Engine<'_> {
         if lines.is_empty() {
             return Ok(Vec::new());
         }
-        let gh = self.github()?;
+        let forge = self.forge()?.clone();
+        let forge = forge.as_ref();
         let repo =
             RepoId::from_url(&format!("/{}", c.repo)).with_context(|| format!("repository {:?}", c.repo))?;
         let Some(repo_cfg) = self
@@ -41,10 +42,10 @@ impl Engine<'_> {
             tracing::info!(repo = %c.repo, "a command on a repository that is not configured; ignored");
             return Ok(Vec::new());
         };
-        if let Err(e) = gh.block(gh.app.react(&repo, c.id, "eyes")) {
+        if let Err(e) = forge.react(&repo, c.id, "eyes").await {
             tracing::warn!(error = %e, "could not react to the comment");
         }
-        let mut pr = gh.block(gh.app.pull(&repo, c.number))?;
+        let mut pr = forge.pull(&repo, c.number).await?;
         let place = if pr.head.name.starts_with(BRANCH_PREFIX) {
             Place::RevertPr
         } else if pr.is_merged() {
@@ -52,7 +53,7 @@ impl Engine<'_> {
         } else {
             Place::OtherPr
         };
-        let permission = Permission::parse(&self.role(gh, &repo, &c.author)?);
+        let permission = Permission::parse(&self.role(forge, &repo, &c.author).await?);
         let allowed = self
             .config
             .github
@@ -66,11 +67,11 @@ impl Engine<'_> {
                     let culprit_author = place == Place::RevertPr
                         && permission < Permission::Write
                         && !allowed
-                        && self.culprit_author(gh, &repo, &pr).as_deref() == Some(c.author.as_str());
+                        && self.culprit_author(forge, &repo, &pr).await.as_deref() == Some(c.author.as_str());
                     let who = Who { login: c.author.clone(), permission, allowed, culprit_author };
                     match authorize(&verb, &who, place) {
                         Err(why) => why,
-                        Ok(()) => self.act(gh, repo_cfg, &repo, &pr, &verb, c).unwrap_or_else(|e| {
+                        Ok(()) => self.act(forge, repo_cfg, &repo, &pr, &verb, c).await.unwrap_or_else(|e| {
                             // What went wrong inside stays in the log (it can name hosts, paths, a
                             // remote's answer); the reply gives a reference to find it by.
                             let reference = format!("{}-{}", c.id, verb.name());
@@ -82,10 +83,10 @@ impl Engine<'_> {
             };
             let body =
                 format!("@{} {text}\n\n<sub>In response to [this comment]({}).</sub>\n", c.author, c.url);
-            gh.block(gh.app.comment(&repo, c.number, &body))?;
+            forge.comment(&repo, c.number, &body).await?;
             replies.push(text);
             // The next command of the same comment sees what this one did (`hold` then `status`).
-            if let Ok(now) = gh.block(gh.app.pull(&repo, c.number)) {
+            if let Ok(now) = forge.pull(&repo, c.number).await {
                 pr = now;
             }
         }
@@ -93,28 +94,28 @@ impl Engine<'_> {
     }
 
     /// A user's role on the repository, asked of GitHub at most once a minute.
-    fn role(&self, gh: &GitHub, repo: &RepoId, login: &str) -> anyhow::Result<String> {
+    async fn role(&self, forge: &dyn Forge, repo: &RepoId, login: &str) -> anyhow::Result<String> {
         let key = (repo.to_string(), login.to_ascii_lowercase());
         if let Some((at, role)) = self.roles.lock().expect("roles lock").get(&key)
             && at.elapsed() < std::time::Duration::from_secs(60)
         {
             return Ok(role.clone());
         }
-        let role = gh.block(gh.app.permission(repo, login))?;
+        let role = forge.permission(repo, login).await?;
         self.roles.lock().expect("roles lock").insert(key, (std::time::Instant::now(), role.clone()));
         Ok(role)
     }
 
     /// The author of the culprit's merged pull request, from the revert PR's culprit marker.
-    fn culprit_author(&self, gh: &GitHub, repo: &RepoId, pr: &PullRequest) -> Option<String> {
+    async fn culprit_author(&self, forge: &dyn Forge, repo: &RepoId, pr: &PullRequest) -> Option<String> {
         let sha = marker(pr.body.as_deref()?, "culprit")?;
-        let prs = gh.block(gh.app.pulls_with_commit(repo, &sha)).ok()?;
+        let prs = forge.pulls_with_commit(repo, &sha).await.ok()?;
         prs.into_iter().find(|p| p.is_merged()).and_then(|p| p.author().map(str::to_string))
     }
 
-    fn act(
+    async fn act(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         repo_cfg: &RepoConfig,
         repo: &RepoId,
         pr: &PullRequest,
@@ -147,17 +148,17 @@ impl Engine<'_> {
                 )
             }
             Verb::Hold => {
-                gh.block(gh.app.add_labels(repo, pr.number, &[HOLD_LABEL.to_string()]))?;
+                forge.add_labels(repo, pr.number, &[HOLD_LABEL.to_string()]).await?;
                 "held: no automatic merge for this revert until `/metricops unhold`.".into()
             }
             Verb::Unhold => {
-                gh.block(gh.app.remove_label(repo, pr.number, HOLD_LABEL))?;
+                forge.remove_label(repo, pr.number, HOLD_LABEL).await?;
                 "unheld: policy may merge this revert again.".into()
             }
             Verb::Cancel { reason } => {
-                gh.block(gh.app.add_labels(repo, pr.number, &[CANCELLED_LABEL.to_string()]))?;
-                gh.block(gh.app.close_pull(repo, pr.number))?;
-                gh.block(gh.app.delete_branch(repo, &pr.head.name))?;
+                forge.add_labels(repo, pr.number, &[CANCELLED_LABEL.to_string()]).await?;
+                forge.close_pull(repo, pr.number).await?;
+                forge.delete_branch(repo, &pr.head.name).await?;
                 tracing::info!(pr = pr.number, by = %c.author, reason = ?reason, "revert cancelled");
                 format!(
                     "cancelled{}: closed, branch deleted. This culprit is not proposed again for {}h.",
@@ -167,22 +168,12 @@ impl Engine<'_> {
             }
             Verb::Approve => {
                 if held {
-                    gh.block(gh.app.remove_label(repo, pr.number, HOLD_LABEL))?;
+                    forge.remove_label(repo, pr.number, HOLD_LABEL).await?;
                 }
                 let cfg = self.config.github.as_ref().context("no `github:` section")?;
-                let mirror = self.mirror(&repo_cfg.name)?;
-                let auth = self.git_auth(repo_cfg)?;
-                let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-                let t = Target {
-                    mirror: &mirror,
-                    repo: repo_cfg,
-                    auth: auth.as_ref(),
-                    tip: &tip,
-                    revert_branch: &pr.head.name,
-                    now: chrono::Utc::now(),
-                };
-                let message = self.head_message(&t, &pr.head.name)?;
-                match self.merge(gh, cfg, repo, pr, &message, &pr.head.name)? {
+                let place = self.place(repo_cfg, &pr.head.name).await?;
+                let message = self.head_message(&place, &pr.head.name).await?;
+                match self.merge(forge, cfg, repo, pr, &message, &pr.head.name).await? {
                     Delivery::Merged { .. } => format!(
                         "merged into `{}`; the branch is deleted. Argo CD or Flux rolls back from there.",
                         pr.base.name
@@ -196,22 +187,39 @@ impl Engine<'_> {
                     other => other.label().to_string(),
                 }
             }
-            Verb::Retry => self.retry(repo_cfg, pr)?,
-            Verb::Resume => self.resume(gh, repo_cfg, repo, pr)?,
-            Verb::Rollback { merge } => self.rollback(gh, repo_cfg, repo, pr, *merge, c)?,
+            Verb::Retry => self.retry(repo_cfg, pr).await?,
+            Verb::Resume => self.resume(forge, repo_cfg, repo, pr).await?,
+            Verb::Rollback { merge } => self.rollback(forge, repo_cfg, repo, pr, *merge, c).await?,
         })
     }
 
     /// Rebuilds the revert on the base branch's current tip and force-pushes the PR's branch.
-    fn retry(&self, repo_cfg: &RepoConfig, pr: &PullRequest) -> anyhow::Result<String> {
+    async fn retry(&self, repo_cfg: &RepoConfig, pr: &PullRequest) -> anyhow::Result<String> {
         let (culprit_sha, w) = match self.revert_pr_subject(pr) {
             Ok(found) => found,
             Err(why) => return Ok(format!("{why}; cannot rebuild it.")),
         };
+        let place = self.place(repo_cfg, &pr.head.name).await?;
+        let (workload, pr) = (w.name.clone(), pr.clone());
+        self.blocking(move |e| {
+            let (w, _) = e.workload(&workload)?;
+            e.with_mirror(&place.repo, |mirror| e.rebuild(mirror, &place, w, &pr, &culprit_sha))
+        })
+        .await
+    }
+
+    /// `retry`'s git step: the revert built again on the base branch's tip, force-pushed.
+    fn rebuild(
+        &self,
+        mirror: &crate::adapters::git::GitRepo,
+        place: &Site,
+        w: &crate::config::WorkloadConfig,
+        pr: &PullRequest,
+        culprit_sha: &str,
+    ) -> anyhow::Result<String> {
         let subject = w.subject();
-        let mirror = self.mirror(&repo_cfg.name)?;
-        let auth = self.git_auth(repo_cfg)?;
-        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
+        let auth = place.auth.clone();
+        let tip = mirror.fetch(&place.url, &pr.base.name, auth.as_ref())?;
         let culprit = crate::revert::trace(&mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?;
         if culprit.commit.sha.0 != culprit_sha {
             return Ok(format!(
@@ -232,10 +240,10 @@ impl Engine<'_> {
             ModeChoice::Auto,
             Some(&pr.head.name),
             &reason,
-            &[(super::WORKLOAD_TRAILER, w.name.clone())],
+            &[(WORKLOAD_TRAILER, w.name.clone())],
             chrono::Utc::now(),
         )?;
-        mirror.force_push(&repo_cfg.url, &built.commit, &pr.head.name, auth.as_ref())?;
+        mirror.force_push(&place.url, &built.commit, &pr.head.name, auth.as_ref())?;
         Ok(format!(
             "rebuilt on `{}` at {} ({} mode: {}); the branch now points at {}.",
             pr.base.name,
@@ -266,9 +274,9 @@ impl Engine<'_> {
     }
 
     /// Opens the pull request that resumes what the revert paused (set back on the base branch's tip).
-    fn resume(
+    async fn resume(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         repo_cfg: &RepoConfig,
         repo: &RepoId,
         pr: &PullRequest,
@@ -277,9 +285,44 @@ impl Engine<'_> {
             Ok(found) => found,
             Err(why) => return Ok(format!("{why}; nothing to resume.")),
         };
-        let mirror = self.mirror(&repo_cfg.name)?;
-        let auth = self.git_auth(repo_cfg)?;
-        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
+        let place = self.place(repo_cfg, &pr.head.name).await?;
+        let (workload, base, number) = (w.name.clone(), pr.base.name.clone(), pr.number);
+        let prepared = self
+            .blocking(move |e| {
+                let (w, _) = e.workload(&workload)?;
+                e.with_mirror(&place.repo, |mirror| resume_branch(mirror, &place, w, &base, number, &culprit))
+            })
+            .await?;
+        let (branch, message, what) = match prepared {
+            Ok(p) => p,
+            Err(nothing) => return Ok(nothing),
+        };
+        let title = format!("Resume re-promotion of {}", w.name);
+        let (created, opened) =
+            forge.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name).await?;
+        Ok(format!(
+            "{} #{} to resume: {}. Merge it when the fixed version is ready to go out.",
+            if opened { "opened" } else { "rebuilt on the current tip, the open" },
+            created.number,
+            what.join("; ")
+        ))
+    }
+}
+
+/// `resume`'s git step: the branch that sets the pause targets back, pushed; or what to say when
+/// nothing is paused.
+#[allow(clippy::type_complexity)]
+fn resume_branch(
+    mirror: &crate::adapters::git::GitRepo,
+    place: &Site,
+    w: &crate::config::WorkloadConfig,
+    base: &str,
+    number: u64,
+    culprit: &str,
+) -> anyhow::Result<Result<(String, String, Vec<String>), String>> {
+    {
+        let auth = place.auth.clone();
+        let tip = mirror.fetch(&place.url, base, auth.as_ref())?;
         let mut edits = Vec::new();
         let mut what = Vec::new();
         for target in &w.pause {
@@ -291,35 +334,29 @@ impl Engine<'_> {
             }
         }
         if edits.is_empty() {
-            return Ok(format!("nothing is paused for `{}` on `{}`.", w.name, pr.base.name));
+            return Ok(Err(format!("nothing is paused for `{}` on `{}`.", w.name, base)));
         }
         let branch = format!("metricops/resume-{}", &culprit[..culprit.len().min(12)]);
         let tree = mirror.tree_with(&tip, &edits)?;
         let message = format!(
             "Resume re-promotion of {}\n\nPaused by the revert in #{}; resumed by /metricops resume.\n\n{}\n",
             w.name,
-            pr.number,
+            number,
             what.iter().map(|d| format!("- {d}")).collect::<Vec<_>>().join("\n")
         );
         let commit = mirror.write_commit(tree, &tip, &message, chrono::Utc::now())?;
         mirror.delete_branch(&branch)?;
         mirror.create_branch(&branch, &commit)?;
-        mirror.force_push(&repo_cfg.url, &commit, &branch, auth.as_ref())?;
-        let title = format!("Resume re-promotion of {}", w.name);
-        let (created, opened) =
-            gh.block(gh.app.open_or_find_pull(repo, &title, &message, &branch, &pr.base.name))?;
-        Ok(format!(
-            "{} #{} to resume: {}. Merge it when the fixed version is ready to go out.",
-            if opened { "opened" } else { "rebuilt on the current tip, the open" },
-            created.number,
-            what.join("; ")
-        ))
+        mirror.force_push(&place.url, &commit, &branch, auth.as_ref())?;
+        Ok(Ok((branch, message, what)))
     }
+}
 
+impl Engine {
     /// Opens (or merges, with `--merge`) the revert of a merged pull request's merge commit.
-    fn rollback(
+    async fn rollback(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         repo_cfg: &RepoConfig,
         repo: &RepoId,
         pr: &PullRequest,
@@ -328,50 +365,61 @@ impl Engine<'_> {
     ) -> anyhow::Result<String> {
         let sha =
             pr.merge_commit_sha.clone().context("GitHub gives no merge commit for this pull request")?;
-        let mirror = self.mirror(&repo_cfg.name)?;
-        let auth = self.git_auth(repo_cfg)?;
-        let tip = mirror.fetch(&repo_cfg.url, &pr.base.name, auth.as_ref())?;
-        let commit = mirror
-            .commit_info(&CommitSha(sha.clone()))
-            .with_context(|| format!("the merge commit {sha} is not on {}", pr.base.name))?;
         let branch = branch_name(&sha);
-        if let Some(open) = gh.block(gh.app.open_pull_for(repo, &branch))? {
+        let place = self.place(repo_cfg, &branch).await?;
+        if let Some(open) = forge.open_pull_for(repo, &branch).await? {
             let already = format!("the rollback of #{} is open already: #{}", pr.number, open.number);
             if !merge {
                 return Ok(format!("{already}."));
             }
             // `--merge` merges it as policy would, whoever opened it.
             let cfg = self.config.github.as_ref().context("no `github:` section")?;
-            let head = mirror.fetch(&repo_cfg.url, &branch, auth.as_ref())?;
-            let message = mirror.commit_info(&head)?.message;
-            return Ok(merge_reply(&already, self.merge(gh, cfg, repo, &open, &message, &branch)?, pr));
+            let message = self.head_message(&place, &branch).await?;
+            return Ok(merge_reply(
+                &already,
+                self.merge(forge, cfg, repo, &open, &message, &branch).await?,
+                pr,
+            ));
         }
-        let culprit = Culprit {
-            parent: commit.parents.first().cloned(),
-            commit,
-            image: None,
-            version: Default::default(),
-            previous: None,
-            changes: Vec::new(),
-            other_files: Vec::new(),
-            later: Vec::new(),
-            notes: Vec::new(),
-        };
-        let subject = Subject::Image(format!("#{}", pr.number));
-        mirror.delete_branch(&branch)?;
         let reason = format!("Rollback of #{} asked for by @{} (/metricops rollback).", pr.number, c.author);
-        let built = build_revert(
-            &mirror,
-            &culprit,
-            &subject,
-            &tip,
-            ModeChoice::Commit,
-            Some(&branch),
-            &reason,
-            &[],
-            chrono::Utc::now(),
-        )?;
-        mirror.push(&repo_cfg.url, &built.commit, &branch, auth.as_ref())?;
+        let (base, number) = (pr.base.name.clone(), pr.number);
+        let built = self
+            .blocking(move |e| {
+                e.with_mirror(&place.repo, |mirror| {
+                    let tip = mirror.fetch(&place.url, &base, place.auth.as_ref())?;
+                    let commit = mirror
+                        .commit_info(&CommitSha(sha.clone()))
+                        .with_context(|| format!("the merge commit {sha} is not on {base}"))?;
+                    let culprit = Culprit {
+                        parent: commit.parents.first().cloned(),
+                        commit,
+                        image: None,
+                        version: Default::default(),
+                        previous: None,
+                        changes: Vec::new(),
+                        other_files: Vec::new(),
+                        later: Vec::new(),
+                        notes: Vec::new(),
+                    };
+                    let subject = Subject::Image(format!("#{number}"));
+                    mirror.delete_branch(&place.revert_branch)?;
+                    let built = build_revert(
+                        mirror,
+                        &culprit,
+                        &subject,
+                        &tip,
+                        ModeChoice::Commit,
+                        Some(&place.revert_branch),
+                        &reason,
+                        &[],
+                        chrono::Utc::now(),
+                    )?;
+                    mirror.push(&place.url, &built.commit, &place.revert_branch, place.auth.as_ref())?;
+                    Ok(built)
+                })
+            })
+            .await?;
+        let sha = pr.merge_commit_sha.clone().unwrap_or_default();
         let title = format!("Revert #{}: {}", pr.number, pr.title);
         let body = format!(
             "## metricops: rollback of #{}
@@ -394,10 +442,10 @@ This reverts commit {sha} on `{}`.
             help().lines().next().unwrap_or(""),
             pr.number
         );
-        let (created, _) = gh.block(gh.app.open_or_find_pull(repo, &title, &body, &branch, &pr.base.name))?;
+        let (created, _) = forge.open_or_find_pull(repo, &title, &body, &branch, &pr.base.name).await?;
         // Labels and reviews as every revert gets them (the merged PR's author is the culprit's).
         if let Some(cfg) = self.config.github.as_ref() {
-            self.dress(gh, cfg, repo, &created, Some(pr));
+            self.dress(forge, cfg, repo, &created, Some(pr)).await;
         }
         if !merge {
             return Ok(format!(
@@ -407,7 +455,19 @@ This reverts commit {sha} on `{}`.
         }
         let cfg = self.config.github.as_ref().context("no `github:` section")?;
         let opened = format!("opened #{}", created.number);
-        Ok(merge_reply(&opened, self.merge(gh, cfg, repo, &created, &built.message, &branch)?, pr))
+        Ok(merge_reply(&opened, self.merge(forge, cfg, repo, &created, &built.message, &branch).await?, pr))
+    }
+
+    /// Where a command's git step goes: the repo, its token, a branch (the tip is fetched there).
+    async fn place(&self, repo_cfg: &RepoConfig, branch: &str) -> anyhow::Result<Site> {
+        Ok(Site {
+            repo: repo_cfg.name.clone(),
+            url: repo_cfg.url.clone(),
+            auth: self.git_auth(repo_cfg).await?,
+            tip: CommitSha(String::new()),
+            revert_branch: branch.to_string(),
+            now: chrono::Utc::now(),
+        })
     }
 }
 

@@ -1,45 +1,35 @@
-//! Delivery through the GitHub App: push the revert branch, open (or find) its pull request, label
-//! it, ask for reviews, re-confirm it on later alerts, and merge it when policy says so.
+//! Delivery through the forge's pull requests (the GitHub App): push the revert branch, open (or
+//! find) its pull request, label it, ask for reviews, re-confirm it on later alerts, and merge it
+//! when policy says so. What to do is `domain::reconcile::next_step`; this does it.
 //!
 //! One pull request per culprit: the branch name is deterministic, an open PR with that head is
 //! looked for first, and a racing replica (a refused push, a 422 "already exists") ends in finding
 //! and reusing its PR.
 
-use std::future::Future;
-use std::sync::Arc;
-
 use anyhow::Context;
 
-use super::{Delivery, Engine, Outcome, PrLink, Target, push};
+use super::{Delivery, Engine, Outcome, PrLink, Site, push};
 use crate::adapters::git::GitError;
-use crate::adapters::github::{GitHubApp, Merge, PullRequest, RepoId};
 use crate::config::GitHubConfig;
-use crate::domain::policy::Decision;
+use crate::domain::reconcile::{ClosedRevert, NextStep, OpenRevert, StaysOpen, next_step};
 use crate::domain::render::OriginalPr;
-
-/// The App and the runtime its calls run on.
-pub(crate) struct GitHub {
-    pub app: Arc<GitHubApp>,
-    pub rt: tokio::runtime::Handle,
-}
-
-impl GitHub {
-    pub fn block<T, E>(&self, f: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-        self.rt.block_on(f)
-    }
-}
-
-/// The label `/metricops hold` puts on a revert PR: no automatic merge while it is there.
-pub(crate) const HOLD_LABEL: &str = "metricops:hold";
-/// The label `/metricops cancel` leaves on the closed PR: the culprit is not proposed again for a while.
-pub(crate) const CANCELLED_LABEL: &str = "metricops:cancelled";
+use crate::forge::{Forge, Merge, PrState, PullRequest, RepoId};
 
 /// The hidden marker that says which alerts a PR body or comment already reports.
 fn alerts_marker(outcome: &Outcome) -> String {
     let mut fps: Vec<&str> = outcome.incident.alerts.iter().map(|a| a.fingerprint.as_str()).collect();
     fps.sort();
     fps.dedup();
-    format!("<!-- metricops: alerts={} -->", fps.join(","))
+    if fps.len() <= 50 {
+        return format!("<!-- metricops: alerts={} -->", fps.join(","));
+    }
+    // A storm: the set named by a digest (FNV-1a), so the marker stays short and still tells a
+    // repeat from a new set.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in fps.join(",").bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("<!-- metricops: alerts={}-alerts-{h:016x} -->", fps.len())
 }
 
 /// Whether a revert PR carries the configured labels (dressing adds them first, then asks for
@@ -48,106 +38,159 @@ fn dressed(pr: &PullRequest, cfg: &GitHubConfig) -> bool {
     cfg.labels.iter().all(|want| pr.labels.iter().any(|l| l.name == *want))
 }
 
+fn label_names(pr: &PullRequest) -> Vec<String> {
+    pr.labels.iter().map(|l| l.name.clone()).collect()
+}
+
 pub(super) fn link(pr: &PullRequest) -> PrLink {
     PrLink { number: pr.number, url: pr.html_url.clone() }
 }
 
-impl Engine<'_> {
-    pub(super) fn deliver_to_github(&self, t: &Target, outcome: &mut Outcome) -> anyhow::Result<Delivery> {
-        let gh = self.github()?;
-        let cfg = self.config.github.as_ref().context("no `github:` section in the config")?;
-        let repo = RepoId::from_url(&t.repo.url)
-            .with_context(|| format!("owner/name of {}", crate::domain::redact::redact_url(&t.repo.url)))?;
-        let branch = t.revert_branch;
+impl Engine {
+    fn github_config(&self) -> anyhow::Result<&GitHubConfig> {
+        self.config.github.as_ref().context("no `github:` section in the config")
+    }
 
-        if let Some(pr) = gh.block(gh.app.open_pull_for(&repo, branch))? {
-            tracing::info!(pr = pr.number, "revert PR open already; the alert re-confirms it");
-            if !dressed(&pr, cfg) {
-                self.dress(gh, cfg, &repo, &pr, outcome.original_pr.as_ref());
-            }
-            self.reconfirm(gh, &repo, &pr, outcome)?;
-            if pr.labels.iter().any(|l| l.name == HOLD_LABEL) {
-                tracing::info!(pr = pr.number, "held by a person: no automatic merge");
-            } else if outcome.decision == Decision::Merge {
-                let message = self.head_message(t, branch)?;
-                return self.merge(gh, cfg, &repo, &pr, &message, branch);
-            }
-            return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
-        }
+    pub(super) async fn deliver_to_github(
+        &self,
+        place: Site,
+        mut outcome: Outcome,
+    ) -> anyhow::Result<(Outcome, Delivery)> {
+        let forge = self.forge()?.clone();
+        let cfg = self.github_config()?;
+        let repo = RepoId::from_url(&place.url)
+            .with_context(|| format!("owner/name of {}", crate::domain::redact::redact_url(&place.url)))?;
+        let branch = place.revert_branch.clone();
 
-        // `/metricops cancel` on this culprit's revert, recently: people said no.
-        let suppress = self.config.cancel_suppress();
-        let cancelled = gh.block(gh.app.pulls_for(&repo, branch, "closed"))?.into_iter().find(|p| {
-            p.labels.iter().any(|l| l.name == CANCELLED_LABEL)
-                && p.closed_at
-                    .as_deref()
-                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-                    .is_some_and(|c| t.now - c.with_timezone(&chrono::Utc) < suppress)
-        });
-        if let Some(pr) = cancelled {
-            tracing::info!(
-                pr = pr.number,
-                "a person cancelled this culprit's revert recently; not proposed again"
-            );
-            return Ok(Delivery::Suppressed { branch: branch.to_string(), pr: link(&pr) });
-        }
-        let original = outcome.original_pr.clone();
-        let original_view = original.as_ref().map(|p| OriginalPr {
-            number: p.number,
-            url: p.html_url.clone(),
-            title: p.title.clone(),
-            author: p.author().map(str::to_string),
-        });
-        let built = self.build(t, outcome, original_view)?;
-        let message = t.mirror.commit_info(&built.commit)?.message;
-        match push(t, &built.commit, branch) {
-            Ok(()) => {}
-            // Someone (a racing replica) pushed this branch first: use theirs.
-            Err(e)
-                if e.downcast_ref::<GitError>()
-                    .is_some_and(|g| matches!(g, GitError::PushRejected { .. })) =>
-            {
-                tracing::warn!(%branch, "the revert branch exists at GitHub already (another replica?); reusing it");
+        // Gather: the culprit's revert PRs, open and (when none is open) closed.
+        let open = forge.open_pull_for(&repo, &branch).await?;
+        let closed = match open {
+            Some(_) => Vec::new(),
+            None => forge.pulls_for(&repo, &branch, PrState::Closed).await?,
+        };
+        // Decide.
+        let step = next_step(
+            &outcome.decision,
+            open.as_ref().map(|p| OpenRevert { number: p.number, labels: label_names(p) }).as_ref(),
+            &closed
+                .iter()
+                .map(|p| ClosedRevert {
+                    number: p.number,
+                    labels: label_names(p),
+                    closed_at: p
+                        .closed_at
+                        .as_deref()
+                        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                        .map(|c| c.with_timezone(&chrono::Utc)),
+                })
+                .collect::<Vec<_>>(),
+            &cfg.labels,
+            place.now,
+            self.config.cancel_suppress(),
+        );
+        // Act.
+        match step {
+            NextStep::Reconfirm { dress, merge, .. } => {
+                let pr = open.context("an open PR to re-confirm")?;
+                tracing::info!(pr = pr.number, "revert PR open already; the alert re-confirms it");
+                if dress {
+                    self.dress(forge.as_ref(), cfg, &repo, &pr, outcome.original_pr.as_ref()).await;
+                }
+                self.reconfirm(forge.as_ref(), &repo, &pr, &outcome).await?;
+                match merge {
+                    Ok(()) => {
+                        let message = self.head_message(&place, &branch).await?;
+                        let d = self.merge(forge.as_ref(), cfg, &repo, &pr, &message, &branch).await?;
+                        Ok((outcome, d))
+                    }
+                    Err(why) => {
+                        if why == StaysOpen::HeldByAPerson {
+                            tracing::info!(pr = pr.number, "held by a person: no automatic merge");
+                        }
+                        Ok((outcome, Delivery::AlreadyProposed { branch, pr: Some(link(&pr)) }))
+                    }
+                }
             }
-            Err(e) => return Err(e),
+            NextStep::StaySuppressed { pr } => {
+                let pr = closed.iter().find(|p| p.number == pr).context("the cancelled PR")?;
+                tracing::info!(
+                    pr = pr.number,
+                    "a person cancelled this culprit's revert recently; not proposed again"
+                );
+                Ok((outcome, Delivery::Suppressed { branch, pr: link(pr) }))
+            }
+            NextStep::OpenRevert { merge } => {
+                let original = outcome.original_pr.clone();
+                let original_view = original.as_ref().map(|p| OriginalPr {
+                    number: p.number,
+                    url: p.html_url.clone(),
+                    title: p.title.clone(),
+                    author: p.author().map(str::to_string),
+                });
+                let (o, built, message) = self
+                    .blocking(move |e| {
+                        e.with_mirror(&place.repo, |mirror| {
+                            let t = place.target(mirror);
+                            let built = e.build_inner(&t, &mut outcome, original_view)?;
+                            let message = mirror.commit_info(&built.commit)?.message;
+                            match push(&t, &built.commit, t.revert_branch) {
+                                Ok(()) => {}
+                                // Someone (a racing replica) pushed this branch first: use theirs.
+                                Err(e)
+                                    if e.downcast_ref::<GitError>()
+                                        .is_some_and(|g| matches!(g, GitError::PushRejected { .. })) =>
+                                {
+                                    tracing::warn!(branch = %t.revert_branch, "the revert branch exists at GitHub already (another replica?); reusing it");
+                                }
+                                Err(e) => return Err(e),
+                            }
+                            Ok((outcome, built, message))
+                        })
+                    })
+                    .await?;
+                outcome = o;
+                outcome.revert = Some(built);
+                let (title, body) = outcome.pr.clone().context("no PR text was rendered")?;
+                let body = format!("{body}\n{}\n", alerts_marker(&outcome));
+                let (pr, opened) =
+                    forge.open_or_find_pull(&repo, &title, &body, &branch, &outcome.branch).await?;
+                if opened {
+                    tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
+                } else {
+                    tracing::info!(
+                        pr = pr.number,
+                        "the revert PR exists already (another replica's, or one GitHub made while answering an error); reusing it"
+                    );
+                }
+                // Dressed whoever opened it: a PR GitHub created while answering 502 has no labels yet.
+                if opened || !dressed(&pr, cfg) {
+                    self.dress(forge.as_ref(), cfg, &repo, &pr, original.as_ref()).await;
+                }
+                if merge {
+                    let d = self.merge(forge.as_ref(), cfg, &repo, &pr, &message, &branch).await?;
+                    return Ok((outcome, d));
+                }
+                let d = if opened {
+                    Delivery::Proposed { branch, pr: Some(link(&pr)) }
+                } else {
+                    Delivery::AlreadyProposed { branch, pr: Some(link(&pr)) }
+                };
+                Ok((outcome, d))
+            }
         }
-        outcome.revert = Some(built);
-        let (title, body) = outcome.pr.clone().context("no PR text was rendered")?;
-        let body = format!("{body}\n{}\n", alerts_marker(outcome));
-        let (pr, opened) =
-            gh.block(gh.app.open_or_find_pull(&repo, &title, &body, branch, &outcome.branch))?;
-        if opened {
-            tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
-        } else {
-            tracing::info!(
-                pr = pr.number,
-                "the revert PR exists already (another replica's, or one GitHub made while answering an error); reusing it"
-            );
-        }
-        // Dressed whoever opened it: a PR GitHub created while answering 502 has no labels yet.
-        if opened || !dressed(&pr, cfg) {
-            self.dress(gh, cfg, &repo, &pr, original.as_ref());
-        }
-        if !opened && outcome.decision != Decision::Merge {
-            return Ok(Delivery::AlreadyProposed { branch: branch.to_string(), pr: Some(link(&pr)) });
-        }
-        if outcome.decision == Decision::Merge {
-            return self.merge(gh, cfg, &repo, &pr, &message, branch);
-        }
-        Ok(Delivery::Proposed { branch: branch.to_string(), pr: Some(link(&pr)) })
     }
 
     /// Labels and review requests. Failures here are logged: the PR is what matters.
-    pub(super) fn dress(
+    pub(super) async fn dress(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         cfg: &GitHubConfig,
         repo: &RepoId,
         pr: &PullRequest,
         original: Option<&PullRequest>,
     ) {
         if !cfg.labels.is_empty()
-            && let Err(e) = gh.block(gh.app.add_labels(repo, pr.number, &cfg.labels))
+            && let Err(e) = forge.add_labels(repo, pr.number, &cfg.labels).await
         {
             tracing::warn!(error = %e, "could not label the revert PR");
         }
@@ -165,22 +208,21 @@ impl Engine<'_> {
             .map(|u| u.login.clone())
             .filter(|a| !configured.contains(a));
         if (!configured.is_empty() || !cfg.team_reviewers.is_empty())
-            && let Err(e) =
-                gh.block(gh.app.request_reviewers(repo, pr.number, &configured, &cfg.team_reviewers))
+            && let Err(e) = forge.request_reviewers(repo, pr.number, &configured, &cfg.team_reviewers).await
         {
             tracing::warn!(error = %e, reviewers = ?configured, teams = ?cfg.team_reviewers, "could not request reviews from the configured reviewers");
         }
         if let Some(a) = author
-            && let Err(e) = gh.block(gh.app.request_reviewers(repo, pr.number, std::slice::from_ref(&a), &[]))
+            && let Err(e) = forge.request_reviewers(repo, pr.number, std::slice::from_ref(&a), &[]).await
         {
             tracing::warn!(error = %e, author = %a, "could not request a review from the culprit's author (not a collaborator?)");
         }
     }
 
     /// A later alert on an open revert: one comment per new set of alerts, none for a repeat.
-    fn reconfirm(
+    async fn reconfirm(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         repo: &RepoId,
         pr: &PullRequest,
         outcome: &Outcome,
@@ -189,44 +231,55 @@ impl Engine<'_> {
         if pr.body.as_deref().is_some_and(|b| b.contains(&marker)) {
             return Ok(());
         }
-        let comments = gh.block(gh.app.comments(repo, pr.number))?;
+        let comments = forge.comments(repo, pr.number).await?;
         if comments.iter().any(|c| c.contains(&marker)) {
             return Ok(());
         }
-        let lines: Vec<String> = outcome
-            .incident
-            .alerts
+        let (groups, left_out) =
+            crate::domain::alert::summarise(&outcome.incident.alerts, super::MAX_ALERT_GROUPS);
+        let mut lines: Vec<String> = groups
             .iter()
-            .map(|a| {
+            .map(|g| {
                 format!(
-                    "- **{}** ({}) firing since {}{}",
-                    a.name,
-                    a.severity.as_deref().unwrap_or("no severity"),
-                    a.starts_at.to_rfc3339(),
-                    a.annotations.get("summary").map(|s| format!(": {s}")).unwrap_or_default()
+                    "- **{}**{} ({}) firing since {}{}",
+                    g.first.name,
+                    if g.count > 1 { format!(" ×{}", g.count) } else { String::new() },
+                    g.first.severity.as_deref().unwrap_or("no severity"),
+                    g.earliest.to_rfc3339(),
+                    g.first.annotations.get("summary").map(|s| format!(": {s}")).unwrap_or_default()
                 )
             })
             .collect();
+        if left_out > 0 {
+            lines.push(format!("- and {left_out} more kind(s) of alert"));
+        }
         let body = format!(
             "Still firing for `{}`; this revert is still the proposed fix ({}).\n\n{}\n\n{marker}\n",
             outcome.workload,
             outcome.decision.label(),
             lines.join("\n")
         );
-        gh.block(gh.app.comment(repo, pr.number, &body))?;
+        forge.comment(repo, pr.number, &body).await?;
         Ok(())
     }
 
-    /// The revert commit's message, for the merge commit (it carries the `Metricops-*` trailers).
-    pub(super) fn head_message(&self, t: &Target, branch: &str) -> anyhow::Result<String> {
-        let head = t.mirror.fetch(&t.repo.url, branch, t.auth)?;
-        Ok(t.mirror.commit_info(&head)?.message)
+    /// The revert branch's head commit message, for the merge commit (it carries the
+    /// `Metricops-*` trailers).
+    pub(super) async fn head_message(&self, place: &Site, branch: &str) -> anyhow::Result<String> {
+        let (place, branch) = (place.clone(), branch.to_string());
+        self.blocking(move |e| {
+            e.with_mirror(&place.repo, |m| {
+                let head = m.fetch(&place.url, &branch, place.auth.as_ref())?;
+                Ok(m.commit_info(&head)?.message)
+            })
+        })
+        .await
     }
 
     /// Merge by policy: auto-merge where checks are required, else merge now, guarded by the head sha.
-    pub(super) fn merge(
+    pub(super) async fn merge(
         &self,
-        gh: &GitHub,
+        forge: &dyn Forge,
         cfg: &GitHubConfig,
         repo: &RepoId,
         pr: &PullRequest,
@@ -236,8 +289,8 @@ impl Engine<'_> {
         let (headline, body) =
             message.split_once('\n').map(|(h, b)| (h.trim(), b.trim())).unwrap_or((message.trim(), ""));
         let headline = format!("{headline} (#{})", pr.number);
-        if gh.block(gh.app.requires_checks(repo, &pr.base.name))? {
-            match gh.block(gh.app.enable_auto_merge(repo, pr, cfg.merge_method, &headline, body)) {
+        if forge.requires_checks(repo, &pr.base.name).await? {
+            match forge.enable_auto_merge(repo, pr, cfg.merge_method, &headline, body).await {
                 Ok(()) => {
                     tracing::info!(
                         pr = pr.number,
@@ -251,22 +304,22 @@ impl Engine<'_> {
                     let reason = "auto-merge is off in this repository's settings (Settings → General → Allow auto-merge), and the branch needs checks before a merge".to_string();
                     tracing::warn!(pr = pr.number, %reason, "policy says merge; the revert stays open for a person");
                     const MARK: &str = "<!-- metricops: auto-merge-off -->";
-                    let said = gh.block(gh.app.comments(repo, pr.number))?.iter().any(|c| c.contains(MARK));
+                    let said = forge.comments(repo, pr.number).await?.iter().any(|c| c.contains(MARK));
                     if !said {
                         let text = format!(
                             "Policy says this revert should merge, but GitHub refuses auto-merge here: {reason}. Merge it by hand once the checks pass, or turn the setting on for next time.\n\n{MARK}\n"
                         );
-                        gh.block(gh.app.comment(repo, pr.number, &text))?;
+                        forge.comment(repo, pr.number, &text).await?;
                     }
                     return Ok(Delivery::MergeRefused { branch: branch.to_string(), pr: link(pr), reason });
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        match gh.block(gh.app.merge(repo, pr.number, &pr.head.sha, cfg.merge_method, &headline, body))? {
+        match forge.merge(repo, pr.number, &pr.head.sha, cfg.merge_method, &headline, body).await? {
             Merge::Merged { sha } => {
                 tracing::info!(pr = pr.number, %sha, "revert merged");
-                if let Err(e) = gh.block(gh.app.delete_branch(repo, branch)) {
+                if let Err(e) = forge.delete_branch(repo, branch).await {
                     tracing::warn!(error = %e, %branch, "merged, but could not delete the branch");
                 }
                 Ok(Delivery::Merged { branch: pr.base.name.clone(), pr: Some(link(pr)) })

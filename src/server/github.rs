@@ -17,19 +17,19 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::adapters::github::{GitHubApp, RepoId};
 use crate::domain::forge_event::{Action, Comment, ForgeEvent};
-use crate::pipeline::Job;
+use crate::event::Event;
 
 /// What the GitHub webhook endpoint needs.
 pub struct Hook {
     pub secret: SecretString,
     pub app: Arc<GitHubApp>,
     /// The engine's queue, for comment commands.
-    queue: std::sync::mpsc::SyncSender<Job>,
+    queue: tokio::sync::mpsc::Sender<Event>,
     seen: Mutex<Recent>,
 }
 
 impl Hook {
-    pub fn new(secret: SecretString, app: Arc<GitHubApp>, queue: std::sync::mpsc::SyncSender<Job>) -> Hook {
+    pub fn new(secret: SecretString, app: Arc<GitHubApp>, queue: tokio::sync::mpsc::Sender<Event>) -> Hook {
         Hook { secret, app, queue, seen: Mutex::new(Recent::new(4096)) }
     }
 }
@@ -133,7 +133,7 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
             tracing::info!(installation, repos = ?repos, "installation forgotten");
             (StatusCode::OK, format!("installation {installation}: forgotten\n"))
         }
-        Action::Obey(comment) => match hook.queue.try_send(Job::Comment(comment)) {
+        Action::Obey(comment) => match hook.queue.try_send(Event::Comment(comment)) {
             Ok(()) => (StatusCode::OK, "command queued\n".into()),
             Err(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, redeliver later\n".into())

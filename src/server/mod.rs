@@ -1,15 +1,16 @@
 //! `metricops serve`: one HTTP listener (axum) in front of the engine. Handlers verify, parse,
-//! journal (on disk, before the answer) and enqueue; the engine works on a bounded queue on its own
-//! thread, and a full queue answers 503 so the sender retries (nothing is dropped silently). A
-//! delivery with a failed incident is tried again with backoff; one left by a crash is handled at
-//! start. Also `/healthz`, `/readyz`, `/metrics`.
+//! journal (on disk, before the answer) and enqueue an `Event`; the engine's loop takes events from
+//! a bounded queue (a full queue answers 503 so the sender retries: nothing is dropped silently)
+//! and works on several at once. A delivery with a failed incident is tried again with backoff and
+//! jitter; one left by a crash is handled at start, and a tick looks for revert branches whose PR
+//! was never opened. Also `/healthz`, `/readyz`, `/metrics`.
 
 pub mod github;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 
 use anyhow::Context;
 use axum::Router;
@@ -18,21 +19,28 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
+use tokio::sync::mpsc::{Receiver, Sender, error::TrySendError};
 
-use crate::adapters::github::GitHubApp;
-use crate::adapters::prometheus::Prometheus;
 use crate::config::{Config, WebhookAuth};
 use crate::domain::alert::Source;
+use crate::event::{AlertDelivery, Event};
 use crate::journal::{Entry, Journal};
 use crate::metrics::Metrics;
-use crate::pipeline::{Engine, Job};
+use crate::pipeline::Engine;
+use crate::wiring::Wired;
 
 /// Alert deliveries waiting for the engine, unless the config says otherwise.
 const QUEUE: usize = 256;
 
+/// How often the engine looks again for unfinished reverts (and once at start).
+const TICK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long a stop waits for the work in flight; what is left stays in the journal.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the alert endpoints share.
 struct Shared {
-    queue: SyncSender<Job>,
+    queue: Sender<Event>,
     /// Deliveries acknowledged and not finished with, on disk.
     journal: Arc<Journal>,
     auth: WebhookAuth,
@@ -46,10 +54,13 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    stop_engine: tokio::sync::watch::Sender<bool>,
+    engine: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish.
+    /// Stops accepting, lets in-flight requests finish, then lets the engine finish what it is
+    /// doing (within a grace period; what is left stays in the journal).
     pub async fn stop(mut self) {
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
@@ -57,42 +68,36 @@ impl Running {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        let _ = self.stop_engine.send(true);
+        if let Some(e) = self.engine.take() {
+            let _ = e.await;
+        }
     }
 }
 
-/// Binds `listen`, starts the engine thread (and the evaluator, when there are rules) and serves
+/// Binds `listen`, starts the engine's loop (and the evaluator, when there are rules) and serves
 /// until stopped. Call inside the runtime.
 pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running> {
-    let handle = tokio::runtime::Handle::current();
-    let app = match &config.github {
-        Some(g) => Some(Arc::new(GitHubApp::new(&g.app_settings()?)?)),
-        None => None,
-    };
+    let wired = Wired::new(&config)?;
     let metrics = Arc::new(Metrics::default());
-    let (tx, rx) = std::sync::mpsc::sync_channel(config.server.queue.unwrap_or(QUEUE));
+    let (tx, rx) = tokio::sync::mpsc::channel(config.server.queue.unwrap_or(QUEUE).max(1));
     let journal_dir = config.state_dir().join("journal");
     let journal = Arc::new(Journal::open(&journal_dir).context("opening the delivery journal")?);
     let shared = Arc::new(Shared {
         queue: tx.clone(),
         journal,
-        auth: config.server.webhook_auth()?,
+        auth: wired.webhook_auth.clone(),
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
     });
     if matches!(shared.auth, WebhookAuth::Open) {
         tracing::warn!("server.webhook_auth is not set: the alert webhooks accept anyone who can reach them");
     }
-    let prometheus = match &config.prometheus {
-        Some(p) => Some((Prometheus::new(&p.url)?, p.interval())),
-        None => None,
-    };
-    {
-        let (config, app, handle, shared) = (config.clone(), app.clone(), handle.clone(), shared.clone());
-        std::thread::Builder::new()
-            .name("metricops-engine".into())
-            .spawn(move || work(config, app, handle, rx, tx, prometheus, shared))
-            .context("starting the engine thread")?;
-    }
+    let mut engine = wired.engine(config.clone());
+    engine.metrics = metrics.clone();
+    let (stop_engine, stopping) = tokio::sync::watch::channel(false);
+    let engine_task =
+        tokio::spawn(work(engine, wired.prometheus, wired.alertmanager, rx, tx, shared.clone(), stopping));
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -101,10 +106,10 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         .route("/webhooks/grafana", post(|s, h, b| receive_alerts(Source::Grafana, s, h, b)))
         .route("/webhooks/generic", post(|s, h, b| receive_alerts(Source::Generic, s, h, b)))
         .with_state(shared.clone());
-    if let (Some(g), Some(app)) = (&config.github, &app) {
-        match g.webhook_secret()? {
+    if let (Some(g), Some(app)) = (&config.github, &wired.app) {
+        match &wired.github_webhook_secret {
             Some(secret) => {
-                let hook = Arc::new(github::Hook::new(secret, app.clone(), shared.queue.clone()));
+                let hook = Arc::new(github::Hook::new(secret.clone(), app.clone(), shared.queue.clone()));
                 router = router.route(
                     "/webhooks/github",
                     post(github::receive).with_state(hook).layer(DefaultBodyLimit::max(g.webhook_max_bytes)),
@@ -148,12 +153,20 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         }
     };
     tracing::info!(%addr, tls = config.server.tls.is_some(), "listening");
-    Ok(Running { addr, metrics, shutdown: Some(stop_tx), task: Some(task) })
+    Ok(Running {
+        addr,
+        metrics,
+        shutdown: Some(stop_tx),
+        task: Some(task),
+        stop_engine,
+        engine: Some(engine_task),
+    })
 }
 
 /// `metricops serve`: runs until SIGTERM (what Kubernetes sends) or Ctrl-C, then stops accepting,
-/// lets open requests finish, and exits 0. Deliveries acknowledged and not finished yet stay in the
-/// journal and are handled at the next start.
+/// lets open requests and the work in flight finish (within a grace period), and exits 0.
+/// Deliveries acknowledged and not finished yet stay in the journal and are handled at the next
+/// start.
 pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(config_path)?);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -165,11 +178,18 @@ pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
             r = tokio::signal::ctrl_c() => { r.context("waiting for Ctrl-C")?; "SIGINT" }
             _ = term.recv() => "SIGTERM",
         };
-        tracing::info!(signal, "stopping: no new requests; unfinished deliveries stay in the journal");
+        tracing::info!(
+            signal,
+            grace_s = GRACE.as_secs(),
+            "stopping: no new requests; work in flight finishes, or stays in the journal"
+        );
         running.stop().await;
         tracing::info!("stopped");
-        Ok(())
-    })
+        anyhow::Ok(())
+    })?;
+    // Git steps still running on the blocking pool are not waited for: the journal has them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
 }
 
 async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
@@ -253,8 +273,8 @@ async fn receive_alerts(
             );
         }
     };
-    let job = Job::Alerts { source, alerts: entry.alerts, received, entry: Some(id.clone()), attempts: 0 };
-    match s.queue.try_send(job) {
+    let job = AlertDelivery { source, alerts: entry.alerts, received, entry: Some(id.clone()), attempts: 0 };
+    match s.queue.try_send(Event::Alerts(job)) {
         Ok(()) => {
             tracing::info!(source = endpoint, alerts = n, entry = %id, "alert delivery accepted");
             answer(StatusCode::OK, format!("queued {n} alerts\n"))
@@ -266,36 +286,34 @@ async fn receive_alerts(
             s.metrics.error("queue_full");
             answer(StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
         }
-        Err(TrySendError::Disconnected(_)) => {
+        Err(TrySendError::Closed(_)) => {
             let _ = s.journal.done(&id);
             answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into())
         }
     }
 }
 
-/// The engine thread: starts the evaluator (config and annotation rules), then handles one job at
-/// a time, GitHub calls blocking on the runtime.
-fn work(
-    config: Arc<Config>,
-    app: Option<Arc<GitHubApp>>,
-    handle: tokio::runtime::Handle,
-    rx: Receiver<Job>,
-    tx: SyncSender<Job>,
-    prometheus: Option<(Prometheus, std::time::Duration)>,
+/// The engine's loop: starts the evaluator (config and annotation rules), takes what a previous
+/// run left (the journal, Alertmanager's firing alerts, unfinished reverts), then events from the
+/// queue, up to `server.concurrency` at once, until told to stop.
+async fn work(
+    engine: Engine,
+    prometheus: Option<(crate::adapters::prometheus::Prometheus, std::time::Duration)>,
+    alertmanager: Option<crate::adapters::alertmanager::Alertmanager>,
+    mut rx: Receiver<Event>,
+    tx: Sender<Event>,
     shared: Arc<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut engine = match app {
-        Some(app) => Engine::with_github(&config, app, handle.clone()),
-        None => Engine::new(&config),
-    };
-    engine.metrics = shared.metrics.clone();
+    let config = engine.config.clone();
+    let mut background = tokio::task::JoinSet::new();
     if let Some((prom, interval)) = prometheus {
         let mut rules: Vec<_> = config.rules.iter().filter_map(|r| config.compile_rule(r).ok()).collect();
-        rules.extend(engine.annotation_rules());
+        rules.extend(engine.annotation_rules().await);
         for r in &rules {
             tracing::info!(rule = %r.name, workload = %r.workload, origin = %r.origin, expr = %r.expr, "rule loaded");
         }
-        handle.spawn(crate::evaluator::run(
+        background.spawn(crate::evaluator::run(
             config.clone(),
             rules,
             prom,
@@ -304,8 +322,8 @@ fn work(
             shared.metrics.clone(),
         ));
     }
-    let retry = config.server.retry();
     // Deliveries a previous run acknowledged and did not finish: handled first.
+    let mut first: VecDeque<Event> = VecDeque::new();
     let (pending, unreadable) = shared.journal.pending();
     for problem in unreadable {
         shared.metrics.error("journal");
@@ -314,62 +332,108 @@ fn work(
     if !pending.is_empty() {
         tracing::info!(deliveries = pending.len(), "resuming deliveries acknowledged before a restart");
     }
-    shared.ready.store(true, Ordering::Relaxed);
-    let resumed = pending.into_iter().map(|(id, e)| Job::Alerts {
-        source: e.source,
-        alerts: e.alerts,
-        received: std::time::Instant::now(),
-        entry: Some(id),
-        attempts: e.attempts,
-    });
+    first.extend(pending.into_iter().map(|(id, e)| {
+        Event::Alerts(AlertDelivery {
+            source: e.source,
+            alerts: e.alerts,
+            received: std::time::Instant::now(),
+            entry: Some(id),
+            attempts: e.attempts,
+        })
+    }));
     // The alerts firing now, where Alertmanager's API is configured: one whose webhook found the bot
     // down is acted on now, not at Alertmanager's next repeat (hours later by default).
-    let firing = config.alertmanager.as_ref().and_then(|am| {
-        let firing = crate::adapters::alertmanager::Alertmanager::new(&am.url)
-            .and_then(|client| handle.block_on(client.firing()));
-        match firing {
+    if let (Some(client), Some(am)) = (alertmanager, &config.alertmanager) {
+        match client.firing().await {
             Ok(alerts) => {
                 tracing::info!(alerts = alerts.len(), url = %crate::domain::redact::redact_url(&am.url), "alerts firing in Alertmanager at start");
-                (!alerts.is_empty()).then(|| Job::Alerts {
-                    source: Source::Alertmanager,
-                    alerts,
-                    received: std::time::Instant::now(),
-                    entry: None,
-                    attempts: 0,
-                })
+                if !alerts.is_empty() {
+                    first.push_back(Event::Alerts(AlertDelivery::unjournaled(Source::Alertmanager, alerts)));
+                }
             }
             Err(e) => {
                 shared.metrics.error("alertmanager_unreachable");
                 tracing::warn!(error = %e, "cannot ask Alertmanager for the alerts firing now; its next notification brings them");
-                None
             }
         }
-    });
-    for job in resumed.chain(firing).chain(rx) {
-        match job {
-            Job::Alerts { source, alerts, received, entry, attempts } => {
-                let report = engine.handle_alerts(source, &alerts, received, chrono::Utc::now());
-                for o in &report.outcomes {
-                    tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = received.elapsed().as_millis() as u64, "incident handled");
-                }
-                let job = Job::Alerts { source, alerts, received, entry, attempts: attempts + 1 };
-                settle(&shared, &tx, retry, report.failed.is_empty(), job);
-            }
-            Job::Comment(c) => {
-                if let Err(e) = engine.handle_comment(&c) {
-                    shared.metrics.error("chatops");
-                    tracing::error!(repo = %c.repo, pr = c.number, comment = c.id, error = %format!("{e:#}"), "comment command failed");
+    }
+    // Reverts a failure or a crash left half done: looked for now, and again every tick.
+    first.push_back(Event::Tick);
+    {
+        let tx = tx.clone();
+        background.spawn(async move {
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
+            loop {
+                every.tick().await;
+                if tx.send(Event::Tick).await.is_err() {
+                    return;
                 }
             }
+        });
+    }
+    shared.ready.store(true, Ordering::Relaxed);
+    let n = config.server.concurrency.unwrap_or(4).max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(n));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => break },
+            _ = stopping.changed() => break,
+        };
+        let event = match first.pop_front() {
+            Some(e) => e,
+            None => tokio::select! {
+                e = rx.recv() => match e { Some(e) => e, None => break },
+                _ = stopping.changed() => break,
+            },
+        };
+        while running.try_join_next().is_some() {}
+        let (engine, shared, tx) = (engine.clone(), shared.clone(), tx.clone());
+        running.spawn(async move {
+            let _slot = slot;
+            handle(&engine, &shared, &tx, event).await;
+        });
+    }
+    background.abort_all();
+    if !running.is_empty() {
+        tracing::info!(in_flight = running.len(), "waiting for the work in flight");
+        if tokio::time::timeout(GRACE, async { while running.join_next().await.is_some() {} }).await.is_err()
+        {
+            tracing::warn!(
+                in_flight = running.len(),
+                "grace period over; what did not finish stays in the journal for the next start"
+            );
+            running.abort_all();
         }
     }
 }
 
+/// One event, handled.
+async fn handle(engine: &Engine, shared: &Shared, tx: &Sender<Event>, event: Event) {
+    match event {
+        Event::Alerts(d) => {
+            let report = engine.handle_alerts(d.source, &d.alerts, d.received, chrono::Utc::now()).await;
+            for o in &report.outcomes {
+                tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = d.received.elapsed().as_millis() as u64, "incident handled");
+            }
+            let d = AlertDelivery { attempts: d.attempts + 1, ..d };
+            settle(shared, tx, engine.config.server.retry(), report.failed.is_empty(), d);
+        }
+        Event::Comment(c) => {
+            if let Err(e) = engine.handle_comment(&c).await {
+                shared.metrics.error("chatops");
+                tracing::error!(repo = %c.repo, pr = c.number, comment = c.id, error = %format!("{e:#}"), "comment command failed");
+            }
+        }
+        Event::Tick => engine.finish_unfinished(chrono::Utc::now()).await,
+    }
+}
+
 /// After a delivery was handled: finished with when nothing failed; otherwise tried again after a
-/// backoff (the journal keeps the attempt count), and after the last attempt kept in
+/// backoff with jitter (the journal keeps the attempt count), and after the last attempt kept in
 /// `journal/failed/` with an error line.
-fn settle(shared: &Shared, tx: &SyncSender<Job>, retry: crate::config::Retry, ok: bool, job: Job) {
-    let Job::Alerts { source, alerts, entry, attempts, .. } = job else { return };
+fn settle(shared: &Shared, tx: &Sender<Event>, retry: crate::config::Retry, ok: bool, d: AlertDelivery) {
+    let AlertDelivery { source, alerts, entry, attempts, .. } = d;
     if ok {
         if let Some(id) = &entry
             && let Err(e) = shared.journal.done(id)
@@ -409,11 +473,11 @@ fn settle(shared: &Shared, tx: &SyncSender<Job>, retry: crate::config::Retry, ok
         "delivery had a failed incident; trying again"
     );
     let tx = tx.clone();
-    let again = Job::Alerts { source, alerts, received: std::time::Instant::now(), entry, attempts };
-    let _ = std::thread::Builder::new().name("metricops-retry".into()).spawn(move || {
-        std::thread::sleep(wait);
-        // A blocking send: a retry waits for room in the queue rather than being lost.
-        let _ = tx.send(again);
+    let again = AlertDelivery { source, alerts, received: std::time::Instant::now(), entry, attempts };
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        // Waits for room in the queue rather than being lost.
+        let _ = tx.send(Event::Alerts(again)).await;
     });
 }
 
