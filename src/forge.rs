@@ -2,6 +2,9 @@
 //! is one, the in-memory forge of the engine's unit tests (`forge/memory.rs`) another. The values
 //! (`PullRequest`, `RepoId`, ...) are GitHub's shapes; a forge that is not GitHub maps onto them.
 
+#[cfg(test)]
+pub mod memory;
+
 use futures::future::BoxFuture;
 use secrecy::SecretString;
 

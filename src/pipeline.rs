@@ -5,6 +5,8 @@
 mod chatops;
 mod github;
 mod scan;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -125,7 +127,7 @@ pub struct Engine {
     pub metrics: Arc<Metrics>,
     forge: Option<Arc<dyn Forge>>,
     /// Repository roles for ChatOps, kept a minute: `(repo, login)` → (when asked, role).
-    roles: Arc<Mutex<HashMap<(String, String), (std::time::Instant, String)>>>,
+    roles: Arc<Mutex<Roles>>,
     /// One reconcile per workload at a time.
     turns: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// One git step per mirror at a time (fetch and trace, or build and push).
@@ -133,6 +135,9 @@ pub struct Engine {
     /// Incidents worked on at once.
     bound: Arc<tokio::sync::Semaphore>,
 }
+
+/// `(repo, login)` → (when asked, role).
+type Roles = HashMap<(String, String), (std::time::Instant, String)>;
 
 /// Incidents worked on at once unless `server.concurrency` says otherwise.
 const CONCURRENCY: usize = 4;

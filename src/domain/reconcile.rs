@@ -24,9 +24,9 @@ pub const CANCELLED_LABEL: &str = "metricops:cancelled";
 pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
     message
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
-        .filter(|v| !v.is_empty())
-        .last()
+        .find(|v| !v.is_empty())
 }
 
 /// Where rollback was turned off for this incident, if anywhere: an alert labelled

@@ -93,7 +93,10 @@ impl MemoryForge {
     }
 
     fn by_number(s: &mut State, number: u64) -> Result<&mut PullRequest, ForgeError> {
-        s.pulls.iter_mut().find(|p| p.number == number).ok_or_else(|| status(Method::GET, "pull", 404, "Not Found"))
+        s.pulls
+            .iter_mut()
+            .find(|p| p.number == number)
+            .ok_or_else(|| status(Method::GET, "pull", 404, "Not Found"))
     }
 }
 
@@ -119,15 +122,24 @@ fn new_pull(number: u64, title: &str, body: &str, head: &str, sha: &str, base: &
 impl Forge for MemoryForge {
     fn git_token<'a>(&'a self, _repo: &'a RepoId) -> Call<'a, SecretString> {
         Box::pin(async move {
-            self.enter("git_token")?;
+            drop(self.enter("git_token")?);
             Ok(SecretString::from("memory-token"))
         })
     }
 
-    fn pulls_for<'a>(&'a self, _repo: &'a RepoId, branch: &'a str, state: PrState) -> Call<'a, Vec<PullRequest>> {
+    fn pulls_for<'a>(
+        &'a self,
+        _repo: &'a RepoId,
+        branch: &'a str,
+        state: PrState,
+    ) -> Call<'a, Vec<PullRequest>> {
         Box::pin(async move {
             let s = self.enter("pulls_for")?;
-            Ok(s.pulls.iter().filter(|p| p.head.name == branch && p.state == state.as_str()).cloned().collect())
+            Ok(s.pulls
+                .iter()
+                .filter(|p| p.head.name == branch && p.state == state.as_str())
+                .cloned()
+                .collect())
         })
     }
 
@@ -159,7 +171,8 @@ impl Forge for MemoryForge {
             if let Some(p) = s.pulls.iter().find(|p| p.head.name == head && p.state == "open") {
                 return Ok((p.clone(), false));
             }
-            let sha = sha.ok_or_else(|| status(Method::POST, "pulls", 422, "Validation Failed: head invalid"))?;
+            let sha =
+                sha.ok_or_else(|| status(Method::POST, "pulls", 422, "Validation Failed: head invalid"))?;
             let pr = new_pull(s.pulls.len() as u64 + 1, title, body, head, &sha, base);
             s.pulls.push(pr.clone());
             Ok((pr, true))
@@ -235,7 +248,7 @@ impl Forge for MemoryForge {
 
     fn react<'a>(&'a self, _repo: &'a RepoId, _comment_id: u64, _content: &'a str) -> Call<'a, ()> {
         Box::pin(async move {
-            self.enter("react")?;
+            drop(self.enter("react")?);
             Ok(())
         })
     }
@@ -286,7 +299,14 @@ impl Forge for MemoryForge {
             let base = r.find_reference(&base_ref).and_then(|b| b.peel_to_commit()).expect("base branch");
             let sig = git2::Signature::now("Forge", "forge@test").expect("signature");
             let oid = r
-                .commit(Some(&base_ref), &sig, &sig, &format!("{title}\n\n{message}\n"), &head.tree().expect("tree"), &[&base])
+                .commit(
+                    Some(&base_ref),
+                    &sig,
+                    &sig,
+                    &format!("{title}\n\n{message}\n"),
+                    &head.tree().expect("tree"),
+                    &[&base],
+                )
                 .expect("merge commit");
             pr.state = "closed".into();
             pr.merged = Some(true);
@@ -307,7 +327,12 @@ impl Forge for MemoryForge {
         Box::pin(async move {
             let mut s = self.enter("enable_auto_merge")?;
             if !s.auto_merge_allowed {
-                return Err(status(Method::POST, "/graphql", 200, "Auto merge is not allowed for this repository"));
+                return Err(status(
+                    Method::POST,
+                    "/graphql",
+                    200,
+                    "Auto merge is not allowed for this repository",
+                ));
             }
             s.auto_merge.push(pr.number);
             Ok(())
@@ -316,7 +341,7 @@ impl Forge for MemoryForge {
 
     fn delete_branch<'a>(&'a self, _repo: &'a RepoId, branch: &'a str) -> Call<'a, ()> {
         Box::pin(async move {
-            self.enter("delete_branch")?;
+            drop(self.enter("delete_branch")?);
             let r = self.repo();
             if let Ok(mut b) = r.find_reference(&format!("refs/heads/{branch}")) {
                 b.delete().expect("deleting the branch");

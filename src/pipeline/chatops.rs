@@ -220,7 +220,7 @@ impl Engine {
         let subject = w.subject();
         let auth = place.auth.clone();
         let tip = mirror.fetch(&place.url, &pr.base.name, auth.as_ref())?;
-        let culprit = crate::revert::trace(&mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?;
+        let culprit = crate::revert::trace(mirror, &tip.0, &Query::new(subject.clone()), &w.paths)?;
         if culprit.commit.sha.0 != culprit_sha {
             return Ok(format!(
                 "`{}` now has {} from {}, not from {}: this revert no longer applies. `/metricops cancel` it; the next alert proposes what is right now.",
@@ -233,7 +233,7 @@ impl Engine {
         mirror.delete_branch(&pr.head.name)?;
         let reason = format!("metricops: rebuilt on {} by /metricops retry.", tip.short());
         let built = build_revert(
-            &mirror,
+            mirror,
             &culprit,
             &subject,
             &tip,
