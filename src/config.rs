@@ -50,6 +50,16 @@ pub struct Config {
     /// The PR templates in use (loaded by `Config::load`).
     #[serde(skip)]
     pub templates: Templates,
+    /// The settings as typed values, made once by `parse` (durations, windows in their timezone).
+    #[serde(skip)]
+    typed: Typed,
+}
+
+/// What `parse` makes of the settings once they passed validation.
+#[derive(Clone, Debug, Default)]
+struct Typed {
+    policy: Policy,
+    retry: Option<Retry>,
 }
 
 fn default_workload_labels() -> Vec<String> {
@@ -104,7 +114,7 @@ impl Config {
 }
 
 impl ServerConfig {
-    pub fn retry(&self) -> Retry {
+    fn build_retry(&self) -> Retry {
         let d = |v: &Option<Spanned<String>>, default: u64| {
             v.as_ref()
                 .and_then(|s| parse_duration(&s.value))
@@ -517,7 +527,12 @@ impl Config {
                 ));
             }
         }
-        if problems.is_empty() { Ok(c) } else { Err(ConfigError(problems)) }
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        let mut c = c;
+        c.typed = Typed { policy: c.build_policy(), retry: Some(c.server.build_retry()) };
+        Ok(c)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -531,8 +546,18 @@ impl Config {
         Ok(c)
     }
 
+    /// The policy, as `parse` made it.
+    pub fn policy(&self) -> &Policy {
+        &self.typed.policy
+    }
+
+    /// The retry settings of `serve`, as `parse` made them.
+    pub fn retry(&self) -> Retry {
+        self.typed.retry.unwrap_or_else(|| self.server.build_retry())
+    }
+
     /// The policy (windows were checked by `parse`; one that fails here is left out).
-    pub fn policy(&self) -> Policy {
+    fn build_policy(&self) -> Policy {
         let d = Policy::default();
         let p = &self.policy;
         let dur = |s: &Option<Spanned<String>>, default| {
@@ -851,7 +876,7 @@ mod tests {
         let e = format!("{:#}", crate::wiring::check_file(&file).unwrap_err());
         assert!(e.contains("server.tls.cert_file"), "{e}");
         let c = Config::parse(&format!("{GOOD}server:\n  retry: {{first: 2s, max: 1m}}\n")).unwrap();
-        let r = c.server.retry();
+        let r = c.retry();
         assert_eq!((r.first.as_secs(), r.max.as_secs(), r.attempts), (2, 60, 30));
     }
 }

@@ -10,6 +10,8 @@ pub enum Event {
     Alerts(AlertDelivery),
     /// A comment with `/metricops` commands.
     Comment(Comment),
+    /// A metricops revert PR was closed (merged or not): its branch goes.
+    RevertClosed { repo: crate::forge::RepoId, branch: String, merged: bool },
     /// Look again for work a failure or a crash left unfinished (revert branches without their PR).
     Tick,
 }

@@ -461,7 +461,7 @@ impl Engine {
             ForgeKind::Git => None,
         };
         let decision =
-            decide(&self.config.policy(), &self.facts(w, &incident, &g, original_pr.as_ref(), now), now);
+            decide(self.config.policy(), &self.facts(w, &incident, &g, original_pr.as_ref(), now), now);
         tracing::info!(decision = decision.label(), "decided");
         let tip = g.tip.clone();
         let mut outcome = Outcome {

@@ -13,6 +13,19 @@ use crate::forge::{PrState, RepoId};
 const MAX_AGE: chrono::Duration = chrono::Duration::days(7);
 
 impl Engine {
+    /// A revert PR was closed: its branch is deleted (a failure is logged; the scan leaves a branch
+    /// with a closed PR alone).
+    pub async fn revert_closed(&self, repo: &RepoId, branch: &str, merged: bool) {
+        let Ok(forge) = self.forge() else { return };
+        match forge.delete_branch(repo, branch).await {
+            Ok(()) => tracing::info!(%repo, %branch, merged, "revert PR closed; branch deleted"),
+            Err(e) => {
+                self.metrics.error("delete_branch");
+                tracing::warn!(%repo, %branch, error = %e, "revert PR closed; could not delete its branch")
+            }
+        }
+    }
+
     /// Looks at every `forge: github` repository's revert branches and opens the PR of each that
     /// has none. Problems are logged and counted; the next tick looks again.
     pub async fn finish_unfinished(&self, now: chrono::DateTime<chrono::Utc>) {

@@ -143,25 +143,17 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
             let Some(id) = parse_full_name(&repo) else {
                 return (StatusCode::BAD_REQUEST, format!("repository {repo:?} is not owner/name\n"));
             };
-            let app = hook.app.clone();
-            let b = branch.clone();
-            tokio::spawn(async move {
-                match app.delete_branch(&id, &b).await {
-                    Ok(()) => {
-                        tracing::info!(repo = %id, branch = %b, merged, "revert PR closed; branch deleted")
-                    }
-                    Err(e) => {
-                        tracing::warn!(repo = %id, branch = %b, error = %e, "revert PR closed; could not delete its branch")
-                    }
-                }
-            });
-            (
-                StatusCode::OK,
-                format!(
-                    "revert PR closed ({}); deleting {branch}\n",
-                    if merged { "merged" } else { "not merged" }
+            let text = format!(
+                "revert PR closed ({}); deleting {branch}\n",
+                if merged { "merged" } else { "not merged" }
+            );
+            match hook.queue.try_send(Event::RevertClosed { repo: id, branch, merged }) {
+                Ok(()) => (StatusCode::OK, text),
+                Err(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: the engine queue is full, redeliver later\n".into(),
                 ),
-            )
+            }
         }
     }
 }

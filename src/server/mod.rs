@@ -417,7 +417,7 @@ async fn handle(engine: &Engine, shared: &Shared, tx: &Sender<Event>, event: Eve
                 tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = d.received.elapsed().as_millis() as u64, "incident handled");
             }
             let d = AlertDelivery { attempts: d.attempts + 1, ..d };
-            settle(shared, tx, engine.config.server.retry(), report.failed.is_empty(), d);
+            settle(shared, tx, engine.config.retry(), report.failed.is_empty(), d);
         }
         Event::Comment(c) => {
             if let Err(e) = engine.handle_comment(&c).await {
@@ -425,6 +425,7 @@ async fn handle(engine: &Engine, shared: &Shared, tx: &Sender<Event>, event: Eve
                 tracing::error!(repo = %c.repo, pr = c.number, comment = c.id, error = %format!("{e:#}"), "comment command failed");
             }
         }
+        Event::RevertClosed { repo, branch, merged } => engine.revert_closed(&repo, &branch, merged).await,
         Event::Tick => engine.finish_unfinished(chrono::Utc::now()).await,
     }
 }
