@@ -134,7 +134,10 @@ pub async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: By
             (StatusCode::OK, format!("installation {installation}: forgotten\n"))
         }
         Action::Obey(comment) => match hook.queue.try_send(Event::Comment(comment)) {
-            Ok(()) => (StatusCode::OK, "command queued\n".into()),
+            Ok(()) => {
+                tracing::info!("comment with /metricops commands accepted");
+                (StatusCode::OK, "command queued\n".into())
+            }
             Err(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, redeliver later\n".into())
             }
