@@ -41,7 +41,15 @@ pub(crate) fn alert(fingerprint: &str) -> String {
 
 impl World {
     pub fn new() -> World {
-        let gh = GitHub::start();
+        World::on(GitHub::start())
+    }
+
+    /// The same repository and history on a stand-in laid out as GitHub Enterprise Server.
+    pub fn enterprise() -> World {
+        World::on(GitHub::start_enterprise())
+    }
+
+    fn on(gh: GitHub) -> World {
         let bare = gh.add_repo("shop", "manifests", INSTALLATION);
         gh.add_collaborator("shop", "manifests", "dana");
         gh.add_collaborator("shop", "manifests", "oncall");
@@ -335,6 +343,24 @@ fn auto_merge_switched_off_in_the_repository_is_said_once_on_the_pr_and_fails_no
     assert_eq!(said.len(), 1, "said once, not at every alert: {said:#?}");
     assert!(said[0].contains("Settings → General → Allow auto-merge"), "{}", said[0]);
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.5.0"), "nothing merged");
+    w.gh.assert_faithful();
+}
+
+#[test]
+fn on_github_enterprise_auto_merge_goes_to_api_graphql() {
+    let w = World::enterprise();
+    assert!(w.gh.url().ends_with("/api/v3"), "api_url as GHES users write it: {}", w.gh.url());
+    w.gh.protect("shop", "manifests", "main", &["ci/kubeconform"]);
+    w.gh.allow_auto_merge("shop", "manifests");
+    let d = delivery(&w.run(&w.config("merge", "", "state"), &alert("fp-1")));
+    assert!(matches!(d, Delivery::AutoMergeEnabled { .. }), "{d:?}");
+    let graphql: Vec<_> =
+        w.gh.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("graphql"))
+            .map(|r| (r.path, r.status))
+            .collect();
+    assert_eq!(graphql, vec![("/api/graphql".to_string(), 200)], "GraphQL where GHES serves it");
     w.gh.assert_faithful();
 }
 

@@ -170,6 +170,20 @@ pub struct GitHubApp {
     app: Octocrab,
     installations: Mutex<HashMap<RepoId, (u64, Arc<Octocrab>)>>,
     retry_budget: Duration,
+    /// GraphQL is not under the REST base on GitHub Enterprise Server (`/api/graphql`, not
+    /// `/api/v3/graphql`), and octocrab always puts its base in front: these calls go by reqwest.
+    graphql: reqwest::Client,
+    graphql_url: String,
+}
+
+/// Where GraphQL is, from the REST API's URL: `https://api.github.com` → `…/graphql`;
+/// GitHub Enterprise Server's `https://HOST/api/v3` → `https://HOST/api/graphql`.
+pub fn graphql_url(api_url: &str) -> String {
+    let base = api_url.trim_end_matches('/');
+    match base.strip_suffix("/api/v3") {
+        Some(host) => format!("{host}/api/graphql"),
+        None => format!("{base}/graphql"),
+    }
 }
 
 impl GitHubApp {
@@ -198,7 +212,23 @@ impl GitHubApp {
                 what: "building the GitHub client".into(),
                 message: e.to_string(),
             })?;
-        Ok(GitHubApp { app, installations: Mutex::new(HashMap::new()), retry_budget: s.retry_budget })
+        crate::adapters::install_crypto_provider();
+        let graphql = reqwest::Client::builder()
+            .user_agent(concat!("metricops/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| GitHubError::Decode {
+                what: "building the GraphQL client".into(),
+                message: e.to_string(),
+            })?;
+        Ok(GitHubApp {
+            app,
+            installations: Mutex::new(HashMap::new()),
+            retry_budget: s.retry_budget,
+            graphql,
+            graphql_url: graphql_url(&s.api_url),
+        })
     }
 
     /// The installation client for a repository, found with `GET /repos/{o}/{r}/installation` once and
@@ -493,7 +523,7 @@ impl GitHubApp {
     ) -> Result<(), GitHubError> {
         const MUTATION: &str = "mutation($id: ID!, $method: PullRequestMergeMethod!, $head: GitObjectID!, $headline: String, $body: String) { enablePullRequestAutoMerge(input: {pullRequestId: $id, mergeMethod: $method, expectedHeadOid: $head, commitHeadline: $headline, commitBody: $body}) { pullRequest { number autoMergeRequest { enabledAt } } } }";
         let req = json!({ "query": MUTATION, "variables": { "id": pr.node_id, "method": method.graphql(), "head": pr.head.sha, "headline": headline, "body": body } });
-        let v = self.repo_call(repo, Method::POST, "/graphql", Some(&req)).await?;
+        let v = self.graphql_call(repo, &req).await?;
         match v.get("errors").and_then(Value::as_array) {
             Some(errors) if !errors.is_empty() => {
                 let message = errors
@@ -519,6 +549,79 @@ impl GitHubApp {
             Ok(_) => Ok(()),
             Err(GitHubError::Status { status: 422 | 404, .. }) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// One GraphQL call with the installation's token, at `graphql_url`; 5xx, rate limits and no
+    /// answer retried within the budget, as REST calls are.
+    async fn graphql_call(&self, repo: &RepoId, body: &Value) -> Result<Value, GitHubError> {
+        let path = self.graphql_url.clone();
+        let token = self.git_token(repo).await?;
+        let started = Instant::now();
+        let (mut attempts, mut backoff) = (0u32, Duration::from_millis(250));
+        loop {
+            attempts += 1;
+            let sent = self
+                .graphql
+                .post(&self.graphql_url)
+                .bearer_auth(token.expose_secret())
+                .header("accept", "application/vnd.github+json")
+                .json(body)
+                .send()
+                .await;
+            let (status, headers, text) = match sent {
+                Ok(r) => {
+                    let (status, headers) = (r.status(), r.headers().clone());
+                    (status, headers, r.text().await.unwrap_or_default())
+                }
+                Err(e) => {
+                    let last = e.without_url().to_string();
+                    if started.elapsed() + backoff > self.retry_budget {
+                        return Err(GitHubError::GaveUp {
+                            method: Method::POST,
+                            path,
+                            attempts,
+                            waited: started.elapsed(),
+                            last,
+                        });
+                    }
+                    tracing::warn!(path, attempt = attempts, error = %last, "GitHub GraphQL unreachable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+            if status.is_success() {
+                return Ok(value);
+            }
+            let message = error_message(&value);
+            let Some(wait) = retry_wait(status, &headers, backoff) else {
+                return Err(GitHubError::Status {
+                    method: Method::POST,
+                    path,
+                    status: status.as_u16(),
+                    message,
+                });
+            };
+            if started.elapsed() + wait > self.retry_budget {
+                return Err(GitHubError::GaveUp {
+                    method: Method::POST,
+                    path,
+                    attempts,
+                    waited: started.elapsed(),
+                    last: format!("{status}: {message}"),
+                });
+            }
+            tracing::warn!(
+                path,
+                status = status.as_u16(),
+                wait_ms = wait.as_millis() as u64,
+                attempt = attempts,
+                "GitHub asked us to wait; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -721,6 +824,14 @@ mod tests {
         // A plain 403 is a refusal, not a rate limit; 404 and 422 are final too.
         assert_eq!(retry_wait(StatusCode::FORBIDDEN, &h(&[]), b), None);
         assert_eq!(retry_wait(StatusCode::UNPROCESSABLE_ENTITY, &h(&[]), b), None);
+    }
+
+    #[test]
+    fn graphql_is_where_github_and_github_enterprise_serve_it() {
+        assert_eq!(graphql_url("https://api.github.com"), "https://api.github.com/graphql");
+        assert_eq!(graphql_url("https://ghe.corp/api/v3"), "https://ghe.corp/api/graphql");
+        assert_eq!(graphql_url("https://ghe.corp/api/v3/"), "https://ghe.corp/api/graphql");
+        assert_eq!(graphql_url("http://127.0.0.1:9/"), "http://127.0.0.1:9/graphql");
     }
 
     #[test]

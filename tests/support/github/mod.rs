@@ -129,6 +129,9 @@ struct RepoState {
 
 struct State {
     base_url: String,
+    /// GitHub Enterprise Server's layout: REST under `/api/v3`, GraphQL at `/api/graphql` (and
+    /// nothing at `/api/v3/graphql`), git at the root.
+    enterprise: bool,
     root: PathBuf,
     repos: BTreeMap<(String, String), RepoState>,
     installations: BTreeSet<u64>,
@@ -287,6 +290,17 @@ impl GitHub {
         GitHub::serve(None)
     }
 
+    /// The stand-in laid out as GitHub Enterprise Server: `url()` is `http://HOST:PORT/api/v3`, the
+    /// REST API's base; GraphQL answers at `/api/graphql` only; git at `git_url` as before.
+    pub fn start_enterprise() -> GitHub {
+        let mut gh = GitHub::serve(None);
+        lock(&gh.state).enterprise = true;
+        let api = format!("{}/api/v3", gh.url);
+        lock(&gh.state).base_url = api.clone();
+        gh.url = api;
+        gh
+    }
+
     /// The stand-in over HTTPS at `https://localhost:PORT`, with this certificate and key (PEM files),
     /// as github.com serves git and the API.
     pub fn start_tls(cert: &Path, key: &Path) -> GitHub {
@@ -306,6 +320,7 @@ impl GitHub {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let state = Arc::new(Mutex::new(State {
             base_url: url.clone(),
+            enterprise: false,
             root: dir.path().to_path_buf(),
             repos: BTreeMap::new(),
             installations: BTreeSet::new(),
@@ -394,7 +409,7 @@ impl GitHub {
     }
 
     pub fn git_url(&self, owner: &str, name: &str) -> String {
-        format!("{}/{owner}/{name}.git", self.url)
+        format!("{}/{owner}/{name}.git", self.url.trim_end_matches("/api/v3"))
     }
 
     pub fn uninstall(&self, owner: &str, name: &str) {
@@ -767,13 +782,35 @@ fn handle(
     headers: &axum::http::HeaderMap,
     body: &[u8],
 ) -> Reply {
-    let path = uri.path().to_string();
+    let mut path = uri.path().to_string();
+    let is_git = path.contains(".git/");
+    if lock(state).enterprise && !is_git {
+        // GitHub Enterprise Server: REST under /api/v3, GraphQL at /api/graphql, nothing else.
+        let inner = match path.as_str() {
+            "/api/graphql" => Some("/graphql".to_string()),
+            "/api/v3/graphql" => None,
+            p => p.strip_prefix("/api/v3").filter(|r| r.starts_with('/')).map(str::to_string),
+        };
+        match inner {
+            Some(p) => path = p,
+            None => {
+                let reply = Reply::json(404, error("Not Found"));
+                lock(state).requests.push(Recorded {
+                    method: method.as_str().to_string(),
+                    path: uri.path().to_string(),
+                    status: 404,
+                    auth: "none".into(),
+                });
+                return reply;
+            }
+        }
+    }
+    // Recorded as the client sent it.
     let full = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.clone(),
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
     };
     let method = method.as_str().to_string();
-    let is_git = path.contains(".git/");
     let auth = classify(&lock(state), headers);
     let fault = {
         let mut s = lock(state);
