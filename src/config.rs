@@ -85,6 +85,50 @@ pub struct ServerConfig {
     /// Incidents worked on at once, each workload one at a time (default 4).
     #[serde(default)]
     pub concurrency: Option<usize>,
+    /// Connections open at once; one more is answered 503 (default 512).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// How long a client may take: `header` (the TLS handshake, each request's headers; 10s),
+    /// `idle` (a keep-alive connection with nothing to do; 60s), `request` (a whole request, the
+    /// body included; 30s).
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub idle: Option<Spanned<String>>,
+    #[serde(default)]
+    pub request: Option<Spanned<String>>,
+}
+
+/// The listener's timeouts, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub header: std::time::Duration,
+    pub idle: std::time::Duration,
+    pub request: std::time::Duration,
+}
+
+impl ServerConfig {
+    pub fn timeouts(&self) -> Timeouts {
+        let d = |v: &Option<Spanned<String>>, default: u64| {
+            v.as_ref()
+                .and_then(|s| parse_duration(&s.value))
+                .and_then(|d| d.to_std().ok())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(std::time::Duration::from_secs(default))
+        };
+        Timeouts {
+            header: d(&self.timeouts.header, 10),
+            idle: d(&self.timeouts.idle, 60),
+            request: d(&self.timeouts.request, 30),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

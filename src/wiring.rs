@@ -22,6 +22,8 @@ pub struct Wired {
     pub github_webhook_secret: Option<SecretString>,
     pub prometheus: Option<(Prometheus, Duration)>,
     pub alertmanager: Option<Alertmanager>,
+    /// `server.tls`, its certificate and key read and checked to go together.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Wired {
@@ -29,13 +31,10 @@ impl Wired {
     /// network. Call inside a tokio runtime context (the GitHub client starts a task).
     pub fn new(config: &Config) -> anyhow::Result<Wired> {
         let webhook_auth = config.server.webhook_auth()?;
-        if let Some(tls) = &config.server.tls {
-            for (key, f) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("server.tls.{key}: cannot read {}", f.display()))?;
-                anyhow::ensure!(text.contains("-----BEGIN "), "server.tls.{key}: {} is not PEM", f.display());
-            }
-        }
+        let tls = match &config.server.tls {
+            Some(t) => Some(crate::server::tls_acceptor(&t.cert_file, &t.key_file)?),
+            None => None,
+        };
         let (app, github_webhook_secret) = match &config.github {
             Some(g) => (Some(Arc::new(GitHubApp::new(&app_settings(g)?)?)), g.webhook_secret()?),
             None => (None, None),
@@ -48,7 +47,7 @@ impl Wired {
             Some(a) => Some(Alertmanager::new(&a.url).context("alertmanager.url")?),
             None => None,
         };
-        Ok(Wired { app, webhook_auth, github_webhook_secret, prometheus, alertmanager })
+        Ok(Wired { app, webhook_auth, github_webhook_secret, prometheus, alertmanager, tls })
     }
 
     /// The engine alone (for `simulate`): only the GitHub App is built, the server's files are not read.

@@ -8,6 +8,7 @@ mod demo;
 mod e2e;
 mod git_https;
 mod github;
+mod hostile;
 mod journal;
 mod policy;
 mod revert;

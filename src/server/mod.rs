@@ -6,6 +6,7 @@
 //! was never opened. Also `/healthz`, `/readyz`, `/metrics`.
 
 pub mod github;
+mod listen;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc::{Receiver, Sender, error::TrySendError};
@@ -37,6 +39,63 @@ const TICK: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How long a stop waits for the work in flight; what is left stays in the journal.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Alert webhook bodies at most this long (413 beyond).
+const ALERT_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Webhook bodies being received at once, and their bytes (as declared, or the endpoint's limit).
+const WEBHOOKS_AT_ONCE: usize = 64;
+const WEBHOOK_BYTES_AT_ONCE: usize = 64 * 1024 * 1024;
+
+/// The bound on webhook bodies in memory: a place per request, and a KiB-permit per byte declared.
+struct Gate {
+    requests: Arc<tokio::sync::Semaphore>,
+    kib: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gate {
+    fn new(requests: usize, bytes: usize) -> Gate {
+        Gate {
+            requests: Arc::new(tokio::sync::Semaphore::new(requests)),
+            kib: Arc::new(tokio::sync::Semaphore::new(bytes / 1024)),
+        }
+    }
+
+    /// 413 for a declared length over `max` (before reading); 503 when the bound is reached; else
+    /// the request's share, held until it is answered.
+    fn admit(
+        &self,
+        req: &axum::extract::Request,
+        max: usize,
+        metrics: &Metrics,
+    ) -> Result<Admitted, (StatusCode, String)> {
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            metrics.error("webhook_too_large");
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("the body is over {max} bytes\n")));
+        }
+        let kib = declared.unwrap_or(max).div_ceil(1024).max(1) as u32;
+        match (self.requests.clone().try_acquire_owned(), self.kib.clone().try_acquire_many_owned(kib)) {
+            (Ok(place), Ok(bytes)) => Ok(Admitted { _place: place, _bytes: bytes }),
+            _ => {
+                metrics.error("webhooks_busy");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: too many webhook bodies in flight, retry later\n".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// A request's share of the gate.
+struct Admitted {
+    _place: tokio::sync::OwnedSemaphorePermit,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// What the alert endpoints share.
 struct Shared {
@@ -98,21 +157,67 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     let (stop_engine, stopping) = tokio::sync::watch::channel(false);
     let engine_task =
         tokio::spawn(work(engine, wired.prometheus, wired.alertmanager, rx, tx, shared.clone(), stopping));
+    // Webhooks: credentials (or the signature's presence) and the declared length are checked
+    // before a byte of the body is read, and the bodies being read at once are bounded in number
+    // and in bytes (503 beyond: the sender retries).
+    let gate = Arc::new(Gate::new(WEBHOOKS_AT_ONCE, WEBHOOK_BYTES_AT_ONCE));
+    let alerts = Router::new()
+        .route("/webhooks/alertmanager", post(|s, h, b| receive_alerts(Source::Alertmanager, s, h, b)))
+        .route("/webhooks/grafana", post(|s, h, b| receive_alerts(Source::Grafana, s, h, b)))
+        .route("/webhooks/generic", post(|s, h, b| receive_alerts(Source::Generic, s, h, b)))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (shared.clone(), gate.clone()),
+            |State((s, gate)): State<(Arc<Shared>, Arc<Gate>)>, req: axum::extract::Request, next: axum::middleware::Next| async move {
+                let endpoint = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
+                let refuse = |code: StatusCode, text: String| {
+                    s.metrics.webhook(&endpoint, code.as_u16());
+                    (code, text).into_response()
+                };
+                if !authorised(&s.auth, req.headers()) {
+                    tracing::warn!(source = %endpoint, "alert webhook without valid credentials refused");
+                    s.metrics.error("webhook_unauthorised");
+                    return refuse(StatusCode::UNAUTHORIZED, "missing or wrong credentials: set the bearer token or basic auth configured in server.webhook_auth\n".into());
+                }
+                match gate.admit(&req, ALERT_MAX_BYTES, &s.metrics) {
+                    Ok(_share) => next.run(req).await,
+                    Err((code, text)) => refuse(code, text),
+                }
+            },
+        ))
+        .layer(DefaultBodyLimit::max(ALERT_MAX_BYTES))
+        .with_state(shared.clone());
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/webhooks/alertmanager", post(|s, h, b| receive_alerts(Source::Alertmanager, s, h, b)))
-        .route("/webhooks/grafana", post(|s, h, b| receive_alerts(Source::Grafana, s, h, b)))
-        .route("/webhooks/generic", post(|s, h, b| receive_alerts(Source::Generic, s, h, b)))
-        .with_state(shared.clone());
+        .with_state(shared.clone())
+        .merge(alerts);
     if let (Some(g), Some(app)) = (&config.github, &wired.app) {
         match &wired.github_webhook_secret {
             Some(secret) => {
                 let hook = Arc::new(github::Hook::new(secret.clone(), app.clone(), shared.queue.clone()));
+                let max = g.webhook_max_bytes;
+                let metrics = metrics.clone();
+                let gate = gate.clone();
                 router = router.route(
                     "/webhooks/github",
-                    post(github::receive).with_state(hook).layer(DefaultBodyLimit::max(g.webhook_max_bytes)),
+                    post(github::receive)
+                        .with_state(hook)
+                        .layer(DefaultBodyLimit::max(max))
+                        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+                            let (metrics, gate) = (metrics.clone(), gate.clone());
+                            async move {
+                                if !req.headers().contains_key("x-hub-signature-256") {
+                                    tracing::warn!("GitHub webhook without X-Hub-Signature-256 refused");
+                                    metrics.error("webhook_unauthorised");
+                                    return (StatusCode::UNAUTHORIZED, "missing X-Hub-Signature-256: set the webhook secret in the GitHub App settings\n").into_response();
+                                }
+                                match gate.admit(&req, max, &metrics) {
+                                    Ok(_share) => next.run(req).await,
+                                    Err(refused) => refused.into_response(),
+                                }
+                            }
+                        })),
                 );
             }
             None => tracing::warn!("github.webhook_secret_file is not set: POST /webhooks/github is off"),
@@ -122,36 +227,19 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = match &config.server.tls {
-        None => tokio::spawn(async move {
-            let r = axum::serve(listener, router).with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = r.await {
-                tracing::error!(error = %e, "server stopped");
-            }
-        }),
-        Some(tls) => {
-            crate::adapters::install_crypto_provider();
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
-                .await
-                .with_context(|| {
-                    format!("server.tls: reading {} and {}", tls.cert_file.display(), tls.key_file.display())
-                })?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, rustls)?
-                .handle(handle.clone());
-            tokio::spawn(async move {
-                let _ = stop_rx.await;
-                handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            tokio::spawn(async move {
-                if let Err(e) = server.serve(router.into_make_service()).await {
-                    tracing::error!(error = %e, "server stopped");
-                }
-            })
-        }
+    let t = config.server.timeouts();
+    let limits = listen::Limits {
+        max_connections: config
+            .server
+            .max_connections
+            .unwrap_or(listen::Limits::default().max_connections)
+            .max(1),
+        header_timeout: t.header,
+        idle_timeout: t.idle,
+        request_timeout: t.request,
     };
+    let task =
+        tokio::spawn(listen::serve(listener, router, wired.tls.clone(), limits, metrics.clone(), stop_rx));
     tracing::info!(%addr, tls = config.server.tls.is_some(), "listening");
     Ok(Running {
         addr,
@@ -161,6 +249,28 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         stop_engine,
         engine: Some(engine_task),
     })
+}
+
+/// The TLS acceptor for `server.tls`: the certificate chain and key from their PEM files.
+pub(crate) fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    crate::adapters::install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("server.tls.cert_file: reading certificates from {}", cert.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "server.tls.cert_file: no certificate in {}", cert.display());
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("server.tls.key_file: reading a private key from {}", key.display()))?;
+    let mut c = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("server.tls: the certificate and key do not go together")?;
+    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
 }
 
 /// `metricops serve`: runs until SIGTERM (what Kubernetes sends) or Ctrl-C, then stops accepting,

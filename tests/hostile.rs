@@ -1,0 +1,140 @@
+//! `metricops serve` against clients that do not play fair: slow headers, slow bodies, idle
+//! keep-alive connections, more connections than allowed, unauthenticated big bodies. Each ends
+//! with the server answering others, and the offender cut off or refused.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::e2e::{Manifests, metric};
+use crate::support::http::{get, request, wait_until};
+
+/// A server with small limits, so offenders are cut off quickly: 4 connections, headers within
+/// 1 s, idle 2 s, a whole request 2 s.
+fn server(m: &Manifests, extra: &str) -> (tokio::runtime::Runtime, metricops::server::Running) {
+    let text = m.config_text("").replace(
+        "server:\n",
+        &format!("server:\n  max_connections: 4\n  timeouts: {{header: 1s, idle: 2s, request: 2s}}\n{extra}"),
+    );
+    let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
+    wait_until("ready", Duration::from_secs(30), || get(server.addr, "/readyz").0 == 200);
+    (rt, server)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+/// Whether the server closed the connection (reads what is left until the end).
+fn closed_by_server(s: &mut TcpStream) -> (bool, String) {
+    let mut out = Vec::new();
+    let r = s.read_to_end(&mut out);
+    (
+        r.is_ok() || r.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+#[test]
+fn slow_headers_are_cut_off_and_connections_beyond_the_limit_get_503() {
+    let m = Manifests::new(None);
+    let (rt, server) = server(&m, "");
+    let a = server.addr;
+    // Four clients start a request and never finish its headers.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(a);
+            s.write_all(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    // A fifth is refused, with an answer, while they hold the four places.
+    let (status, body) = get(a, "/healthz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too many connections"), "{body}");
+    assert!(
+        metric(a, "metricops_errors_total{kind=\"connections_full\"}") >= 1.0 || get(a, "/healthz").0 == 503
+    );
+    // The header timeout closes all four; then everyone else is served again.
+    for s in &mut slow {
+        let (closed, _) = closed_by_server(s);
+        assert!(closed, "a client that never finishes its headers is cut off");
+    }
+    wait_until("healthz served again", Duration::from_secs(30), || get(a, "/healthz").0 == 200);
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn a_slow_body_gets_408_and_an_idle_keep_alive_connection_is_closed() {
+    let m = Manifests::new(None);
+    let (rt, server) = server(&m, "");
+    let a = server.addr;
+    // Headers in full, then the body a byte at a time, slower than the request timeout allows.
+    let mut s = connect(a);
+    s.write_all(
+        format!(
+            "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+            crate::e2e::TOKEN
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if s.write_all(b" ").is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = s.set_nonblocking(true);
+        let mut buf = [0u8; 512];
+        if let Ok(n) = s.read(&mut buf)
+            && n > 0
+        {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+            break;
+        }
+        let _ = s.set_nonblocking(false);
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "a body that never arrives in time: {answer:?}");
+
+    // A keep-alive connection that asked once and then says nothing is closed after the idle time.
+    let mut k = connect(a);
+    k.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 256];
+    let n = k.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    let (closed, _) = closed_by_server(&mut k);
+    assert!(closed, "an idle keep-alive connection is closed by the server");
+    assert_eq!(get(a, "/healthz").0, 200);
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn big_bodies_without_credentials_are_refused_before_they_are_read() {
+    let m = Manifests::new(None);
+    let (rt, server) = server(&m, "");
+    let a = server.addr;
+    // 1.9 MB declared, no credentials: answered 401 at once, the body never read.
+    let mut s = connect(a);
+    s.write_all(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1900000\r\n\r\n{")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    // With credentials and over the limit: 413 from the declared length, before reading.
+    let (status, _) = request(
+        a,
+        "POST",
+        "/webhooks/generic",
+        &[("Authorization", &format!("Bearer {}", crate::e2e::TOKEN)), ("Content-Type", "application/json")],
+        &" ".repeat(3 * 1024 * 1024),
+    );
+    assert_eq!(status, 413);
+    rt.block_on(server.stop());
+}
