@@ -195,8 +195,14 @@ pub fn parse_generic(body: &str, now: DateTime<Utc>) -> Result<Vec<Alert>, Alert
         .map_err(|e| AlertError::Malformed(format!("not a generic alert payload ({shape}): {e}")))?;
     // Each alert on its own, so an error names which one and what in it is wrong.
     let one = |v: serde_json::Value, which: String| {
-        serde_json::from_value::<Generic>(v)
-            .map_err(|e| AlertError::Malformed(format!("generic alert payload, {which}: {e}")))
+        let g = serde_json::from_value::<Generic>(v)
+            .map_err(|e| AlertError::Malformed(format!("generic alert payload, {which}: {e}")))?;
+        if g.name.trim().is_empty() {
+            return Err(AlertError::Malformed(format!(
+                "generic alert payload, {which}: `name` is empty; give the alert a name (it is the alertname)"
+            )));
+        }
+        Ok(g)
     };
     let list = match value {
         serde_json::Value::Object(mut m) if m.contains_key("alerts") => match m.remove("alerts") {
@@ -303,7 +309,13 @@ fn normalise(a: AmAlert) -> Alert {
         format!("labels:{}", joined.join(","))
     });
     Alert {
-        name: a.labels.get("alertname").cloned().unwrap_or_else(|| "unnamed".into()),
+        name: a
+            .labels
+            .get("alertname")
+            .map(|n| n.trim())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("unnamed")
+            .to_string(),
         status: if a.status == "resolved" { Status::Resolved } else { Status::Firing },
         severity: a.labels.get("severity").cloned(),
         labels: a.labels,
@@ -398,6 +410,22 @@ pub fn labels_text(labels: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_always_has_a_name() {
+        // Found by the alert_payloads fuzz target: `{"name":""}` was an alert with no name.
+        let now = Utc::now();
+        let e = parse_generic(r#"{"name":""}"#, now).unwrap_err().to_string();
+        assert!(e.contains("`name` is empty"), "{e}");
+        assert!(
+            parse_generic(r#"{"alerts":[{"name":"A"},{"name":"  "}]}"#, now)
+                .unwrap_err()
+                .to_string()
+                .contains("alert #2")
+        );
+        let am = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":""},"annotations":{},"startsAt":"2026-01-01T00:00:00Z","fingerprint":"f"}]}"#;
+        assert_eq!(parse_alertmanager(am).unwrap()[0].name, "unnamed");
+    }
 
     #[test]
     fn real_payloads_parse_and_trust_status() {

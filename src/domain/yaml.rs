@@ -114,6 +114,9 @@ fn options() -> serde_saphyr::Options {
     budget.max_depth = 512;
     let mut o = serde_saphyr::Options::default();
     o.budget = Some(budget);
+    // Aliases are replayed as they are read: an alias bomb (`a1: [*a0, *a0, …]`, nine levels) would
+    // otherwise grow to the node budget. Real manifests share a few values, not millions.
+    o.alias_limits.max_total_replayed_events = 100_000;
     o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::LastWins;
     o.emit_comments = false;
     o.with_snippet = false;
@@ -124,7 +127,28 @@ fn options() -> serde_saphyr::Options {
 pub fn parse_documents(src: &str) -> Result<Vec<Node>, String> {
     let raw: Vec<Spanned<Raw>> =
         serde_saphyr::from_multiple_with_options(src, options()).map_err(|e| first_line(&e.to_string()))?;
-    Ok(raw.into_iter().map(|r| convert(src, r)).collect())
+    let lines = Lines::new(src);
+    Ok(raw.into_iter().map(|r| convert(src, &lines, r)).collect())
+}
+
+/// Lines as the rest of metricops counts them (a line ends at `\n`, as git and the line diff see
+/// it). YAML also ends a line at a lone `\r`: where the text has one, lines are counted again from
+/// the byte offsets.
+struct Lines(Option<Vec<usize>>);
+
+impl Lines {
+    fn new(src: &str) -> Lines {
+        let b = src.as_bytes();
+        let lone_cr = b.iter().enumerate().any(|(i, c)| *c == b'\r' && b.get(i + 1) != Some(&b'\n'));
+        Lines(lone_cr.then(|| memchr::memchr_iter(b'\n', b).collect()))
+    }
+
+    fn line(&self, offset: Option<u64>, yaml_line: usize) -> usize {
+        match (&self.0, offset) {
+            (Some(newlines), Some(o)) => 1 + newlines.partition_point(|&p| p < o as usize),
+            _ => yaml_line,
+        }
+    }
 }
 
 /// The documents written inside a literal block scalar, with every line and byte range in the
@@ -220,25 +244,28 @@ enum Raw {
     Map(Vec<(Spanned<Raw>, Spanned<Raw>)>),
 }
 
-fn convert(src: &str, n: Spanned<Raw>) -> Node {
+fn convert(src: &str, lines: &Lines, n: Spanned<Raw>) -> Node {
     match n.value {
-        Raw::Seq(items) => Node::Seq(items.into_iter().map(|i| convert(src, i)).collect()),
+        Raw::Seq(items) => Node::Seq(items.into_iter().map(|i| convert(src, lines, i)).collect()),
         Raw::Map(entries) => Node::Map(
             entries
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let key = match convert(src, k) {
+                    let key = match convert(src, lines, k) {
                         Node::Scalar(s) => s,
                         _ => return None,
                     };
-                    Some((key, convert(src, v)))
+                    Some((key, convert(src, lines, v)))
                 })
                 .collect(),
         ),
         Raw::Scalar(value) => {
-            let used_line = n.referenced.line() as usize;
-            let line = n.defined.line() as usize;
             let span = n.defined.span();
+            let line = lines.line(span.byte_offset(), n.defined.line() as usize);
+            let used_line = match n.referenced.line() {
+                0 => 0,
+                l => lines.line(n.referenced.span().byte_offset(), l as usize),
+            };
             let range = match (span.byte_offset(), span.byte_len()) {
                 (Some(o), Some(l)) => Some(o as usize..(o + l) as usize),
                 _ => None,
@@ -394,6 +421,29 @@ impl<'de> Visitor<'de> for RawVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_carriage_return_does_not_shift_line_numbers() {
+        // Found by the surgical_edit fuzz target: YAML ends a line at a lone CR, git and the line
+        // diff do not; lines are the latter's.
+        let docs = parse_documents("\rx: 1\ny: 2\n").unwrap();
+        assert_eq!(docs[0].get("y").unwrap().scalar().unwrap().line, 2, "{docs:?}");
+        let crlf = parse_documents("x: 1\r\ny: 2\r\n").unwrap();
+        assert_eq!(crlf[0].get("y").unwrap().scalar().unwrap().line, 2);
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_not_expanded() {
+        let mut src = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            src.push_str(&format!("a{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 9].join(", ")));
+        }
+        let e = parse_documents(&src).unwrap_err();
+        assert!(e.contains("alias") || e.contains("limit") || e.contains("budget"), "{e}");
+        // A few shared values still read.
+        let ok = parse_documents("base: &b {image: x:1}\nuse: *b\nmore: *b\n").unwrap();
+        assert!(ok[0].get("more").is_some());
+    }
 
     #[test]
     fn scalars_keep_their_source_text_and_byte_range() {
