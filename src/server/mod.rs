@@ -370,11 +370,34 @@ async fn receive_alerts(
         }
     };
     let n = alerts.len();
+    // A place in the queue first: a full queue answers 503 at once, with nothing written.
+    let place = match s.queue.try_reserve() {
+        Ok(p) => p,
+        Err(TrySendError::Full(())) => {
+            // Not acknowledged: the sender sends it again.
+            tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
+            s.metrics.error("queue_full");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: the engine queue is full, retry later\n".into(),
+            );
+        }
+        Err(TrySendError::Closed(())) => {
+            return answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into());
+        }
+    };
     // On disk before the answer: an acknowledged delivery is acted on even if the process dies now.
+    // The write and its fsync run on the blocking pool, not on a thread that serves requests.
     let entry = Entry { source, alerts, received_at: chrono::Utc::now(), attempts: 0 };
-    let id = match s.journal.record(&entry) {
-        Ok(id) => id,
-        Err(e) => {
+    let journal = s.journal.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let r = journal.record(&entry);
+        (entry, r)
+    })
+    .await;
+    let (entry, id) = match written {
+        Ok((entry, Ok(id))) => (entry, id),
+        Ok((_, Err(e))) => {
             tracing::error!(source = endpoint, error = %e, "cannot journal the delivery; the sender will retry");
             s.metrics.error("journal");
             return answer(
@@ -382,25 +405,24 @@ async fn receive_alerts(
                 "cannot keep the delivery safe (state_dir not writable), retry later\n".into(),
             );
         }
+        Err(e) => {
+            tracing::error!(source = endpoint, error = %e, "the journal write stopped; the sender will retry");
+            s.metrics.error("journal");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot keep the delivery safe, retry later\n".into(),
+            );
+        }
     };
-    let job = AlertDelivery { source, alerts: entry.alerts, received, entry: Some(id.clone()), attempts: 0 };
-    match s.queue.try_send(Event::Alerts(job)) {
-        Ok(()) => {
-            tracing::info!(source = endpoint, alerts = n, entry = %id, "alert delivery accepted");
-            answer(StatusCode::OK, format!("queued {n} alerts\n"))
-        }
-        Err(TrySendError::Full(_)) => {
-            // Not acknowledged: the sender sends it again.
-            let _ = s.journal.done(&id);
-            tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
-            s.metrics.error("queue_full");
-            answer(StatusCode::SERVICE_UNAVAILABLE, "busy: the engine queue is full, retry later\n".into())
-        }
-        Err(TrySendError::Closed(_)) => {
-            let _ = s.journal.done(&id);
-            answer(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n".into())
-        }
-    }
+    place.send(Event::Alerts(AlertDelivery {
+        source,
+        alerts: entry.alerts,
+        received,
+        entry: Some(id.clone()),
+        attempts: 0,
+    }));
+    tracing::info!(source = endpoint, alerts = n, entry = %id, "alert delivery accepted");
+    answer(StatusCode::OK, format!("queued {n} alerts\n"))
 }
 
 /// The engine's loop: starts the evaluator (config and annotation rules), takes what a previous
@@ -519,7 +541,7 @@ async fn work(
 }
 
 /// One event, handled.
-async fn handle(engine: &Engine, shared: &Shared, tx: &Sender<Event>, event: Event) {
+async fn handle(engine: &Engine, shared: &Arc<Shared>, tx: &Sender<Event>, event: Event) {
     match event {
         Event::Alerts(d) => {
             let report = engine.handle_alerts(d.source, &d.alerts, d.received, chrono::Utc::now()).await;
@@ -527,7 +549,10 @@ async fn handle(engine: &Engine, shared: &Shared, tx: &Sender<Event>, event: Eve
                 tracing::info!(incident = %o.incident.id, workload = %o.workload, decision = o.decision.label(), delivery = o.delivery.as_ref().map(|d| d.label()).unwrap_or("none"), took_ms = d.received.elapsed().as_millis() as u64, "incident handled");
             }
             let d = AlertDelivery { attempts: d.attempts + 1, ..d };
-            settle(shared, tx, engine.config.retry(), report.failed.is_empty(), d);
+            // The journal's file operations on the blocking pool.
+            let (shared, tx, retry, ok) =
+                (shared.clone(), tx.clone(), engine.config.retry(), report.failed.is_empty());
+            let _ = tokio::task::spawn_blocking(move || settle(&shared, &tx, retry, ok, d)).await;
         }
         Event::Comment(c) => {
             if let Err(e) = engine.handle_comment(&c).await {

@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/metricops"))
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--workloads", type=int, default=100)
+    ap.add_argument("--concurrency", type=int, default=4, help="server.concurrency")
     a = ap.parse_args()
     if not os.path.exists(a.bin):
         sys.exit(f"{a.bin} does not exist: run `cargo build --release` first, or pass --bin")
@@ -91,7 +92,8 @@ def main():
         f.write(f"repos:\n- name: m\n  url: {bare}\nworkloads:\n{workloads}"
                 "policy:\n  action: propose\n  max_culprit_age: 24h\n  cooldown: 0s\n"
                 "  max_reverts_per_day_per_repo: 0\n  max_reverts_per_day: 0\n"
-                f"server:\n  webhook_auth: {{bearer_token_file: {tmp}/token}}\nstate_dir: {tmp}/state\n")
+                f"server:\n  concurrency: {a.concurrency}\n  webhook_auth: {{bearer_token_file: {tmp}/token}}\n"
+                f"state_dir: {tmp}/state\n")
     port = free_port()
     log = open(os.path.join(tmp, "serve.log"), "w")
     proc = subprocess.Popen([a.bin, "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
@@ -106,12 +108,10 @@ def main():
         idle = rss(proc.pid, "VmRSS")
         env = dict(os.environ, WORKLOADS=str(a.workloads), REQUESTS=str(a.requests), TOKEN="storm-token")
         started = time.time()
-        out = subprocess.run(["wrk", "-t2", "-c50", "-d120s", "--latency", "-s", os.path.join(HERE, "storm.lua"),
-                              f"http://127.0.0.1:{port}"], env=env, capture_output=True, text=True).stdout
-        result = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
-        if not result:
-            sys.exit("wrk printed no result:\n" + out)
-        print(result, flush=True)
+        # wrk's threads stop after their share; wrk itself then waits out -d (its main thread sleeps
+        # the whole duration), so the time until the reverts exist is measured here, meanwhile.
+        wrk = subprocess.Popen(["wrk", "-t2", "-c50", "-d30s", "--latency", "-s", os.path.join(HERE, "storm.lua"),
+                                f"http://127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
         deadline = time.time() + 900
         branches = []
         while time.time() < deadline:
@@ -119,8 +119,13 @@ def main():
             branches = [l for l in heads.splitlines() if "refs/heads/metricops/revert-" in l]
             if len(branches) >= a.workloads:
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         all_in = time.time() - started
+        out = wrk.communicate()[0]
+        result = next((l for l in out.splitlines() if l.startswith("RESULT")), None)
+        if not result:
+            sys.exit("wrk printed no result:\n" + out)
+        print(result, flush=True)
         time.sleep(2)
         heads = git("ls-remote", "--heads", bare)
         branches = [l for l in heads.splitlines() if "refs/heads/metricops/revert-" in l]
