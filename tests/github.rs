@@ -12,7 +12,7 @@ use metricops::pipeline::{Delivery, Report};
 use crate::support::github::GitHub;
 use crate::support::*;
 
-const CHECKOUT: &str = "ghcr.io/shop/checkout";
+pub(crate) const CHECKOUT: &str = "ghcr.io/shop/checkout";
 const INSTALLATION: u64 = 77;
 pub(crate) const SECRET: &str = "webhook secret for tests";
 
@@ -78,7 +78,15 @@ impl World {
     }
 
     pub fn config(&self, action: &str, extra_github: &str, state: &str) -> Config {
-        let text = format!(
+        let text = self.config_text(action, extra_github);
+        let mut c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        c.state_dir = Some(self.dir.path().join(state));
+        c
+    }
+
+    /// The config's text (no `state_dir`: `config` sets it; a file for `serve` needs one added).
+    pub fn config_text(&self, action: &str, extra_github: &str) -> String {
+        format!(
             "repos:\n- name: shop\n  url: {url}\n  forge: github\nworkloads:\n- name: shop/checkout\n  match: {{namespace: shop, deployment: checkout}}\n  repo: shop\n  paths: [apps/checkout/overlays/prod]\n  image: {CHECKOUT}\n  pause: [{{file: clusters/prod/checkout-automation.yaml, kind: ImageUpdateAutomation}}]\n\
 policy:\n  action: {action}\n  max_culprit_age: 24h\n\
 github:\n  app_id: {app}\n  private_key_file: {key}\n  webhook_secret_file: {secret}\n  api_url: {api}\n  reviewers: [oncall]\n{budget}{extra_github}",
@@ -88,10 +96,7 @@ github:\n  app_id: {app}\n  private_key_file: {key}\n  webhook_secret_file: {sec
             key = self.dir.path().join("app.pem").display(),
             secret = self.dir.path().join("webhook-secret").display(),
             api = self.gh.url(),
-        );
-        let mut c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        c.state_dir = Some(self.dir.path().join(state));
-        c
+        )
     }
 
     pub fn run(&self, config: &Config, body: &str) -> Report {

@@ -64,7 +64,7 @@ fn a_failed_incident_is_retried_without_the_alert_being_sent_again() {
     wait_until("the journal to be emptied", Duration::from_secs(30), || entries() == 0);
 }
 
-struct Serve(Child);
+pub(crate) struct Serve(pub Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -73,7 +73,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(config: &std::path::Path, port: u16) -> Serve {
+pub(crate) fn serve(config: &std::path::Path, port: u16) -> Serve {
     let child = Command::new(env!("CARGO_BIN_EXE_metricops"))
         .args(["serve", "--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .env("METRICOPS_LOG", "info")

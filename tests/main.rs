@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod chatops;
+mod crash;
 mod demo;
 mod e2e;
 mod git_https;

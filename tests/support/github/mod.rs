@@ -75,6 +75,9 @@ struct Fault {
     /// The request is carried out, and then answered with the fault (GitHub created the PR, the
     /// proxy in front of it answered 502).
     after: bool,
+    /// The request waits, unanswered, until `release` (the caller is killed meanwhile), then gets
+    /// the fault without anything done.
+    hold: bool,
 }
 
 struct Comment {
@@ -128,6 +131,9 @@ struct RepoState {
 }
 
 struct State {
+    /// Requests held by `hold_next`, and whether they were let go.
+    held: usize,
+    released: bool,
     base_url: String,
     /// GitHub Enterprise Server's layout: REST under `/api/v3`, GraphQL at `/api/graphql` (and
     /// nothing at `/api/v3/graphql`), git at the root.
@@ -319,6 +325,8 @@ impl GitHub {
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
         let state = Arc::new(Mutex::new(State {
+            held: 0,
+            released: false,
             base_url: url.clone(),
             enterprise: false,
             root: dir.path().to_path_buf(),
@@ -617,6 +625,7 @@ impl GitHub {
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             left: times,
             after: false,
+            hold: false,
         });
     }
 
@@ -630,7 +639,32 @@ impl GitHub {
             headers: Vec::new(),
             left: times,
             after: true,
+            hold: false,
         });
+    }
+
+    /// The next request of `method` under `path_prefix` is held unanswered until `release`, then
+    /// answered 502 with nothing done: a process that sent it can be killed at that very stage.
+    pub fn hold_next(&self, method: &str, path_prefix: &str) {
+        lock(&self.state).faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            prefix: path_prefix.to_string(),
+            status: 502,
+            headers: Vec::new(),
+            left: 1,
+            after: false,
+            hold: true,
+        });
+    }
+
+    /// How many requests are being held.
+    pub fn held(&self) -> usize {
+        lock(&self.state).held
+    }
+
+    /// Lets every held request go (answered 502).
+    pub fn release(&self) {
+        lock(&self.state).released = true;
     }
 
     pub fn mint_token(&self, installation_id: u64) -> String {
@@ -820,9 +854,16 @@ fn handle(
             .find(|f| f.left > 0 && (f.method == method || f.method == "*") && path.starts_with(&f.prefix));
         f.map(|f| {
             f.left -= 1;
-            (f.status, f.headers.clone(), f.after)
+            (f.status, f.headers.clone(), f.after, f.hold)
         })
     };
+    if fault.as_ref().is_some_and(|f| f.3) {
+        lock(state).held += 1;
+        while !lock(state).released {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let fault = fault.map(|(status, hs, after, _)| (status, hs, after));
     let done_first = fault.as_ref().is_some_and(|(_, _, after)| *after);
     if done_first {
         // Carried out, the answer thrown away.
