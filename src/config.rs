@@ -236,9 +236,21 @@ pub struct PrometheusConfig {
     /// How often rules are evaluated (default 15s).
     #[serde(default)]
     pub interval: Option<Spanned<String>>,
+    /// How long one query may take before the rule counts as unknown (default 10s).
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
 }
 
 impl PrometheusConfig {
+    pub fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .as_ref()
+            .and_then(|s| parse_duration(&s.value))
+            .and_then(|d| d.to_std().ok())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(std::time::Duration::from_secs(10))
+    }
+
     pub fn interval(&self) -> std::time::Duration {
         self.interval
             .as_ref()

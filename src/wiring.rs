@@ -40,7 +40,7 @@ impl Wired {
             None => (None, None),
         };
         let prometheus = match &config.prometheus {
-            Some(p) => Some((Prometheus::new(&p.url).context("prometheus.url")?, p.interval())),
+            Some(p) => Some((Prometheus::new(&p.url, p.timeout()).context("prometheus.url")?, p.interval())),
             None => None,
         };
         let alertmanager = match &config.alertmanager {

@@ -292,6 +292,35 @@ fn an_unreachable_prometheus_is_unknown_and_never_reverts() {
     rt.block_on(server.stop());
 }
 
+#[test]
+fn a_prometheus_that_never_answers_is_unknown_and_serve_stays_responsive() {
+    // Accepts connections, reads, never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hang.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hang.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let m = Manifests::new(None);
+    let bad = m.deploy("1.5.0");
+    let rules =
+        "rules:\n- {name: always, workload: shop/checkout, expr: 'vector(1) > 0', severity: critical}\n";
+    let config = m.config(&format!(
+        "prometheus:\n  url: http://127.0.0.1:{port}\n  interval: 1s\n  timeout: 1s\n{rules}"
+    ));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
+    wait("two evaluations that time out", 60, || {
+        assert_eq!(get(server.addr, "/healthz").0, 200, "serve answers while Prometheus hangs");
+        metric(server.addr, "metricops_rule_evaluations_total{rule=\"always\",result=\"unknown\"}") >= 2.0
+    });
+    assert!(metric(server.addr, "metricops_errors_total{kind=\"prometheus_unreachable\"}") >= 2.0);
+    assert_eq!(m.main(), bad, "no answer is not a reason to revert");
+    rt.block_on(server.stop());
+}
+
 /// Appends a figure line to target/e2e-timings.txt (read by tests/bench/e2e.sh) and prints it.
 fn record(line: &str) {
     println!("{line}");

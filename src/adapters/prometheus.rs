@@ -55,12 +55,12 @@ struct Data {
 }
 
 impl Prometheus {
-    pub fn new(url: &str) -> Result<Prometheus, PromError> {
+    /// A client for the Prometheus at `url`; a query that takes longer than `timeout` fails.
+    pub fn new(url: &str, timeout: Duration) -> Result<Prometheus, PromError> {
         crate::adapters::install_crypto_provider();
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|source| {
-                PromError::Unreachable { url: redact_url(url), source: source.without_url() }
-            })?;
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|source| {
+            PromError::Unreachable { url: redact_url(url), source: source.without_url() }
+        })?;
         Ok(Prometheus { client, url: url.trim_end_matches('/').to_string() })
     }
 
