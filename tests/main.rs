@@ -13,6 +13,7 @@ mod hostile;
 mod journal;
 mod policy;
 mod revert;
+mod secrets;
 mod serve;
 mod standin;
 mod trace;

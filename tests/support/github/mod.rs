@@ -657,6 +657,11 @@ impl GitHub {
         });
     }
 
+    /// Every installation token the stand-in has issued (for tests that look for leaks).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state).tokens.keys().cloned().collect()
+    }
+
     /// How many requests are being held.
     pub fn held(&self) -> usize {
         lock(&self.state).held
