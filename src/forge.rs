@@ -71,6 +71,8 @@ pub type Call<'a, T> = BoxFuture<'a, Result<T, ForgeError>>;
 pub enum PrState {
     Open,
     Closed,
+    /// Open and closed, in one listing.
+    All,
 }
 
 impl PrState {
@@ -78,6 +80,7 @@ impl PrState {
         match self {
             PrState::Open => "open",
             PrState::Closed => "closed",
+            PrState::All => "all",
         }
     }
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod architecture;
+mod bench_pr;
 mod chatops;
 mod crash;
 mod demo;

@@ -205,3 +205,26 @@ fn errors_are_clear_in_text_and_json() {
     assert_eq!(usage.code, 2);
     assert!(usage.stderr.contains("--image") && usage.stderr.contains("--key"), "{}", usage.stderr);
 }
+
+#[test]
+fn a_100_mb_file_a_symlink_and_a_submodule_in_scope_do_not_stop_the_search() {
+    let r = Repo::new();
+    r.write("apps/x/deployment.yaml", &deployment("x", "ghcr.io/s/x:1.0.0"));
+    // 100 MB of generated YAML that never names the image.
+    let line = "      - name: some-generated-key\n        value: \"0123456789abcdef0123456789abcdef\"\n";
+    let big = format!("kind: ConfigMap\ndata:\n  items:\n{}", line.repeat(100 * 1024 * 1024 / line.len()));
+    r.write("apps/x/bundle.yaml", &big);
+    std::os::unix::fs::symlink("../../../../etc/passwd", r.path().join("apps/x/passwd.yaml")).unwrap();
+    r.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        "160000,1234567890123456789012345678901234567890,apps/x/vendored",
+    ]);
+    r.commit("x at 1.0.0, with a bundle, a symlink and a submodule");
+    r.write("apps/x/deployment.yaml", &deployment("x", "ghcr.io/s/x:1.1.0"));
+    let culprit = r.commit("deploy x 1.1.0");
+    let v = trace(&r, &["--image", "ghcr.io/s/x", "--path", "apps/x"]);
+    assert_eq!(v["commit"], culprit.as_str(), "{v}");
+    assert_eq!(v["previous_tag"], "1.0.0", "{v}");
+}

@@ -137,7 +137,7 @@ impl Forge for MemoryForge {
             let s = self.enter("pulls_for")?;
             Ok(s.pulls
                 .iter()
-                .filter(|p| p.head.name == branch && p.state == state.as_str())
+                .filter(|p| p.head.name == branch && (state == PrState::All || p.state == state.as_str()))
                 .cloned()
                 .collect())
         })

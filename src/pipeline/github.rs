@@ -62,12 +62,10 @@ impl Engine {
             .with_context(|| format!("owner/name of {}", crate::domain::redact::redact_url(&place.url)))?;
         let branch = place.revert_branch.clone();
 
-        // Gather: the culprit's revert PRs, open and (when none is open) closed.
-        let open = forge.open_pull_for(&repo, &branch).await?;
-        let closed = match open {
-            Some(_) => Vec::new(),
-            None => forge.pulls_for(&repo, &branch, PrState::Closed).await?,
-        };
+        // Gather: the culprit's revert PRs, open and closed, in one listing.
+        let (open, closed): (Vec<PullRequest>, Vec<PullRequest>) =
+            forge.pulls_for(&repo, &branch, PrState::All).await?.into_iter().partition(|p| p.state == "open");
+        let open = open.into_iter().next();
         // Decide.
         let step = next_step(
             &outcome.decision,

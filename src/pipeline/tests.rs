@@ -122,7 +122,7 @@ fn a_revert_pr_is_opened_dressed_and_reconfirmed_once_per_new_set_of_alerts() {
     assert!(matches!(delivered(&w.alert(&e, "a2")), Delivery::AlreadyProposed { .. }));
     w.forge.with(|s| {
         assert_eq!(s.pulls.len(), 1, "one PR per culprit");
-        assert_eq!(s.comments.get(&1).map(Vec::len), Some(1), "{:?}", s.comments);
+        assert_eq!(s.comments.get(&1).map(Vec::len), Some(1), "{:?} {:?}", s.comments, s.calls);
     });
     assert!(w.main_file().contains("1.5.0"), "propose leaves main alone");
 }

@@ -657,6 +657,11 @@ impl GitHub {
         });
     }
 
+    /// How many pull requests the repository has (cheap: no git read).
+    pub fn pull_count(&self, owner: &str, name: &str) -> usize {
+        lock(&self.state).repo(owner, name).pulls.len()
+    }
+
     /// Every installation token the stand-in has issued (for tests that look for leaks).
     pub fn issued_tokens(&self) -> Vec<String> {
         lock(&self.state).tokens.keys().cloned().collect()
