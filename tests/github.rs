@@ -49,7 +49,7 @@ impl World {
         World::on(GitHub::start_enterprise())
     }
 
-    fn on(gh: GitHub) -> World {
+    pub(crate) fn on(gh: GitHub) -> World {
         let bare = gh.add_repo("shop", "manifests", INSTALLATION);
         gh.add_collaborator("shop", "manifests", "dana");
         gh.add_collaborator("shop", "manifests", "oncall");

@@ -13,6 +13,7 @@ mod github;
 mod hostile;
 mod journal;
 mod policy;
+mod replicas;
 mod revert;
 mod secrets;
 mod serve;

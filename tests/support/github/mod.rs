@@ -296,6 +296,11 @@ impl GitHub {
         GitHub::serve(None)
     }
 
+    /// The stand-in listening on `ip` (a bridge's address, say, for clients in network namespaces).
+    pub fn start_on(ip: &str) -> GitHub {
+        GitHub::serve_at(None, ip)
+    }
+
     /// The stand-in laid out as GitHub Enterprise Server: `url()` is `http://HOST:PORT/api/v3`, the
     /// REST API's base; GraphQL answers at `/api/graphql` only; git at `git_url` as before.
     pub fn start_enterprise() -> GitHub {
@@ -314,13 +319,17 @@ impl GitHub {
     }
 
     fn serve(tls: Option<(PathBuf, PathBuf)>) -> GitHub {
+        GitHub::serve_at(tls, "127.0.0.1")
+    }
+
+    fn serve_at(tls: Option<(PathBuf, PathBuf)>, ip: &str) -> GitHub {
         let dir = tempfile::tempdir().expect("temp dir");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let url = match &tls {
             Some(_) => format!("https://localhost:{port}"),
-            None => format!("http://127.0.0.1:{port}"),
+            None => format!("http://{ip}:{port}"),
         };
         let seed =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
