@@ -56,6 +56,8 @@ pub struct Recorded {
     pub status: u16,
     /// "jwt" | "token" | "none" | "bad"
     pub auth: String,
+    /// How long the stand-in took to answer it (git's CGI included).
+    pub took: std::time::Duration,
 }
 
 pub struct GitHub {
@@ -835,6 +837,7 @@ fn handle(
     headers: &axum::http::HeaderMap,
     body: &[u8],
 ) -> Reply {
+    let started = std::time::Instant::now();
     let mut path = uri.path().to_string();
     let is_git = path.contains(".git/");
     if lock(state).enterprise && !is_git {
@@ -853,6 +856,7 @@ fn handle(
                     path: uri.path().to_string(),
                     status: 404,
                     auth: "none".into(),
+                    took: started.elapsed(),
                 });
                 return reply;
             }
@@ -922,6 +926,7 @@ fn handle(
         path: full,
         status: reply.status,
         auth: auth.label().to_string(),
+        took: started.elapsed(),
     });
     reply
 }
