@@ -117,11 +117,7 @@ pub struct Timeouts {
 impl ServerConfig {
     pub fn timeouts(&self) -> Timeouts {
         let d = |v: &Option<Spanned<String>>, default: u64| {
-            v.as_ref()
-                .and_then(|s| parse_duration(&s.value))
-                .and_then(|d| d.to_std().ok())
-                .filter(|d| !d.is_zero())
-                .unwrap_or(std::time::Duration::from_secs(default))
+            std_duration(v).filter(|d| !d.is_zero()).unwrap_or(std::time::Duration::from_secs(default))
         };
         Timeouts {
             header: d(&self.timeouts.header, 10),
@@ -160,10 +156,7 @@ impl Config {
 impl ServerConfig {
     fn build_retry(&self) -> Retry {
         let d = |v: &Option<Spanned<String>>, default: u64| {
-            v.as_ref()
-                .and_then(|s| parse_duration(&s.value))
-                .and_then(|d| d.to_std().ok())
-                .unwrap_or(std::time::Duration::from_secs(default))
+            std_duration(v).unwrap_or(std::time::Duration::from_secs(default))
         };
         Retry {
             first: d(&self.retry.first, 5),
@@ -243,20 +236,11 @@ pub struct PrometheusConfig {
 
 impl PrometheusConfig {
     pub fn timeout(&self) -> std::time::Duration {
-        self.timeout
-            .as_ref()
-            .and_then(|s| parse_duration(&s.value))
-            .and_then(|d| d.to_std().ok())
-            .filter(|d| !d.is_zero())
-            .unwrap_or(std::time::Duration::from_secs(10))
+        std_duration(&self.timeout).filter(|d| !d.is_zero()).unwrap_or(std::time::Duration::from_secs(10))
     }
 
     pub fn interval(&self) -> std::time::Duration {
-        self.interval
-            .as_ref()
-            .and_then(|s| parse_duration(&s.value))
-            .and_then(|d| d.to_std().ok())
-            .unwrap_or(std::time::Duration::from_secs(15))
+        std_duration(&self.interval).unwrap_or(std::time::Duration::from_secs(15))
     }
 }
 
@@ -362,11 +346,7 @@ fn default_webhook_max_bytes() -> usize {
 
 impl GitHubConfig {
     pub fn retry_budget(&self) -> std::time::Duration {
-        self.retry_budget
-            .as_ref()
-            .and_then(|s| parse_duration(&s.value))
-            .and_then(|d| d.to_std().ok())
-            .unwrap_or(std::time::Duration::from_secs(60))
+        std_duration(&self.retry_budget).unwrap_or(std::time::Duration::from_secs(60))
     }
 
     /// The App's private key, read from its file into a secret.
@@ -556,11 +536,18 @@ impl Config {
         {
             problems.push(format!("alertmanager.url: {:?} is not an http:// or https:// URL", am.url));
         }
+        if c.server.concurrency == Some(0) || c.server.max_connections == Some(0) || c.server.queue == Some(0)
+        {
+            problems.push(
+                "server.concurrency, server.max_connections and server.queue must be at least 1".into(),
+            );
+        }
         if c.server.retry.attempts == Some(0) {
             problems
                 .push("server.retry.attempts: 0 would never handle a delivery; use 1 for no retries".into());
         }
         let interval = c.prometheus.as_ref().and_then(|p| p.interval.clone());
+        let prometheus_timeout = c.prometheus.as_ref().and_then(|p| p.timeout.clone());
         for d in [
             &c.policy.max_culprit_age,
             &c.policy.causality_grace,
@@ -570,6 +557,10 @@ impl Config {
             &interval,
             &c.server.retry.first,
             &c.server.retry.max,
+            &prometheus_timeout,
+            &c.server.timeouts.header,
+            &c.server.timeouts.idle,
+            &c.server.timeouts.request,
         ]
         .into_iter()
         .flatten()
@@ -761,6 +752,11 @@ fn one_line(s: &str) -> String {
 }
 
 /// `90s`, `30m`, `24h`, `7d`.
+/// A duration setting, when given and valid (validation reports the invalid ones).
+fn std_duration(v: &Option<Spanned<String>>) -> Option<std::time::Duration> {
+    v.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok())
+}
+
 pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
     let s = s.trim();
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
@@ -913,6 +909,8 @@ mod tests {
         assert_eq!(p, "line 13 column 12: \"* * 32 12 *\": day of month: 32 is out of range 1-31");
         let p = problems(&format!("{GOOD}server:\n  retry: {{first: soon, attempts: 0}}\n"));
         assert!(p.contains("server.retry.attempts: 0") && p.contains("\"soon\" is not a duration"), "{p}");
+        let p = problems(&format!("{GOOD}server:\n  concurrency: 0\n  timeouts: {{header: slowly}}\n"));
+        assert!(p.contains("server.concurrency") && p.contains("\"slowly\" is not a duration"), "{p}");
         // What serve reads at start, check-config reads too.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("m.yaml");
