@@ -96,6 +96,7 @@ pub struct ClosedRevert {
     pub number: u64,
     pub labels: Vec<String>,
     pub closed_at: Option<DateTime<Utc>>,
+    pub merged: bool,
 }
 
 /// Why an open revert is not merged by this step.
@@ -115,6 +116,8 @@ pub enum NextStep {
     Reconfirm { pr: u64, dress: bool, merge: Result<(), StaysOpen> },
     /// A person cancelled this culprit's revert within the suppression window: nothing again.
     StaySuppressed { pr: u64 },
+    /// This culprit's revert was merged already (another replica's, a moment ago): nothing again.
+    AlreadyMerged { pr: u64 },
     /// No revert yet: build it, push its branch, open the PR, and merge it when policy says so.
     OpenRevert { merge: bool },
 }
@@ -139,6 +142,9 @@ pub fn next_step(
             Err(StaysOpen::ForAPersonToMerge)
         };
         return NextStep::Reconfirm { pr: pr.number, dress, merge };
+    }
+    if let Some(p) = closed.iter().find(|p| p.merged) {
+        return NextStep::AlreadyMerged { pr: p.number };
     }
     let cancelled = closed.iter().find(|p| {
         p.labels.iter().any(|l| l == CANCELLED_LABEL) && p.closed_at.is_some_and(|c| now - c < suppress)
@@ -276,6 +282,7 @@ mod tests {
             number: 9,
             labels: vec![CANCELLED_LABEL.into()],
             closed_at: Some(t(at)),
+            merged: false,
         };
         let day = Duration::hours(24);
         assert_eq!(
@@ -286,10 +293,17 @@ mod tests {
             next_step(&Decision::Merge, None, &[cancelled("2025-12-30T00:00:00Z")], &[], now, day),
             NextStep::OpenRevert { merge: true }
         );
-        let closed_unlabelled = ClosedRevert { number: 9, labels: vec![], closed_at: Some(now) };
+        let closed_unlabelled =
+            ClosedRevert { number: 9, labels: vec![], closed_at: Some(now), merged: false };
         assert_eq!(
             next_step(&Decision::Propose, None, &[closed_unlabelled], &[], now, day),
             NextStep::OpenRevert { merge: false }
+        );
+        // Merged already (by another replica a moment ago): never opened again.
+        let merged = ClosedRevert { number: 7, labels: vec![], closed_at: Some(now), merged: true };
+        assert_eq!(
+            next_step(&Decision::Merge, None, &[merged], &[], now, day),
+            NextStep::AlreadyMerged { pr: 7 }
         );
     }
 

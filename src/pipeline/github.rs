@@ -80,6 +80,7 @@ impl Engine {
                         .as_deref()
                         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
                         .map(|c| c.with_timezone(&chrono::Utc)),
+                    merged: p.is_merged(),
                 })
                 .collect::<Vec<_>>(),
             &cfg.labels,
@@ -109,6 +110,11 @@ impl Engine {
                     }
                 }
             }
+            NextStep::AlreadyMerged { pr } => {
+                let pr = closed.iter().find(|p| p.number == pr).context("the merged PR")?;
+                tracing::info!(pr = pr.number, "this culprit's revert is merged already; nothing more to do");
+                Ok((outcome, Delivery::AlreadyProposed { branch, pr: Some(link(pr)) }))
+            }
             NextStep::StaySuppressed { pr } => {
                 let pr = closed.iter().find(|p| p.number == pr).context("the cancelled PR")?;
                 tracing::info!(
@@ -125,12 +131,13 @@ impl Engine {
                     title: p.title.clone(),
                     author: p.author().map(str::to_string),
                 });
-                let (o, built, message) = self
+                let (o, built, message, pushed) = self
                     .blocking(move |e| {
                         e.with_mirror(&place.repo, |mirror| {
                             let t = place.target(mirror);
                             let built = e.build_inner(&t, &mut outcome, original_view)?;
                             let message = mirror.commit_info(&built.commit)?.message;
+                            let mut pushed = true;
                             match push(&t, &built.commit, t.revert_branch) {
                                 Ok(()) => {}
                                 // Someone (a racing replica) pushed this branch first: use theirs.
@@ -139,14 +146,28 @@ impl Engine {
                                         .is_some_and(|g| matches!(g, GitError::PushRejected { .. })) =>
                                 {
                                     tracing::warn!(branch = %t.revert_branch, "the revert branch exists at GitHub already (another replica?); reusing it");
+                                    pushed = false;
                                 }
                                 Err(e) => return Err(e),
                             }
-                            Ok((outcome, built, message))
+                            Ok((outcome, built, message, pushed))
                         })
                     })
                     .await?;
                 outcome = o;
+                // Another replica may have opened and merged this culprit's revert while we built
+                // ours (and deleted its branch, which our push then made again): look once more.
+                let now = forge.pulls_for(&repo, &branch, PrState::All).await?;
+                if let Some(merged) = now.iter().find(|p| p.is_merged()) {
+                    if pushed && let Err(e) = forge.delete_branch(&repo, &branch).await {
+                        tracing::warn!(error = %e, %branch, "could not delete the revert branch pushed again");
+                    }
+                    tracing::info!(
+                        pr = merged.number,
+                        "another replica's revert of this culprit merged meanwhile; nothing more to do"
+                    );
+                    return Ok((outcome, Delivery::AlreadyProposed { branch, pr: Some(link(merged)) }));
+                }
                 outcome.revert = Some(built);
                 let (title, body) = outcome.pr.clone().context("no PR text was rendered")?;
                 let body = format!("{body}\n{}\n", alerts_marker(&outcome));
@@ -154,6 +175,24 @@ impl Engine {
                     forge.open_or_find_pull(&repo, &title, &body, &branch, &outcome.branch).await?;
                 if opened {
                     tracing::info!(pr = pr.number, url = %pr.html_url, "revert PR opened");
+                    // Another replica may have merged its PR for this culprit between our last look
+                    // and our open (GitHub lets a PR be opened from the branch until it is deleted):
+                    // then ours is closed at once, saying why, and theirs stands.
+                    let all = forge.pulls_for(&repo, &branch, PrState::All).await?;
+                    if let Some(merged) = all.iter().find(|p| p.is_merged() && p.number != pr.number) {
+                        let text = format!(
+                            "Another replica merged #{}, this same revert, a moment before this one was opened: closing this one.\n",
+                            merged.number
+                        );
+                        forge.comment(&repo, pr.number, &text).await?;
+                        forge.close_pull(&repo, pr.number).await?;
+                        tracing::warn!(
+                            pr = pr.number,
+                            merged = merged.number,
+                            "another replica merged this culprit's revert first; closed the duplicate"
+                        );
+                        return Ok((outcome, Delivery::AlreadyProposed { branch, pr: Some(link(merged)) }));
+                    }
                 } else {
                     tracing::info!(
                         pr = pr.number,
