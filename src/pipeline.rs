@@ -235,6 +235,18 @@ impl Engine {
         }
     }
 
+    /// Where a git step goes: the repo, its token, a branch (a command's step fetches its own tip).
+    pub(crate) async fn place(&self, repo_cfg: &RepoConfig, branch: &str) -> anyhow::Result<Site> {
+        Ok(Site {
+            repo: repo_cfg.name.clone(),
+            url: repo_cfg.url.clone(),
+            auth: self.git_auth(repo_cfg).await?,
+            tip: CommitSha(String::new()),
+            revert_branch: branch.to_string(),
+            now: chrono::Utc::now(),
+        })
+    }
+
     /// Handles one Alertmanager v4 webhook body.
     pub async fn handle_alertmanager(&self, body: &str, now: DateTime<Utc>) -> anyhow::Result<Report> {
         let alerts = parse_alertmanager(body)?;

@@ -115,32 +115,31 @@ fn a_slow_body_gets_408_and_an_idle_keep_alive_connection_is_closed() {
     rt.block_on(server.stop());
 }
 
+/// Sends a generic-webhook POST's head with `headers`, and `start` of its body, then reads the first
+/// bytes of the answer (what the server says before it has the body).
+fn first_answer(addr: SocketAddr, headers: &str, start: &str) -> String {
+    let mut s = connect(addr);
+    let head = format!(
+        "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{headers}\r\n{start}"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 #[test]
 fn big_bodies_without_credentials_are_refused_before_they_are_read() {
     let m = Manifests::new(None);
     let (rt, server) = server(&m, "");
     let a = server.addr;
     // 1.9 MB declared, no credentials: answered 401 at once, the body never read.
-    let mut s = connect(a);
-    s.write_all(b"POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1900000\r\n\r\n{")
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let head = first_answer(a, "Content-Length: 1900000\r\n", "{");
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     // With credentials and over the limit: 413 from the declared length, before reading (the
     // body is never sent).
-    let mut s = connect(a);
-    s.write_all(
-        format!(
-            "POST /webhooks/generic HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 3145728\r\n\r\n",
-            crate::e2e::TOKEN
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let n = s.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let auth = format!("Authorization: Bearer {}\r\nContent-Length: 3145728\r\n", crate::e2e::TOKEN);
+    let head = first_answer(a, &auth, "");
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(metric(a, "metricops_errors_total{kind=\"webhook_too_large\"}") >= 1.0);
     rt.block_on(server.stop());

@@ -83,15 +83,6 @@ impl MemoryForge {
         Ok(s)
     }
 
-    /// Opens a PR as another replica (or a person) would, outside the engine.
-    pub fn open_as_other(&self, title: &str, head: &str, base: &str) -> PullRequest {
-        let sha = self.branch_sha(head).expect("the head branch exists");
-        let mut s = self.state.lock().unwrap();
-        let pr = new_pull(s.pulls.len() as u64 + 1, title, "", head, &sha, base);
-        s.pulls.push(pr.clone());
-        pr
-    }
-
     fn by_number(s: &mut State, number: u64) -> Result<&mut PullRequest, ForgeError> {
         s.pulls
             .iter_mut()

@@ -457,18 +457,6 @@ This reverts commit {sha} on `{}`.
         let opened = format!("opened #{}", created.number);
         Ok(merge_reply(&opened, self.merge(forge, cfg, repo, &created, &built.message, &branch).await?, pr))
     }
-
-    /// Where a command's git step goes: the repo, its token, a branch (the tip is fetched there).
-    async fn place(&self, repo_cfg: &RepoConfig, branch: &str) -> anyhow::Result<Site> {
-        Ok(Site {
-            repo: repo_cfg.name.clone(),
-            url: repo_cfg.url.clone(),
-            auth: self.git_auth(repo_cfg).await?,
-            tip: CommitSha(String::new()),
-            revert_branch: branch.to_string(),
-            now: chrono::Utc::now(),
-        })
-    }
 }
 
 /// What became of a rollback's merge, after `what` ("opened #12", "the rollback of #7 is open

@@ -2,9 +2,8 @@
 //! process died, or the forge failed, between the push and the PR). Run at start and at each tick;
 //! what to do with each branch is `domain::reconcile::unfinished`.
 
-use super::{Engine, Site};
+use super::Engine;
 use crate::config::ForgeKind;
-use crate::domain::culprit::CommitSha;
 use crate::domain::reconcile::{FoundBranch, Unfinished, WORKLOAD_TRAILER, trailer, unfinished};
 use crate::domain::revert::{BRANCH_PREFIX, reverted_culprit};
 use crate::forge::{PrState, RepoId};
@@ -52,14 +51,7 @@ impl Engine {
         use anyhow::Context;
         let forge = self.forge()?.clone();
         let repo = RepoId::from_url(&repo_cfg.url).context("owner/name of the repository")?;
-        let site = Site {
-            repo: repo_cfg.name.clone(),
-            url: repo_cfg.url.clone(),
-            auth: self.git_auth(repo_cfg).await?,
-            tip: CommitSha(String::new()),
-            revert_branch: String::new(),
-            now,
-        };
+        let site = self.place(repo_cfg, "").await?;
         let heads = {
             let site = site.clone();
             self.blocking(move |e| {

@@ -26,24 +26,10 @@ import tempfile
 import threading
 import time
 
+from serving import free_port, rss_mb, status
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def rss_mb(pid, field="VmRSS"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def send(port, head, body_len, chunk=1 << 16):
@@ -63,17 +49,6 @@ def send(port, head, body_len, chunk=1 << 16):
         data = s.recv(64)
         s.close()
         return int(data.split(b" ")[1]) if data.startswith(b"HTTP/") else 0
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def healthz(port):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = s.recv(64)
-        s.close()
-        return int(data.split(b" ")[1])
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -109,7 +84,7 @@ def main():
     rows = []
     try:
         for _ in range(100):
-            if healthz(port) == 200:
+            if status(port, "/healthz") == 200:
                 break
             time.sleep(0.1)
         else:
@@ -174,7 +149,7 @@ def main():
         t = threading.Thread(target=drip)
         t.start()
         time.sleep(1)
-        during = healthz(port)
+        during = status(port, "/healthz")
         time.sleep(14)
         closed = 0
         for s in socks:
@@ -188,7 +163,7 @@ def main():
                 closed += 1
         stop.set()
         t.join()
-        after = healthz(port)
+        after = status(port, "/healthz")
         peak = rss_mb(proc.pid, "VmHWM")
         print(
             f"500 slow-header clients: /healthz {during} while they hold on, {closed}/{len(socks)} closed by the "

@@ -15,11 +15,12 @@ culprit expected), the time until all exist, and the peak RSS.
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from serving import free_port, rss_mb, status
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -27,25 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 def git(*args, cwd=None, env=None):
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def healthz(port):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        d = s.recv(64)
-        s.close()
-        return int(d.split(b" ")[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def main():
@@ -100,12 +82,12 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(200):
-            if healthz(port) == 200:
+            if status(port, "/readyz") == 200:
                 break
             time.sleep(0.1)
         else:
             sys.exit("serve did not become ready; see " + log.name)
-        idle = rss(proc.pid, "VmRSS")
+        idle = rss_mb(proc.pid, "VmRSS")
         env = dict(os.environ, WORKLOADS=str(a.workloads), REQUESTS=str(a.requests), TOKEN="storm-token")
         started = time.time()
         # wrk's threads stop after their share; wrk itself then waits out -d (its main thread sleeps
@@ -129,7 +111,7 @@ def main():
         time.sleep(2)
         heads = git("ls-remote", "--heads", bare)
         branches = [l for l in heads.splitlines() if "refs/heads/metricops/revert-" in l]
-        peak = rss(proc.pid, "VmHWM")
+        peak = rss_mb(proc.pid, "VmHWM")
         print(f"revert branches: {len(branches)} (expected {a.workloads}); all there {all_in:.1f} s after the "
               f"storm began; RSS idle {idle:.1f} MB, peak {peak:.1f} MB", flush=True)
         if len(branches) != a.workloads:
@@ -137,14 +119,6 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-
-def rss(pid, field):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 if __name__ == "__main__":
