@@ -757,18 +757,7 @@ fn std_duration(v: &Option<Spanned<String>>) -> Option<std::time::Duration> {
     v.as_ref().and_then(|s| parse_duration(&s.value)).and_then(|d| d.to_std().ok())
 }
 
-pub fn parse_duration(s: &str) -> Option<chrono::Duration> {
-    let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = n.parse().ok()?;
-    match unit {
-        "s" => Some(chrono::Duration::seconds(n)),
-        "m" => Some(chrono::Duration::minutes(n)),
-        "h" => Some(chrono::Duration::hours(n)),
-        "d" => Some(chrono::Duration::days(n)),
-        _ => None,
-    }
-}
+pub use crate::domain::schedule::parse_duration;
 
 /// How a revert PR is merged (GitHub's merge methods).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]

@@ -12,6 +12,8 @@ mod git_https;
 mod github;
 mod hostile;
 mod journal;
+mod kube_fixtures;
+mod kube_standin;
 mod policy;
 mod replicas;
 mod revert;

@@ -10,6 +10,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)            # throwaway certificates for the HTTPS tests
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)      # end-to-end tests (tests/e2e.rs)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)  # schema checks (tests/kube_fixtures.rs)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]} with apt-get" >&2
   if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -18,6 +20,18 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "tests/run.sh: cargo not found; install Rust (https://rustup.rs), 1.89 or newer" >&2
   exit 1
+fi
+
+# Schema checks of fixtures/kube (tests/kube_fixtures.rs): kubernetes-validate from PyPI, the Argo CD
+# and Flux CRD schemas from npm (tests/schemas/package-lock.json, into tests/schemas/node_modules).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing kubernetes-validate (PyPI) with pip" >&2
+  python3 -m pip install --quiet kubernetes-validate==1.37.0 \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
+fi
+if [ ! tests/schemas/node_modules/.package-lock.json -nt tests/schemas/package-lock.json ]; then
+  echo "tests/run.sh: installing @kubernetes-models/argo-cd, @kubernetes-models/flux-cd, js-yaml (npm) into tests/schemas/node_modules" >&2
+  npm ci --prefix tests/schemas --no-audit --no-fund --loglevel=error
 fi
 
 cargo build --locked --all-targets

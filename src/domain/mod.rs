@@ -1,6 +1,9 @@
 //! The pure core: values in, values out. No I/O, no async, no clock: the time comes in as an argument.
 
+pub mod admission;
 pub mod alert;
+pub mod cluster;
+pub mod confirm;
 pub mod chatops;
 pub mod culprit;
 pub mod extract;

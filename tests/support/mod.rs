@@ -2,6 +2,7 @@
 
 pub mod github;
 pub mod http;
+pub mod kube;
 pub mod monitoring;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,1 @@
+//! Self-tests of the Kubernetes API stand-in (being written).
