@@ -16,6 +16,11 @@ fn incident_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 14))
 }
 
+/// 1 s to about 2.3 h: a sync, a rollout, an SLO burning down.
+fn rollback_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 14))
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     alerts: Family<Labels, Counter>,
@@ -28,6 +33,9 @@ pub struct Metrics {
     rule_evaluations: Family<Labels, Counter>,
     incident_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     step_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    admissions: Family<Labels, Counter>,
+    rollback_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    rollbacks: Family<Labels, Counter>,
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -48,6 +56,9 @@ impl Default for Metrics {
             rule_evaluations: Family::default(),
             incident_seconds: Family::new_with_constructor(incident_histogram as fn() -> Histogram),
             step_seconds: Family::new_with_constructor(incident_histogram as fn() -> Histogram),
+            admissions: Family::default(),
+            rollback_seconds: Family::new_with_constructor(rollback_histogram as fn() -> Histogram),
+            rollbacks: Family::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -72,6 +83,21 @@ impl Default for Metrics {
                 m.rule_evaluations.clone(),
             );
             r.register("step_duration_seconds", "Engine steps: fetch, trace, build (revert commit and PR text), deliver (push, PR, merge; build included)", m.step_seconds.clone());
+            r.register(
+                "admission_reviews",
+                "Admission reviews answered (always allowed), by kind and outcome (recorded, unchanged, dry_run, not_a_workload, malformed)",
+                m.admissions.clone(),
+            );
+            r.register(
+                "rollback_step_seconds",
+                "After a revert merged: seconds from the merge until each step (synced, healthy, resolved) came",
+                m.rollback_seconds.clone(),
+            );
+            r.register(
+                "rollbacks",
+                "Rollbacks followed after their revert merged, by outcome (confirmed, timed_out_synced, timed_out_healthy, timed_out_resolved)",
+                m.rollbacks.clone(),
+            );
             r.register(
                 "incident_duration_seconds",
                 "From the alert's arrival to the incident's end (delivered, ignored or failed)",
@@ -105,6 +131,15 @@ impl Metrics {
     }
     pub fn webhook(&self, endpoint: &str, status: u16) {
         self.webhooks.get_or_create(&l(&[("endpoint", endpoint), ("code", &status.to_string())])).inc();
+    }
+    pub fn admission(&self, kind: &str, outcome: &str) {
+        self.admissions.get_or_create(&l(&[("kind", kind), ("outcome", outcome)])).inc();
+    }
+    pub fn rollback_step(&self, step: &str, seconds: f64) {
+        self.rollback_seconds.get_or_create(&l(&[("step", step)])).observe(seconds);
+    }
+    pub fn rollback(&self, outcome: &str) {
+        self.rollbacks.get_or_create(&l(&[("outcome", outcome)])).inc();
     }
     pub fn rule(&self, rule: &str, result: &str) {
         self.rule_evaluations.get_or_create(&l(&[("rule", rule), ("result", result)])).inc();

@@ -22,8 +22,9 @@ pub struct Wired {
     pub github_webhook_secret: Option<SecretString>,
     pub prometheus: Option<(Prometheus, Duration)>,
     pub alertmanager: Option<Alertmanager>,
-    /// `server.tls`, its certificate and key read and checked to go together.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `server.tls`, its certificate and key read and checked to go together (and re-read when
+    /// they change).
+    pub tls: Option<Arc<crate::server::tls::Certificate>>,
 }
 
 impl Wired {
@@ -32,7 +33,7 @@ impl Wired {
     pub fn new(config: &Config) -> anyhow::Result<Wired> {
         let webhook_auth = config.server.webhook_auth()?;
         let tls = match &config.server.tls {
-            Some(t) => Some(crate::server::tls_acceptor(&t.cert_file, &t.key_file)?),
+            Some(t) => Some(crate::server::tls::Certificate::load(&t.cert_file, &t.key_file)?),
             None => None,
         };
         let (app, github_webhook_secret) = match &config.github {

@@ -97,7 +97,11 @@ fn validate_all(validator: Validator, files: &[String]) {
     let o = run(validator, &args);
     assert!(o.ok, "fixtures rejected (exit {:?}):\n{}\n{}", o.code, o.stderr, o.stdout);
     for f in files {
-        assert!(o.stdout.lines().any(|l| l.starts_with(&format!("ok {f}: "))), "{f} not reported valid:\n{}", o.stdout);
+        assert!(
+            o.stdout.lines().any(|l| l.starts_with(&format!("ok {f}: "))),
+            "{f} not reported valid:\n{}",
+            o.stdout
+        );
     }
     let closing = o.stdout.lines().find(|l| l.starts_with("validated ")).expect("closing line");
     let count: usize = closing.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a count");
@@ -158,7 +162,9 @@ fn every_kube_fixture_is_checked_by_a_validator() {
             let rel = p.strip_prefix(root().join("fixtures/kube")).unwrap().to_string_lossy().into_owned();
             if p.is_dir() {
                 stack.push(p);
-            } else if rel != "README.md" && !checked.iter().any(|d| Path::new(&rel).parent() == Some(Path::new(d))) {
+            } else if rel != "README.md"
+                && !checked.iter().any(|d| Path::new(&rel).parent() == Some(Path::new(d)))
+            {
                 unchecked.push(rel);
             }
         }
@@ -183,7 +189,9 @@ fn kubernetes_validate_rejects_broken_objects() {
             },
             Broken {
                 file: "workloads/deployment.checkout.yaml",
-                changes: &[r#"/spec/template/spec/containers/1/imagee="otel/opentelemetry-collector:0.111.0""#],
+                changes: &[
+                    r#"/spec/template/spec/containers/1/imagee="otel/opentelemetry-collector:0.111.0""#,
+                ],
                 expect: "'imagee' was unexpected",
             },
             Broken {
@@ -201,7 +209,11 @@ fn kubernetes_validate_rejects_broken_objects() {
                 changes: &[r#"/spec/leaseDurationSeconds="15s""#],
                 expect: "'15s' is not of type 'integer'",
             },
-            Broken { file: "argocd/application.single-source.yaml", changes: &[], expect: "no Kubernetes 1.33 schema" },
+            Broken {
+                file: "argocd/application.single-source.yaml",
+                changes: &[],
+                expect: "no Kubernetes 1.33 schema",
+            },
             Broken {
                 file: "admission/deployment.update-image.json",
                 changes: &[r#"/request/object/spec/replicas="two""#],
@@ -209,10 +221,16 @@ fn kubernetes_validate_rejects_broken_objects() {
             },
             Broken {
                 file: "admission/deployment.update-image.json",
-                changes: &[r#"/request/oldObject/spec/template/spec/containers/0/ports/0/containerPort="8080""#],
+                changes: &[
+                    r#"/request/oldObject/spec/template/spec/containers/0/ports/0/containerPort="8080""#,
+                ],
                 expect: "request.oldObject: /spec/template/spec/containers/0/ports/0/containerPort",
             },
-            Broken { file: "admission/deployment.create.json", changes: &["-/request/uid"], expect: "request.uid" },
+            Broken {
+                file: "admission/deployment.create.json",
+                changes: &["-/request/uid"],
+                expect: "request.uid",
+            },
             Broken {
                 file: "admission/deployment.create.json",
                 changes: &[r#"/request/operation="PATCH""#],
@@ -327,7 +345,11 @@ fn crd_schemas_reject_broken_objects() {
                 changes: &[r#"/spec/chart/spec/sourceRef/kind="OCIRepository""#],
                 expect: "sourceRef/kind must be equal to one of the allowed values",
             },
-            Broken { file: "workloads/deployment.checkout.yaml", changes: &[], expect: "no CRD schema here for apps/v1 Deployment" },
+            Broken {
+                file: "workloads/deployment.checkout.yaml",
+                changes: &[],
+                expect: "no CRD schema here for apps/v1 Deployment",
+            },
         ],
     );
 }
@@ -423,7 +445,11 @@ fn rule_annotations_are_good_or_bad_as_intended() {
     ];
     for obj in &good {
         let rule = annotation(obj, "metricops.dev/rule");
-        assert!(promql_parser::parser::parse(rule).is_ok(), "{rule}: {:?}", promql_parser::parser::parse(rule));
+        assert!(
+            promql_parser::parser::parse(rule).is_ok(),
+            "{rule}: {:?}",
+            promql_parser::parser::parse(rule)
+        );
         let rule_for = annotation(obj, "metricops.dev/rule-for");
         assert!(is_prometheus_duration(rule_for), "{rule_for}");
     }
@@ -432,7 +458,10 @@ fn rule_annotations_are_good_or_bad_as_intended() {
         annotation(checkout, "metricops.dev/rule"),
         r#"sum(rate(http_requests_total{job="checkout",code=~"5.."}[5m])) / sum(rate(http_requests_total{job="checkout"}[5m])) > 0.05"#
     );
-    assert_eq!(annotation(checkout, "argocd.argoproj.io/tracking-id"), "checkout:apps/Deployment:shop/checkout");
+    assert_eq!(
+        annotation(checkout, "argocd.argoproj.io/tracking-id"),
+        "checkout:apps/Deployment:shop/checkout"
+    );
 
     let bad = &json("admission/deployment.create-bad-rule.json")["request"]["object"];
     let rule = annotation(bad, "metricops.dev/rule");

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod admission;
 mod architecture;
 mod bench_pr;
 mod chatops;

@@ -192,7 +192,9 @@ pub fn images(object: &Value, kind: WorkloadKind) -> Images {
     let mut out = Images::new();
     for list in ["initContainers", "containers"] {
         for c in spec.get(list).and_then(Value::as_array).into_iter().flatten() {
-            if let (Some(name), Some(image)) = (c.get("name").and_then(Value::as_str), c.get("image").and_then(Value::as_str)) {
+            if let (Some(name), Some(image)) =
+                (c.get("name").and_then(Value::as_str), c.get("image").and_then(Value::as_str))
+            {
                 out.insert(name.to_string(), image.to_string());
             }
         }
@@ -225,7 +227,9 @@ fn rule_warnings(object: &Value) -> Vec<String> {
     if let Some(expr) = annotations.get(RULE) {
         if let Err(e) = promql_parser::parser::parse(expr) {
             let first = e.lines().next().unwrap_or("").trim().to_string();
-            out.push(format!("metricops: {RULE} is not valid PromQL ({first}); metricops will not evaluate it"));
+            out.push(format!(
+                "metricops: {RULE} is not valid PromQL ({first}); metricops will not evaluate it"
+            ));
         }
     }
     if let Some(f) = annotations.get(RULE_FOR) {
@@ -309,7 +313,13 @@ mod tests {
     }
 
     fn req<'a>(op: Operation, object: &'a Value, old: Option<&'a Value>) -> Request<'a> {
-        Request { kind: Some(WorkloadKind::Deployment), operation: op, dry_run: false, object: Some(object), old_object: old }
+        Request {
+            kind: Some(WorkloadKind::Deployment),
+            operation: op,
+            dry_run: false,
+            object: Some(object),
+            old_object: old,
+        }
     }
 
     #[test]
@@ -344,7 +354,11 @@ mod tests {
     fn an_update_that_changes_an_image_keeps_the_images_before() {
         let old = apply(
             deployment("ghcr.io/acme/checkout:1.4.2", json!({})),
-            &answer(&req(Operation::Create, &deployment("ghcr.io/acme/checkout:1.4.2", json!({})), None), t("2026-12-01T10:00:00Z")).patch,
+            &answer(
+                &req(Operation::Create, &deployment("ghcr.io/acme/checkout:1.4.2", json!({})), None),
+                t("2026-12-01T10:00:00Z"),
+            )
+            .patch,
         );
         let mut new = old.clone();
         new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("ghcr.io/acme/checkout:1.5.0");
@@ -357,10 +371,16 @@ mod tests {
     #[test]
     fn an_update_that_changes_no_image_records_nothing_new() {
         let first = deployment("ghcr.io/acme/checkout:1.4.2", json!({}));
-        let old = apply(first.clone(), &answer(&req(Operation::Create, &first, None), t("2026-12-01T10:00:00Z")).patch);
+        let old = apply(
+            first.clone(),
+            &answer(&req(Operation::Create, &first, None), t("2026-12-01T10:00:00Z")).patch,
+        );
         let mut scaled = old.clone();
         scaled["spec"]["replicas"] = json!(5);
-        assert_eq!(answer(&req(Operation::Update, &scaled, Some(&old)), t("2026-12-03T00:00:00Z")), Answer::default());
+        assert_eq!(
+            answer(&req(Operation::Update, &scaled, Some(&old)), t("2026-12-03T00:00:00Z")),
+            Answer::default()
+        );
         // A replace that dropped the record gets it back as it was.
         let mut replaced = scaled.clone();
         replaced["metadata"]["annotations"] = json!({"team": "shop"});
@@ -386,7 +406,10 @@ mod tests {
 
     #[test]
     fn bad_rules_come_back_as_warnings() {
-        let obj = deployment("nginx:1.25", json!({RULE: "sum(rate(http_requests_total[5m]) > 0", RULE_FOR: "5 minutes"}));
+        let obj = deployment(
+            "nginx:1.25",
+            json!({RULE: "sum(rate(http_requests_total[5m]) > 0", RULE_FOR: "5 minutes"}),
+        );
         let a = answer(&req(Operation::Create, &obj, None), t("2026-12-01T10:00:00Z"));
         assert_eq!(a.warnings.len(), 2, "{:?}", a.warnings);
         assert!(a.warnings[0].contains("not valid PromQL"), "{}", a.warnings[0]);

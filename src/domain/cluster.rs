@@ -272,7 +272,8 @@ impl ClusterIndex {
                 // `namespace_app` in tracking ids of apps outside Argo CD's namespace.
                 for app in self.apps.values() {
                     let d = Deployer::ArgoApplication(app.key.clone());
-                    let named = app.key.name == name || format!("{}_{}", app.key.namespace, app.key.name) == name;
+                    let named =
+                        app.key.name == name || format!("{}_{}", app.key.namespace, app.key.name) == name;
                     if named && !out.contains(&d) {
                         out.push(d);
                     }
@@ -298,7 +299,9 @@ impl ClusterIndex {
                     for f in &s.value_files {
                         if let Some(rest) = f.strip_prefix('$')
                             && let Some((r, file)) = rest.split_once('/')
-                            && app.sources.iter().any(|v| v.ref_name.as_deref() == Some(r) && same_repo(&v.repo_url, &git.repo_url))
+                            && app.sources.iter().any(|v| {
+                                v.ref_name.as_deref() == Some(r) && same_repo(&v.repo_url, &git.repo_url)
+                            })
                         {
                             paths.push(file.to_string());
                         }
@@ -331,7 +334,10 @@ impl ClusterIndex {
                     _ => (self.git_repositories.get(parent?.source.as_ref()?)?, vec![]),
                 };
                 if let Some(p) = parent
-                    && p.source.as_ref().and_then(|s| self.git_repositories.get(s)).is_some_and(|r| r.key == repo.key)
+                    && p.source
+                        .as_ref()
+                        .and_then(|s| self.git_repositories.get(s))
+                        .is_some_and(|r| r.key == repo.key)
                 {
                     paths.push(p.path.clone());
                 }
@@ -351,7 +357,10 @@ impl ClusterIndex {
             Deployer::ArgoApplication(k) => {
                 let app = self.apps.get(k)?;
                 let revision = if app.multi {
-                    let i = app.sources.iter().position(|s| s.chart.is_none() && same_repo(&s.repo_url, repo_url));
+                    let i = app
+                        .sources
+                        .iter()
+                        .position(|s| s.chart.is_none() && same_repo(&s.repo_url, repo_url));
                     i.and_then(|i| app.revisions.get(i).cloned())
                 } else {
                     app.revisions.first().cloned()
@@ -383,8 +392,10 @@ impl ClusterIndex {
             Deployer::FluxHelmRelease(k) => {
                 let hr = self.helm_releases.get(k)?;
                 let parent = hr.parent.as_ref().and_then(|p| self.kustomizations.get(p));
-                let revision =
-                    parent.and_then(|p| p.last_applied_revision.as_deref()).and_then(flux_sha).map(str::to_string);
+                let revision = parent
+                    .and_then(|p| p.last_applied_revision.as_deref())
+                    .and_then(flux_sha)
+                    .map(str::to_string);
                 let ready = hr.ready == Some(true);
                 let deployed = hr.latest.as_ref().is_some_and(|(_, s)| s == "deployed");
                 Some(RolloutStatus {
@@ -568,18 +579,22 @@ fn kustomization(key: ObjectKey, v: &Value) -> FluxKustomization {
 fn helm_release(key: ObjectKey, v: &Value) -> FluxHelmRelease {
     let git_source = (str_at(v, "/spec/chart/spec/sourceRef/kind").as_deref() == Some("GitRepository"))
         .then(|| {
-            let ns = str_at(v, "/spec/chart/spec/sourceRef/namespace").unwrap_or_else(|| key.namespace.clone());
+            let ns =
+                str_at(v, "/spec/chart/spec/sourceRef/namespace").unwrap_or_else(|| key.namespace.clone());
             Some(ObjectKey::new(&ns, &str_at(v, "/spec/chart/spec/sourceRef/name")?))
         })
         .flatten();
     let labels = string_map(v.pointer("/metadata/labels"));
-    let parent = match (labels.get("kustomize.toolkit.fluxcd.io/name"), labels.get("kustomize.toolkit.fluxcd.io/namespace")) {
+    let parent = match (
+        labels.get("kustomize.toolkit.fluxcd.io/name"),
+        labels.get("kustomize.toolkit.fluxcd.io/namespace"),
+    ) {
         (Some(n), Some(ns)) => Some(ObjectKey::new(ns, n)),
         _ => None,
     };
-    let latest = v.pointer("/status/history/0").map(|h| {
-        (str_at(h, "/chartVersion").unwrap_or_default(), str_at(h, "/status").unwrap_or_default())
-    });
+    let latest = v
+        .pointer("/status/history/0")
+        .map(|h| (str_at(h, "/chartVersion").unwrap_or_default(), str_at(h, "/status").unwrap_or_default()));
     FluxHelmRelease {
         git_source,
         chart_path: str_at(v, "/spec/chart/spec/chart"),
@@ -639,11 +654,20 @@ mod tests {
     fn the_tracking_id_names_the_app_when_its_status_lists_nothing_yet() {
         let mut ix = ClusterIndex::default();
         let mut w = checkout();
-        w["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] = json!("checkout:apps/Deployment:shop/checkout");
+        w["metadata"]["annotations"]["argocd.argoproj.io/tracking-id"] =
+            json!("checkout:apps/Deployment:shop/checkout");
         ix.upsert(&w);
         ix.upsert(&app(json!({})));
-        assert_eq!(ix.target(&ObjectKey::new("shop", "checkout")).unwrap().paths, vec!["apps/checkout".to_string()]);
-        let r = ix.rollout(&Deployer::ArgoApplication(ObjectKey::new("argocd", "checkout")), "https://github.com/acme/manifests").unwrap();
+        assert_eq!(
+            ix.target(&ObjectKey::new("shop", "checkout")).unwrap().paths,
+            vec!["apps/checkout".to_string()]
+        );
+        let r = ix
+            .rollout(
+                &Deployer::ArgoApplication(ObjectKey::new("argocd", "checkout")),
+                "https://github.com/acme/manifests",
+            )
+            .unwrap();
         assert!(!r.synced && !r.healthy);
         assert_eq!(r.said, "sync unknown, operation none, health unknown");
     }
@@ -684,7 +708,10 @@ mod tests {
         flux(&mut ix, &format!("prod@sha1:{SHA}"), "True");
         let t = ix.target(&ObjectKey::new("shop", "payments")).unwrap();
         assert_eq!(t.repo_url, "ssh://git@github.com/acme/manifests");
-        assert_eq!((t.branch.as_deref(), t.paths.clone()), (Some("prod"), vec!["clusters/prod/apps".to_string()]));
+        assert_eq!(
+            (t.branch.as_deref(), t.paths.clone()),
+            (Some("prod"), vec!["clusters/prod/apps".to_string()])
+        );
         let r = ix.rollout(&t.deployer, &t.repo_url).unwrap();
         assert_eq!(r.revision.as_deref(), Some(SHA));
         assert!(r.synced);

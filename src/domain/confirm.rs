@@ -61,7 +61,10 @@ pub struct Rollback {
 pub enum Ended {
     Confirmed,
     /// This step did not come before the deadline; what the deployer said last.
-    TimedOut { step: Step, said: String },
+    TimedOut {
+        step: Step,
+        said: String,
+    },
 }
 
 /// What was seen of a rollback at one moment.
@@ -114,7 +117,8 @@ impl Rollback {
         }
         if now - self.merged_at > deadline {
             let step = self.next().expect("a step is left");
-            let said = if step == Step::Resolved { "the alert is still firing".into() } else { seen.said.clone() };
+            let said =
+                if step == Step::Resolved { "the alert is still firing".into() } else { seen.said.clone() };
             let e = Ended::TimedOut { step, said };
             self.ended = Some(e.clone());
             return Progress::Ended(e);
@@ -135,11 +139,9 @@ impl Rollback {
         }
         match &self.ended {
             Some(Ended::Confirmed) => s.push_str(" ✅"),
-            Some(Ended::TimedOut { step, said }) => s.push_str(&format!(
-                " → not {} after {} ({said})",
-                step.said(),
-                human(deadline)
-            )),
+            Some(Ended::TimedOut { step, said }) => {
+                s.push_str(&format!(" → not {} after {} ({said})", step.said(), human(deadline)))
+            }
             None => {
                 if let Some(step) = self.next() {
                     s.push_str(&format!(" → waiting to be {}…", step.said()));
@@ -167,7 +169,9 @@ impl Rollback {
             let what = match step {
                 Step::Synced => "the deployer never applied the revert: check its sync status and events",
                 Step::Healthy => "the rolled-back version is not healthy: check the workload's pods",
-                Step::Resolved => "the alert still fires with the old version back: the cause may be elsewhere",
+                Step::Resolved => {
+                    "the alert still fires with the old version back: the cause may be elsewhere"
+                }
             };
             out.push_str(&format!("\n\nA person should look: {what}."));
         }
@@ -216,16 +220,41 @@ mod tests {
     fn steps_come_in_order_with_their_times_from_the_merge() {
         let mut r = rollback();
         let deadline = Duration::minutes(15);
-        let before = Seen { at_revert: false, synced: true, healthy: true, alert_resolved: false, said: String::new() };
-        assert_eq!(r.observe(&before, t0() + Duration::seconds(3), deadline), Progress::Nothing, "synced at an older revision is not the rollback");
+        let before = Seen {
+            at_revert: false,
+            synced: true,
+            healthy: true,
+            alert_resolved: false,
+            said: String::new(),
+        };
+        assert_eq!(
+            r.observe(&before, t0() + Duration::seconds(3), deadline),
+            Progress::Nothing,
+            "synced at an older revision is not the rollback"
+        );
         let synced = Seen { at_revert: true, synced: true, ..Default::default() };
-        assert_eq!(r.observe(&synced, t0() + Duration::seconds(7), deadline), Progress::Passed(vec![Step::Synced]));
+        assert_eq!(
+            r.observe(&synced, t0() + Duration::seconds(7), deadline),
+            Progress::Passed(vec![Step::Synced])
+        );
         let healthy = Seen { healthy: true, ..synced.clone() };
-        assert_eq!(r.observe(&healthy, t0() + Duration::seconds(21), deadline), Progress::Passed(vec![Step::Healthy]));
-        assert_eq!(r.line(deadline), "merged → synced in 7 s → healthy in 21 s → waiting to be SLO resolved…");
+        assert_eq!(
+            r.observe(&healthy, t0() + Duration::seconds(21), deadline),
+            Progress::Passed(vec![Step::Healthy])
+        );
+        assert_eq!(
+            r.line(deadline),
+            "merged → synced in 7 s → healthy in 21 s → waiting to be SLO resolved…"
+        );
         let resolved = Seen { alert_resolved: true, ..healthy };
-        assert_eq!(r.observe(&resolved, t0() + Duration::seconds(100), deadline), Progress::Ended(Ended::Confirmed));
-        assert_eq!(r.line(deadline), "merged → synced in 7 s → healthy in 21 s → SLO resolved in 1 m 40 s ✅");
+        assert_eq!(
+            r.observe(&resolved, t0() + Duration::seconds(100), deadline),
+            Progress::Ended(Ended::Confirmed)
+        );
+        assert_eq!(
+            r.line(deadline),
+            "merged → synced in 7 s → healthy in 21 s → SLO resolved in 1 m 40 s ✅"
+        );
         assert!(r.comment("Argo CD Application argocd/checkout", deadline).starts_with(&r.marker()));
         assert_eq!(r.observe(&Seen::default(), t0() + Duration::hours(1), deadline), Progress::Nothing);
     }
@@ -235,8 +264,12 @@ mod tests {
         let mut r = rollback();
         let seen = Seen { alert_resolved: true, ..Default::default() };
         assert_eq!(r.observe(&seen, t0() + Duration::seconds(5), Duration::minutes(15)), Progress::Nothing);
-        let all = Seen { at_revert: true, synced: true, healthy: true, alert_resolved: true, said: String::new() };
-        assert_eq!(r.observe(&all, t0() + Duration::seconds(9), Duration::minutes(15)), Progress::Ended(Ended::Confirmed));
+        let all =
+            Seen { at_revert: true, synced: true, healthy: true, alert_resolved: true, said: String::new() };
+        assert_eq!(
+            r.observe(&all, t0() + Duration::seconds(9), Duration::minutes(15)),
+            Progress::Ended(Ended::Confirmed)
+        );
         assert_eq!(r.passed.len(), 3);
     }
 
@@ -244,11 +277,19 @@ mod tests {
     fn a_timeout_names_the_step_that_did_not_come() {
         let mut r = rollback();
         let d = Duration::minutes(10);
-        let synced = Seen { at_revert: true, synced: true, said: "sync Synced, operation Succeeded, health Degraded".into(), ..Default::default() };
+        let synced = Seen {
+            at_revert: true,
+            synced: true,
+            said: "sync Synced, operation Succeeded, health Degraded".into(),
+            ..Default::default()
+        };
         r.observe(&synced, t0() + Duration::seconds(8), d);
         let p = r.observe(&synced, t0() + Duration::minutes(11), d);
         assert!(matches!(p, Progress::Ended(Ended::TimedOut { step: Step::Healthy, .. })), "{p:?}");
-        assert_eq!(r.line(d), "merged → synced in 8 s → not healthy after 10 m (sync Synced, operation Succeeded, health Degraded)");
+        assert_eq!(
+            r.line(d),
+            "merged → synced in 8 s → not healthy after 10 m (sync Synced, operation Succeeded, health Degraded)"
+        );
         assert!(r.comment("x", d).contains("not confirmed"));
     }
 

@@ -2,9 +2,9 @@
 
 pub mod admission;
 pub mod alert;
+pub mod chatops;
 pub mod cluster;
 pub mod confirm;
-pub mod chatops;
 pub mod culprit;
 pub mod extract;
 pub mod forge_event;

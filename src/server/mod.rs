@@ -5,8 +5,10 @@
 //! jitter; one left by a crash is handled at start, and a tick looks for revert branches whose PR
 //! was never opened. Also `/healthz`, `/readyz`, `/metrics`.
 
+mod admission;
 pub mod github;
 mod listen;
+pub mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -42,6 +44,8 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Alert webhook bodies at most this long (413 beyond).
 const ALERT_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// AdmissionReview bodies at most this long (413 beyond).
+const ADMISSION_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Webhook bodies being received at once, and their bytes (as declared, or the endpoint's limit).
 const WEBHOOKS_AT_ONCE: usize = 64;
 const WEBHOOK_BYTES_AT_ONCE: usize = 64 * 1024 * 1024;
@@ -186,12 +190,33 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         ))
         .layer(DefaultBodyLimit::max(ALERT_MAX_BYTES))
         .with_state(shared.clone());
+    // Admission reviews: no credentials (the API server presents none by default; TLS is the
+    // trust), bounded like the webhooks; an object is at most ~1.5 MiB, a review holds two.
+    let admission = {
+        let (metrics, gate) = (metrics.clone(), gate.clone());
+        Router::new()
+            .route("/webhooks/admission", post(admission::receive))
+            .with_state(metrics.clone())
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let (metrics, gate) = (metrics.clone(), gate.clone());
+                    async move {
+                        match gate.admit(&req, ADMISSION_MAX_BYTES, &metrics) {
+                            Ok(_share) => next.run(req).await,
+                            Err(refused) => refused.into_response(),
+                        }
+                    }
+                },
+            ))
+            .layer(DefaultBodyLimit::max(ADMISSION_MAX_BYTES))
+    };
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(shared.clone())
-        .merge(alerts);
+        .merge(alerts)
+        .merge(admission);
     if let (Some(g), Some(app)) = (&config.github, &wired.app) {
         match &wired.github_webhook_secret {
             Some(secret) => {
@@ -238,8 +263,16 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         idle_timeout: t.idle,
         request_timeout: t.request,
     };
-    let task =
-        tokio::spawn(listen::serve(listener, router, wired.tls.clone(), limits, metrics.clone(), stop_rx));
+    let acceptor = wired.tls.as_ref().map(|c| {
+        tokio::spawn(c.clone().watch(tls::LOOK_EVERY));
+        c.acceptor()
+    });
+    if acceptor.is_none() {
+        tracing::info!(
+            "server.tls is not set: POST /webhooks/admission is served over plain HTTP, which the Kubernetes API server does not call (set server.tls, or terminate TLS in front)"
+        );
+    }
+    let task = tokio::spawn(listen::serve(listener, router, acceptor, limits, metrics.clone(), stop_rx));
     tracing::info!(%addr, tls = config.server.tls.is_some(), "listening");
     Ok(Running {
         addr,
@@ -249,28 +282,6 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         stop_engine,
         engine: Some(engine_task),
     })
-}
-
-/// The TLS acceptor for `server.tls`: the certificate chain and key from their PEM files.
-pub(crate) fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    crate::adapters::install_crypto_provider();
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("server.tls.cert_file: reading certificates from {}", cert.display()))?;
-    anyhow::ensure!(!chain.is_empty(), "server.tls.cert_file: no certificate in {}", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("server.tls.key_file: reading a private key from {}", key.display()))?;
-    let mut c = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("server.tls: the certificate and key do not go together")?;
-    c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(c)))
 }
 
 /// `metricops serve`: runs until SIGTERM (what Kubernetes sends) or Ctrl-C, then stops accepting,
