@@ -224,13 +224,11 @@ fn origin(object: &Value) -> Option<String> {
 fn rule_warnings(object: &Value) -> Vec<String> {
     let annotations = annotations(object);
     let mut out = Vec::new();
-    if let Some(expr) = annotations.get(RULE) {
-        if let Err(e) = promql_parser::parser::parse(expr) {
-            let first = e.lines().next().unwrap_or("").trim().to_string();
-            out.push(format!(
-                "metricops: {RULE} is not valid PromQL ({first}); metricops will not evaluate it"
-            ));
-        }
+    if let Some(expr) = annotations.get(RULE)
+        && let Err(e) = promql_parser::parser::parse(expr)
+    {
+        let first = e.lines().next().unwrap_or("").trim().to_string();
+        out.push(format!("metricops: {RULE} is not valid PromQL ({first}); metricops will not evaluate it"));
     }
     if let Some(f) = annotations.get(RULE_FOR) {
         if crate::domain::schedule::parse_duration(f).is_none() {
