@@ -134,6 +134,8 @@ pub struct Engine {
     mirrors: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
     /// Incidents worked on at once.
     bound: Arc<tokio::sync::Semaphore>,
+    /// What the cluster says (fed by the watchers of `adapters::kube`), when one is watched.
+    pub cluster: Option<Arc<std::sync::RwLock<crate::domain::cluster::ClusterIndex>>>,
 }
 
 /// `(repo, login)` → (when asked, role).
@@ -141,6 +143,12 @@ type Roles = HashMap<(String, String), (std::time::Instant, String)>;
 
 /// Incidents worked on at once unless `server.concurrency` says otherwise.
 const CONCURRENCY: usize = 4;
+
+/// A workload's version live in the cluster, from its deploy record.
+struct Live {
+    version: crate::domain::image_ref::Version,
+    deployed_at: DateTime<Utc>,
+}
 
 /// What git says about an incident: the tip fetched, the culprit, and the history facts.
 struct Gathered {
@@ -169,6 +177,7 @@ impl Engine {
             turns: Default::default(),
             mirrors: Default::default(),
             bound: Arc::new(tokio::sync::Semaphore::new(n)),
+            cluster: None,
         }
     }
 
@@ -211,16 +220,88 @@ impl Engine {
         lock.lock_owned().await
     }
 
-    /// The workload and its repo, by name.
-    fn workload(&self, name: &str) -> anyhow::Result<(&WorkloadConfig, &RepoConfig)> {
-        let w = self
-            .config
-            .workloads
-            .iter()
-            .find(|w| w.name == name)
-            .with_context(|| format!("workload {name:?} is not configured (any more)"))?;
-        let repo = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
-        Ok((w, repo))
+    /// The workload and its repo, by name: a `workloads:` entry, else one found in the cluster
+    /// (`zero_config`).
+    fn workload(&self, name: &str) -> anyhow::Result<(WorkloadConfig, RepoConfig)> {
+        if let Some(w) = self.config.workloads.iter().find(|w| w.name == name) {
+            let repo = self.config.repo(&w.repo.value).context("workload's repo is not configured")?;
+            return Ok((w.clone(), repo.clone()));
+        }
+        let found = self.zero_config(name);
+        found.map_err(|why| anyhow::anyhow!("workload {name:?} is not configured (any more), and {why}"))
+    }
+
+    /// A workload with no `workloads:` entry, from what the cluster says deploys it: the Argo CD
+    /// Application or Flux object's repository (which must be one of `repos:`), branch and paths,
+    /// and the image its deploy record names (the container named like the workload, or the only
+    /// one). `Err` says why not.
+    fn zero_config(&self, name: &str) -> Result<(WorkloadConfig, RepoConfig), String> {
+        let Some(cluster) = &self.cluster else {
+            return Err("no cluster is watched to find it in".into());
+        };
+        let Some((ns, n)) = name.split_once('/') else {
+            return Err("it is not a NAMESPACE/NAME the cluster could know".into());
+        };
+        let key = crate::domain::cluster::ObjectKey::new(ns, n);
+        let index = cluster.read().expect("cluster index lock");
+        let Some(target) = index.target(&key) else {
+            return Err(format!(
+                "no Argo CD Application or Flux Kustomization/HelmRelease in the cluster deploys {name} from Git"
+            ));
+        };
+        let Some(repo) =
+            self.config.repos.iter().find(|r| crate::domain::cluster::same_repo(&r.url, &target.repo_url))
+        else {
+            return Err(format!(
+                "{} deploys it from {}, which is not one of `repos:` (add it there to let metricops revert it)",
+                target.deployer,
+                redact_url(&target.repo_url)
+            ));
+        };
+        let image = index.deploy(&key).and_then(|r| {
+            let image = r.images.get(n).or_else(|| (r.images.len() == 1).then(|| r.images.values().next())?)?;
+            crate::domain::image_ref::ImageRef::parse(image).map(|i| i.repository)
+        });
+        let Some(image) = image else {
+            return Err(format!(
+                "{} deploys it, but its deploy record (metricops.dev/images, written by the admission webhook) names no image to trace: add a `workloads:` entry with `image:`",
+                target.deployer
+            ));
+        };
+        let w = WorkloadConfig {
+            name: name.to_string(),
+            match_labels: Default::default(),
+            repo: serde_saphyr::Spanned::new(
+                repo.name.clone(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+            branch: target.branch.clone(),
+            paths: target.paths.clone(),
+            image: Some(image),
+            key: None,
+            pause: Vec::new(),
+        };
+        Ok((w, repo.clone()))
+    }
+
+    /// The workload an alert is about: a `workloads:` entry, else `NAMESPACE/NAME` of a workload
+    /// the cluster knows how to revert (see `zero_config`; why not is logged).
+    fn workload_of(&self, labels: &std::collections::BTreeMap<String, String>) -> Option<String> {
+        if let Some(w) = self.config.workload_for(labels) {
+            return Some(w.name.clone());
+        }
+        self.cluster.as_ref()?;
+        let ns = labels.get("namespace")?;
+        let name = self.config.workload_labels.iter().find_map(|l| labels.get(l))?;
+        let full = format!("{ns}/{name}");
+        match self.zero_config(&full) {
+            Ok(_) => Some(full),
+            Err(why) => {
+                tracing::info!(workload = %full, "not found in the cluster either: {why}");
+                None
+            }
+        }
     }
 
     /// The token for git over HTTPS, for repos on GitHub.
@@ -264,7 +345,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Report {
         let (incidents, unplaced) =
-            group(alerts, |a| self.config.workload_for(&a.labels).map(|w| w.name.clone()));
+            group(alerts, |a| self.workload_of(&a.labels));
         let mut report = Report::default();
         for (alert, reason) in unplaced {
             let outcome = if alert.status == Status::Resolved { "resolved" } else { "unmatched" };
@@ -310,9 +391,11 @@ impl Engine {
             let name = w.name.clone();
             let found = async {
                 let (_, repo_cfg) = self.workload(&name)?;
+                let repo_cfg = &repo_cfg;
                 let auth = self.git_auth(repo_cfg).await?;
                 self.blocking(move |e| {
                     let (w, repo_cfg) = e.workload(&name)?;
+                    let (w, repo_cfg) = (&w, &repo_cfg);
                     e.with_mirror(&repo_cfg.name, |mirror| {
                         annotation_rules_at(mirror, w, repo_cfg, auth.as_ref())
                     })
@@ -393,6 +476,24 @@ impl Engine {
         incident: &Incident,
     ) -> anyhow::Result<Culprit> {
         let subject = w.subject();
+        // The version the admission webhook saw go live, when there is a record: its change is the
+        // culprit whatever the commit times say (the policy then compares the deploy time).
+        if let Some(live) = self.live(w) {
+            let query = Query {
+                tag: live.version.tag.clone(),
+                digest: live.version.digest.clone(),
+                ..Query::new(subject.clone())
+            };
+            match trace(mirror, &tip.0, &query, &w.paths) {
+                Ok(c) => {
+                    tracing::info!(version = %live.version, deployed_at = %live.deployed_at.to_rfc3339(), "the deploy record names the version live");
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::warn!(version = %live.version, error = %e, "the version the deploy record names is not found in Git; tracing by time instead")
+                }
+            }
+        }
         let at = incident.started_at() + self.config.policy().causality_grace;
         let query = Query { at: Some(at), ..Query::new(subject.clone()) };
         match trace(mirror, &tip.0, &query, &w.paths) {
@@ -407,6 +508,21 @@ impl Engine {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The workload's image as its deploy record (the admission webhook's annotations, watched in
+    /// the cluster) has it: the version live and since when.
+    fn live(&self, w: &WorkloadConfig) -> Option<Live> {
+        let cluster = self.cluster.as_ref()?;
+        let image = w.image.as_deref()?;
+        let (ns, name) = w.name.split_once('/')?;
+        let index = cluster.read().expect("cluster index lock");
+        let record = index.deploy(&crate::domain::cluster::ObjectKey::new(ns, name))?;
+        let version = record.images.values().find_map(|i| {
+            let r = crate::domain::image_ref::ImageRef::parse(i)?;
+            crate::domain::image_ref::same_repository(image, &r.repository).then_some(r.version)
+        })?;
+        (!version.is_empty()).then(|| Live { version, deployed_at: record.deployed_at })
     }
 
     /// Everything the policy needs to know, from what was gathered (pure).
@@ -429,11 +545,17 @@ impl Engine {
             None => None,
         };
         let culprit = &g.culprit;
+        let live = self.live(w);
+        let running_version = running_version(alerts, culprit.image.as_deref().or(w.image.as_deref()))
+            .or_else(|| live.as_ref().map(|l| l.version.to_string()));
+        let deployed_at =
+            live.filter(|l| l.version.to_string() == culprit.version.to_string()).map(|l| l.deployed_at);
         Facts {
+            deployed_at,
             rolled_back_by: culprit.set_back_by().map(|l| format!("{} {:?}", l.commit.short(), l.summary)),
             culprit: culprit.commit.clone(),
             culprit_version: culprit.version.to_string(),
-            running_version: running_version(alerts, culprit.image.as_deref().or(w.image.as_deref())),
+            running_version,
             alert_started: incident.started_at(),
             severity: most_severe(alerts.iter().filter_map(|a| a.severity.as_deref())),
             labels: common_labels(alerts),
@@ -456,11 +578,13 @@ impl Engine {
         let _turn = self.turn(&name).await;
         let _permit = self.bound.acquire().await.context("the engine is stopping")?;
         let (w, repo_cfg) = self.workload(&name)?;
+        let (w, repo_cfg) = (&w, &repo_cfg);
         let auth = self.git_auth(repo_cfg).await?;
         let (incident, g) = {
             let auth = auth.clone();
             self.blocking(move |e| {
                 let (w, repo_cfg) = e.workload(&incident.workload)?;
+                let (w, repo_cfg) = (&w, &repo_cfg);
                 let g = e.with_mirror(&repo_cfg.name, |m| {
                     e.gather(m, w, repo_cfg, auth.as_ref(), &incident, now)
                 })?;

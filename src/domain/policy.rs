@@ -70,6 +70,9 @@ pub struct Facts {
     pub culprit_version: String,
     pub running_version: Option<String>,
     pub alert_started: DateTime<Utc>,
+    /// When the culprit's version went live, as the admission webhook recorded it (else the commit
+    /// time stands for it).
+    pub deployed_at: Option<DateTime<Utc>>,
     /// The most severe alert's severity.
     pub severity: Option<String>,
     /// Labels every alert of the incident carries.
@@ -199,7 +202,7 @@ pub fn decide(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Decision {
 }
 
 fn guard(policy: &Policy, facts: &Facts, now: DateTime<Utc>) -> Option<IgnoreReason> {
-    let deployed = facts.culprit.time.with_timezone(&Utc);
+    let deployed = facts.deployed_at.unwrap_or_else(|| facts.culprit.time.with_timezone(&Utc));
     if let Some(reverts) = reverted_culprit(&facts.culprit.message) {
         return Some(IgnoreReason::CulpritIsARevert { reverts });
     }
@@ -292,6 +295,7 @@ mod tests {
             culprit_version: "1.3".into(),
             running_version: None,
             alert_started: t(started),
+            deployed_at: None,
             severity: Some("critical".into()),
             labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
             last_revert: None,
@@ -328,6 +332,25 @@ mod tests {
                 |f| f.alert_started = t("2026-11-25T08:40:00Z"),
                 "2026-11-25T09:30:00Z",
                 "alert_before_deploy",
+            ),
+            (
+                // Committed 09:00, but the webhook saw it go live at 09:50: the alert came first.
+                "the deploy record's time, not the commit's",
+                |_| {},
+                |f| f.deployed_at = Some(t("2026-11-25T09:50:00Z")),
+                "2026-11-25T10:00:00Z",
+                "alert_before_deploy",
+            ),
+            (
+                // Committed long ago, live only since 09:05: not too old.
+                "a late deploy of an old commit is not too old",
+                |_| {},
+                |f| {
+                    f.deployed_at = Some(t("2026-11-26T09:05:00Z"));
+                    f.alert_started = t("2026-11-26T09:10:00Z");
+                },
+                "2026-11-26T09:30:00Z",
+                "propose",
             ),
             (
                 "within the grace window",

@@ -203,6 +203,7 @@ impl Engine {
         let (workload, pr) = (w.name.clone(), pr.clone());
         self.blocking(move |e| {
             let (w, _) = e.workload(&workload)?;
+            let w = &w;
             e.with_mirror(&place.repo, |mirror| e.rebuild(mirror, &place, w, &pr, &culprit_sha))
         })
         .await
@@ -258,18 +259,13 @@ impl Engine {
     fn revert_pr_subject(
         &self,
         pr: &PullRequest,
-    ) -> Result<(String, &crate::config::WorkloadConfig), String> {
+    ) -> Result<(String, crate::config::WorkloadConfig), String> {
         let body = pr.body.as_deref().unwrap_or("");
         let (Some(culprit), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
             return Err("this PR's body has no metricops marker (culprit, incident)".into());
         };
         let workload = incident.rsplit_once('@').map(|(w, _)| w.to_string()).unwrap_or(incident);
-        let w = self
-            .config
-            .workloads
-            .iter()
-            .find(|w| w.name == workload)
-            .ok_or_else(|| format!("workload {workload:?} is no longer configured"))?;
+        let (w, _) = self.workload(&workload).map_err(|e| format!("{e:#}"))?;
         Ok((culprit, w))
     }
 
@@ -290,6 +286,7 @@ impl Engine {
         let prepared = self
             .blocking(move |e| {
                 let (w, _) = e.workload(&workload)?;
+                let w = &w;
                 e.with_mirror(&place.repo, |mirror| resume_branch(mirror, &place, w, &base, number, &culprit))
             })
             .await?;
