@@ -123,6 +123,9 @@ pub trait Forge: Send + Sync {
     /// The bodies of the comments on a pull request.
     fn comments<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, Vec<String>>;
     fn react<'a>(&'a self, repo: &'a RepoId, comment_id: u64, content: &'a str) -> Call<'a, ()>;
+    /// The comments on a pull request: id and body.
+    fn comment_ids<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, Vec<(u64, String)>>;
+    fn edit_comment<'a>(&'a self, repo: &'a RepoId, comment_id: u64, body: &'a str) -> Call<'a, ()>;
     /// A user's role on the repository (`admin`, `write`, `read`, `none`, ...).
     fn permission<'a>(&'a self, repo: &'a RepoId, login: &'a str) -> Call<'a, String>;
     fn close_pull<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, ()>;
@@ -147,6 +150,27 @@ pub trait Forge: Send + Sync {
         body: &'a str,
     ) -> Call<'a, ()>;
     fn delete_branch<'a>(&'a self, repo: &'a RepoId, branch: &'a str) -> Call<'a, ()>;
+
+    /// The comment that carries `marker` edited to `body`, or made when there is none: one comment
+    /// that follows a story, rather than a pile of them.
+    fn upsert_comment<'a>(
+        &'a self,
+        repo: &'a RepoId,
+        number: u64,
+        marker: &'a str,
+        body: &'a str,
+    ) -> Call<'a, ()> {
+        Box::pin(async move {
+            match self.comment_ids(repo, number).await?.into_iter().find(|(_, b)| b.contains(marker)) {
+                Some((id, old)) if old == body => {
+                    let _ = id;
+                    Ok(())
+                }
+                Some((id, _)) => self.edit_comment(repo, id, body).await,
+                None => self.comment(repo, number, body).await,
+            }
+        })
+    }
 
     /// The open pull request whose head is `branch`, if any.
     fn open_pull_for<'a>(&'a self, repo: &'a RepoId, branch: &'a str) -> Call<'a, Option<PullRequest>> {
@@ -211,6 +235,12 @@ impl Forge for crate::adapters::github::GitHubApp {
     }
     fn permission<'a>(&'a self, repo: &'a RepoId, login: &'a str) -> Call<'a, String> {
         Box::pin(Self::permission(self, repo, login))
+    }
+    fn comment_ids<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, Vec<(u64, String)>> {
+        Box::pin(Self::comment_ids(self, repo, number))
+    }
+    fn edit_comment<'a>(&'a self, repo: &'a RepoId, comment_id: u64, body: &'a str) -> Call<'a, ()> {
+        Box::pin(Self::edit_comment(self, repo, comment_id, body))
     }
     fn close_pull<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, ()> {
         Box::pin(Self::close_pull(self, repo, number))

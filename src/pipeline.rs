@@ -259,7 +259,8 @@ impl Engine {
             ));
         };
         let image = index.deploy(&key).and_then(|r| {
-            let image = r.images.get(n).or_else(|| (r.images.len() == 1).then(|| r.images.values().next())?)?;
+            let image =
+                r.images.get(n).or_else(|| (r.images.len() == 1).then(|| r.images.values().next())?)?;
             crate::domain::image_ref::ImageRef::parse(image).map(|i| i.repository)
         });
         let Some(image) = image else {
@@ -344,8 +345,7 @@ impl Engine {
         received: std::time::Instant,
         now: DateTime<Utc>,
     ) -> Report {
-        let (incidents, unplaced) =
-            group(alerts, |a| self.workload_of(&a.labels));
+        let (incidents, unplaced) = group(alerts, |a| self.workload_of(&a.labels));
         let mut report = Report::default();
         for (alert, reason) in unplaced {
             let outcome = if alert.status == Status::Resolved { "resolved" } else { "unmatched" };

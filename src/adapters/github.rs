@@ -473,6 +473,25 @@ impl GitHubApp {
             .unwrap_or_default())
     }
 
+    /// The comments on an issue or PR (first 100): id and body.
+    pub async fn comment_ids(&self, repo: &RepoId, number: u64) -> Result<Vec<(u64, String)>, GitHubError> {
+        let path = format!("/repos/{}/{}/issues/{number}/comments?per_page=100", repo.owner, repo.name);
+        let v = self.repo_call(repo, Method::GET, &path, None).await?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| Some((c.get("id")?.as_u64()?, c.get("body")?.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Edits a comment in place.
+    pub async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), GitHubError> {
+        let path = format!("/repos/{}/{}/issues/comments/{comment_id}", repo.owner, repo.name);
+        self.repo_call(repo, Method::PATCH, &path, Some(&json!({ "body": body }))).await.map(|_| ())
+    }
+
     /// Whether branch protection on `branch` requires status checks (then merging waits for them:
     /// auto-merge is the way).
     pub async fn requires_checks(&self, repo: &RepoId, branch: &str) -> Result<bool, GitHubError> {

@@ -237,6 +237,34 @@ impl Forge for MemoryForge {
         })
     }
 
+    /// Ids are `number * 1000 + position`.
+    fn comment_ids<'a>(&'a self, _repo: &'a RepoId, number: u64) -> Call<'a, Vec<(u64, String)>> {
+        Box::pin(async move {
+            let s = self.enter("comments")?;
+            let all = s.comments.get(&number).cloned().unwrap_or_default();
+            Ok(all.into_iter().enumerate().map(|(i, b)| (number * 1000 + i as u64, b)).collect())
+        })
+    }
+
+    fn edit_comment<'a>(&'a self, _repo: &'a RepoId, comment_id: u64, body: &'a str) -> Call<'a, ()> {
+        Box::pin(async move {
+            let mut s = self.enter("edit_comment")?;
+            let (number, i) = (comment_id / 1000, (comment_id % 1000) as usize);
+            match s.comments.get_mut(&number).and_then(|c| c.get_mut(i)) {
+                Some(c) => {
+                    *c = body.to_string();
+                    Ok(())
+                }
+                None => Err(ForgeError::Status {
+                    method: Method::PATCH,
+                    path: format!("/issues/comments/{comment_id}"),
+                    status: 404,
+                    message: "Not Found".into(),
+                }),
+            }
+        })
+    }
+
     fn react<'a>(&'a self, _repo: &'a RepoId, _comment_id: u64, _content: &'a str) -> Call<'a, ()> {
         Box::pin(async move {
             drop(self.enter("react")?);

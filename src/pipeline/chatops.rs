@@ -256,10 +256,7 @@ impl Engine {
     }
 
     /// The culprit and the configured workload a revert PR's marker names, or why not.
-    fn revert_pr_subject(
-        &self,
-        pr: &PullRequest,
-    ) -> Result<(String, crate::config::WorkloadConfig), String> {
+    fn revert_pr_subject(&self, pr: &PullRequest) -> Result<(String, crate::config::WorkloadConfig), String> {
         let body = pr.body.as_deref().unwrap_or("");
         let (Some(culprit), Some(incident)) = (marker(body, "culprit"), marker(body, "incident")) else {
             return Err("this PR's body has no metricops marker (culprit, incident)".into());

@@ -312,6 +312,21 @@ fn route(s: &mut State, auth: &Auth, op: &Op, path: &str, q: &[(String, String)]
             Some((n, c)) => Reply::json(200, comment_json(&base, r, n, c)),
             None => not_found(),
         },
+        ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}") => {
+            // The body (`body` required, a string) was checked against the description before routing.
+            let text = body["body"].as_str().unwrap_or_default().to_string();
+            let t = now();
+            let Some((n, c)) = r.comment_mut(num("comment_id")) else {
+                return not_found();
+            };
+            c.body = text;
+            c.updated_at = t.clone();
+            if let Some(pl) = r.pull_mut(n) {
+                pl.updated_at = t;
+            }
+            let (n, c) = r.comment(num("comment_id")).unwrap();
+            Reply::json(200, comment_json(&base, r, n, c))
+        }
         ("POST", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions") => {
             // The body's `content` was checked against the description's enum before routing (422 otherwise).
             let content = body["content"].as_str().unwrap_or_default().to_string();
