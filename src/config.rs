@@ -47,6 +47,10 @@ pub struct Config {
     /// Rules the built-in evaluator watches.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The Kubernetes cluster `serve` runs in (found in-cluster, or through `KUBECONFIG` /
+    /// `~/.kube/config`): watches, the Lease, rollback confirmation.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// The PR templates in use (loaded by `Config::load`).
     #[serde(skip)]
     pub templates: Templates,
@@ -232,6 +236,47 @@ pub struct PrometheusConfig {
     /// How long one query may take before the rule counts as unknown (default 10s).
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `false`: never look for a cluster (the admission webhook still answers).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The Lease the replicas share (default `metricops`), in `lease_namespace` (default: the
+    /// pod's namespace, else the kubeconfig context's).
+    #[serde(default)]
+    pub lease: Option<String>,
+    #[serde(default)]
+    pub lease_namespace: Option<String>,
+    /// How long a holder keeps the Lease without renewing it (default 15s): a replica that stops
+    /// leading stops its leader work within it.
+    #[serde(default)]
+    pub lease_duration: Option<Spanned<String>>,
+    /// How long a merged revert is followed until synced, healthy and resolved (default 30m).
+    #[serde(default)]
+    pub confirm_timeout: Option<Spanned<String>>,
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+    pub fn lease(&self) -> &str {
+        self.lease.as_deref().unwrap_or("metricops")
+    }
+    pub fn lease_duration(&self) -> std::time::Duration {
+        std_duration(&self.lease_duration)
+            .filter(|d| d.as_secs() >= 2)
+            .unwrap_or(std::time::Duration::from_secs(15))
+    }
+    pub fn confirm_timeout(&self) -> chrono::Duration {
+        self.confirm_timeout
+            .as_ref()
+            .and_then(|s| parse_duration(&s.value))
+            .unwrap_or(chrono::Duration::minutes(30))
+    }
 }
 
 impl PrometheusConfig {
@@ -561,6 +606,8 @@ impl Config {
             &c.server.timeouts.header,
             &c.server.timeouts.idle,
             &c.server.timeouts.request,
+            &c.cluster.lease_duration,
+            &c.cluster.confirm_timeout,
         ]
         .into_iter()
         .flatten()

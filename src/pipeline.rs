@@ -3,6 +3,7 @@
 //! entry point (`demo`, `serve`, `simulate`) goes through here.
 
 mod chatops;
+pub mod confirm;
 mod github;
 mod scan;
 #[cfg(test)]
@@ -136,6 +137,10 @@ pub struct Engine {
     bound: Arc<tokio::sync::Semaphore>,
     /// What the cluster says (fed by the watchers of `adapters::kube`), when one is watched.
     pub cluster: Option<Arc<std::sync::RwLock<crate::domain::cluster::ClusterIndex>>>,
+    /// The cluster writes of the rollback followers.
+    pub cluster_writes: Option<Arc<dyn confirm::ClusterWrites>>,
+    /// The alert notifications seen, for the rollback followers.
+    pub alert_states: Arc<confirm::AlertStates>,
 }
 
 /// `(repo, login)` → (when asked, role).
@@ -178,6 +183,8 @@ impl Engine {
             mirrors: Default::default(),
             bound: Arc::new(tokio::sync::Semaphore::new(n)),
             cluster: None,
+            cluster_writes: None,
+            alert_states: Default::default(),
         }
     }
 
@@ -258,14 +265,16 @@ impl Engine {
                 redact_url(&target.repo_url)
             ));
         };
-        let image = index.deploy(&key).and_then(|r| {
-            let image =
-                r.images.get(n).or_else(|| (r.images.len() == 1).then(|| r.images.values().next())?)?;
+        // The deploy record's images, else the pod template's as the watch saw them.
+        let images =
+            index.deploy(&key).map(|r| &r.images).or_else(|| index.workloads.get(&key).map(|w| &w.images));
+        let image = images.and_then(|images| {
+            let image = images.get(n).or_else(|| (images.len() == 1).then(|| images.values().next())?)?;
             crate::domain::image_ref::ImageRef::parse(image).map(|i| i.repository)
         });
         let Some(image) = image else {
             return Err(format!(
-                "{} deploys it, but its deploy record (metricops.dev/images, written by the admission webhook) names no image to trace: add a `workloads:` entry with `image:`",
+                "{} deploys it, but the cluster shows no container named like it (nor a single one): add a `workloads:` entry with `image:`",
                 target.deployer
             ));
         };
@@ -347,6 +356,13 @@ impl Engine {
     ) -> Report {
         let (incidents, unplaced) = group(alerts, |a| self.workload_of(&a.labels));
         let mut report = Report::default();
+        if self.cluster.is_some() {
+            for a in alerts {
+                if let Some(w) = self.workload_of(&a.labels) {
+                    self.alert_states.note(&w, a, now);
+                }
+            }
+        }
         for (alert, reason) in unplaced {
             let outcome = if alert.status == Status::Resolved { "resolved" } else { "unmatched" };
             self.metrics.alert(source.label(), outcome);
@@ -369,6 +385,17 @@ impl Engine {
                     }
                     if let Some(d) = &o.delivery {
                         self.metrics.delivery(d.label());
+                    }
+                    // Landed by a push (plain git): the rollback is followed from here. On GitHub
+                    // the merged PR's webhook begins it, at the merge commit.
+                    if let (Some(Delivery::Merged { pr: None, .. }), Some(built)) = (&o.delivery, &o.revert)
+                        && !self.dry_run
+                        && let Ok((_, repo_cfg)) = self.workload(&o.workload)
+                        && repo_cfg.forge == ForgeKind::Git
+                    {
+                        let names: Vec<String> = o.incident.alerts.iter().map(|a| a.name.clone()).collect();
+                        self.begin_rollback(&o.workload, &repo_cfg.url, &built.commit.0, None, names, now)
+                            .await;
                     }
                     report.outcomes.push(o)
                 }
@@ -522,7 +549,7 @@ impl Engine {
             let r = crate::domain::image_ref::ImageRef::parse(i)?;
             crate::domain::image_ref::same_repository(image, &r.repository).then_some(r.version)
         })?;
-        (!version.is_empty()).then(|| Live { version, deployed_at: record.deployed_at })
+        (!version.is_empty()).then_some(Live { version, deployed_at: record.deployed_at })
     }
 
     /// Everything the policy needs to know, from what was gathered (pure).

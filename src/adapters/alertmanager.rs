@@ -22,6 +22,7 @@ pub enum AmError {
     Decode(#[source] AlertError),
 }
 
+#[derive(Clone)]
 pub struct Alertmanager {
     client: reqwest::Client,
     url: String,

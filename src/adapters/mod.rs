@@ -5,6 +5,7 @@ pub mod git;
 pub mod git_history;
 pub mod git_https;
 pub mod github;
+pub mod kube;
 pub mod pack;
 pub mod prometheus;
 

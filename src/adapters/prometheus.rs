@@ -31,6 +31,7 @@ impl PromError {
     }
 }
 
+#[derive(Clone)]
 pub struct Prometheus {
     client: reqwest::Client,
     url: String,

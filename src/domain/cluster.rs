@@ -109,6 +109,8 @@ pub struct Workload {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub record: Option<DeployRecord>,
+    /// Container → image, as the pod template has it now.
+    pub images: crate::domain::admission::Images,
 }
 
 /// Which GitOps object deploys a workload.
@@ -117,6 +119,37 @@ pub enum Deployer {
     ArgoApplication(ObjectKey),
     FluxKustomization(ObjectKey),
     FluxHelmRelease(ObjectKey),
+}
+
+impl Deployer {
+    fn of(kind: Kind, key: &ObjectKey) -> Option<Deployer> {
+        match kind {
+            Kind::Application => Some(Deployer::ArgoApplication(key.clone())),
+            Kind::Kustomization => Some(Deployer::FluxKustomization(key.clone())),
+            Kind::HelmRelease => Some(Deployer::FluxHelmRelease(key.clone())),
+            _ => None,
+        }
+    }
+
+    pub fn key(&self) -> &ObjectKey {
+        match self {
+            Deployer::ArgoApplication(k) | Deployer::FluxKustomization(k) | Deployer::FluxHelmRelease(k) => k,
+        }
+    }
+
+    /// The Flux GitRepository to refresh with it (Argo CD refreshes its own source).
+    pub fn flux_source<'a>(&self, index: &'a ClusterIndex) -> Option<&'a ObjectKey> {
+        match self {
+            Deployer::ArgoApplication(_) => None,
+            Deployer::FluxKustomization(k) => index.kustomizations.get(k)?.source.as_ref(),
+            Deployer::FluxHelmRelease(k) => {
+                let hr = index.helm_releases.get(k)?;
+                hr.git_source
+                    .as_ref()
+                    .or_else(|| index.kustomizations.get(hr.parent.as_ref()?)?.source.as_ref())
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Deployer {
@@ -160,7 +193,12 @@ pub struct ClusterIndex {
     pub helm_releases: BTreeMap<ObjectKey, FluxHelmRelease>,
     pub git_repositories: BTreeMap<ObjectKey, GitRepository>,
     pub workloads: BTreeMap<ObjectKey, Workload>,
+    /// Rollbacks being followed: the deployer objects' `metricops.dev/confirm` annotation.
+    pub confirming: BTreeMap<Deployer, String>,
 }
+
+/// The annotation a rollback being followed is kept in, on its deployer's object.
+pub const CONFIRM: &str = "metricops.dev/confirm";
 
 /// The kind of an object by its `apiVersion` group and `kind`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +229,12 @@ impl ClusterIndex {
     /// An object seen (added or changed). Objects of other kinds, or unreadable, are left out.
     pub fn upsert(&mut self, v: &Value) {
         let (Some(kind), Some(key)) = (Kind::of(v), ObjectKey::of(v)) else { return };
+        if let Some(d) = Deployer::of(kind, &key) {
+            match v.pointer("/metadata/annotations").and_then(|a| a.get(CONFIRM)).and_then(Value::as_str) {
+                Some(c) => drop(self.confirming.insert(d, c.to_string())),
+                None => drop(self.confirming.remove(&d)),
+            }
+        }
         match kind {
             Kind::Application => {
                 self.apps.insert(key.clone(), argo_app(key, v));
@@ -210,7 +254,9 @@ impl ClusterIndex {
                 let labels = string_map(v.pointer("/metadata/labels"));
                 let annotations = string_map(v.pointer("/metadata/annotations"));
                 let record = DeployRecord::from_annotations(&annotations);
-                self.workloads.insert(key.clone(), Workload { kind, key, labels, annotations, record });
+                let images = crate::domain::admission::images(v, kind);
+                self.workloads
+                    .insert(key.clone(), Workload { kind, key, labels, annotations, record, images });
             }
         }
     }
@@ -218,12 +264,43 @@ impl ClusterIndex {
     /// An object deleted.
     pub fn remove(&mut self, v: &Value) {
         let (Some(kind), Some(key)) = (Kind::of(v), ObjectKey::of(v)) else { return };
+        self.forget(kind, &key);
+    }
+
+    fn forget(&mut self, kind: Kind, key: &ObjectKey) {
+        if let Some(d) = Deployer::of(kind, key) {
+            self.confirming.remove(&d);
+        }
+        let key = key.clone();
         match kind {
             Kind::Application => drop(self.apps.remove(&key)),
             Kind::Kustomization => drop(self.kustomizations.remove(&key)),
             Kind::HelmRelease => drop(self.helm_releases.remove(&key)),
             Kind::GitRepository => drop(self.git_repositories.remove(&key)),
             Kind::Workload(_) => drop(self.workloads.remove(&key)),
+        }
+    }
+
+    /// After a full list of one kind (a watch restarted): what was not in it is gone.
+    pub fn keep_only(&mut self, kind: Kind, listed: &std::collections::BTreeSet<ObjectKey>) {
+        let stale: Vec<ObjectKey> = match kind {
+            Kind::Application => self.apps.keys().filter(|k| !listed.contains(k)).cloned().collect(),
+            Kind::Kustomization => {
+                self.kustomizations.keys().filter(|k| !listed.contains(k)).cloned().collect()
+            }
+            Kind::HelmRelease => self.helm_releases.keys().filter(|k| !listed.contains(k)).cloned().collect(),
+            Kind::GitRepository => {
+                self.git_repositories.keys().filter(|k| !listed.contains(k)).cloned().collect()
+            }
+            Kind::Workload(wk) => self
+                .workloads
+                .values()
+                .filter(|w| w.kind == wk && !listed.contains(&w.key))
+                .map(|w| w.key.clone())
+                .collect(),
+        };
+        for k in stale {
+            self.forget(kind, &k);
         }
     }
 

@@ -14,7 +14,7 @@ use crate::forge::{Forge, PullRequest, RepoId};
 use crate::revert::build_revert;
 
 /// A value of the hidden `<!-- metricops: culprit=… incident=… -->` marker in a revert PR's body.
-fn marker(body: &str, key: &str) -> Option<String> {
+pub(crate) fn marker(body: &str, key: &str) -> Option<String> {
     let line = body.lines().find(|l| l.starts_with("<!-- metricops:") && l.contains(&format!("{key}=")))?;
     line.split(&format!("{key}=")).nth(1)?.split_whitespace().next().map(str::to_string)
 }

@@ -15,6 +15,9 @@ impl Engine {
     /// A revert PR was closed: its branch is deleted (a failure is logged; the scan leaves a branch
     /// with a closed PR alone).
     pub async fn revert_closed(&self, repo: &RepoId, branch: &str, merged: bool) {
+        if merged {
+            self.revert_pr_merged(repo, branch).await;
+        }
         let Ok(forge) = self.forge() else { return };
         match forge.delete_branch(repo, branch).await {
             Ok(()) => tracing::info!(%repo, %branch, merged, "revert PR closed; branch deleted"),

@@ -109,6 +109,9 @@ struct Shared {
     auth: WebhookAuth,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// The cluster, when one was found (else why not), and who leads.
+    cluster: Result<Arc<crate::adapters::kube::Cluster>, String>,
+    leadership: Arc<crate::adapters::kube::Leadership>,
 }
 
 /// A running server.
@@ -146,18 +149,43 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
     let (tx, rx) = tokio::sync::mpsc::channel(config.server.queue.unwrap_or(QUEUE).max(1));
     let journal_dir = config.state_dir().join("journal");
     let journal = Arc::new(Journal::open(&journal_dir).context("opening the delivery journal")?);
+    let cluster = match crate::adapters::kube::Cluster::connect(&config.cluster).await {
+        Ok(c) => {
+            let c = Arc::new(c);
+            c.watch();
+            c.lead(config.cluster.lease_duration());
+            tracing::info!(identity = %c.leadership.identity, lease = config.cluster.lease(), "cluster found: watching Argo CD and Flux objects and workloads; leader work waits for the Lease");
+            Ok(c)
+        }
+        Err(why) => {
+            tracing::info!(
+                "cluster side off: {why}. The admission webhook still answers; zero-config targets, deploy records and rollback confirmation need a cluster; this replica leads alone"
+            );
+            Err(why)
+        }
+    };
+    let leadership = match &cluster {
+        Ok(c) => c.leadership.clone(),
+        Err(_) => crate::adapters::kube::Leadership::alone(),
+    };
     let shared = Arc::new(Shared {
         queue: tx.clone(),
         journal,
         auth: wired.webhook_auth.clone(),
         metrics: metrics.clone(),
         ready: AtomicBool::new(false),
+        cluster: cluster.clone(),
+        leadership: leadership.clone(),
     });
     if matches!(shared.auth, WebhookAuth::Open) {
         tracing::warn!("server.webhook_auth is not set: the alert webhooks accept anyone who can reach them");
     }
     let mut engine = wired.engine(config.clone());
     engine.metrics = metrics.clone();
+    if let Ok(c) = &cluster {
+        engine.cluster = Some(c.index.clone());
+        engine.cluster_writes = Some(c.clone() as Arc<dyn crate::pipeline::confirm::ClusterWrites>);
+    }
     let (stop_engine, stopping) = tokio::sync::watch::channel(false);
     let engine_task =
         tokio::spawn(work(engine, wired.prometheus, wired.alertmanager, rx, tx, shared.clone(), stopping));
@@ -313,11 +341,19 @@ pub fn run(config_path: &std::path::Path, listen: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, &'static str) {
+/// `ready` (or `starting`), then who leads and how the cluster side stands, a line each.
+async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
+    let mut text = String::new();
+    text.push_str(&s.leadership.said());
+    text.push('\n');
+    match &s.cluster {
+        Ok(c) => text.push_str(&c.said()),
+        Err(why) => text.push_str(&format!("cluster: off ({why})\n")),
+    }
     if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\n{text}"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("starting\n{text}"))
     }
 }
 
@@ -447,14 +483,24 @@ async fn work(
         for r in &rules {
             tracing::info!(rule = %r.name, workload = %r.workload, origin = %r.origin, expr = %r.expr, "rule loaded");
         }
-        background.spawn(crate::evaluator::run(
-            config.clone(),
-            rules,
-            prom,
-            interval,
-            tx.clone(),
-            shared.metrics.clone(),
-        ));
+        let (config, tx, metrics) = (config.clone(), tx.clone(), shared.metrics.clone());
+        background.spawn(while_leading(shared.leadership.clone(), "the evaluator", move || {
+            crate::evaluator::run(
+                config.clone(),
+                rules.clone(),
+                prom.clone(),
+                interval,
+                tx.clone(),
+                metrics.clone(),
+            )
+        }));
+    }
+    if let Ok(cluster) = &shared.cluster {
+        let (engine, cluster) = (engine.clone(), cluster.clone());
+        let alertmanager = alertmanager.clone();
+        background.spawn(while_leading(shared.leadership.clone(), "the rollback followers", move || {
+            follow(engine.clone(), cluster.clone(), alertmanager.clone())
+        }));
     }
     // Deliveries a previous run acknowledged and did not finish: handled first.
     let mut first: VecDeque<Event> = VecDeque::new();
@@ -541,6 +587,63 @@ async fn work(
         }
     }
 }
+
+/// Runs `work` while this replica leads: started when it takes the Lease, stopped (aborted) when
+/// it loses it, started again at its next turn.
+async fn while_leading<F, Fut>(
+    leadership: Arc<crate::adapters::kube::Leadership>,
+    what: &'static str,
+    work: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut turns = leadership.turns();
+    loop {
+        if turns.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tracing::info!("{what} start: this replica leads");
+        let task = tokio::spawn(work());
+        let lost = turns.wait_for(|l| !*l).await;
+        task.abort();
+        if lost.is_err() {
+            return;
+        }
+        tracing::info!("{what} stopped: this replica no longer leads");
+    }
+}
+
+/// The rollback followers' loop (on the leader): a look when the cluster index changes, and at
+/// least every few seconds for the deadlines.
+async fn follow(
+    engine: Engine,
+    cluster: Arc<crate::adapters::kube::Cluster>,
+    alertmanager: Option<crate::adapters::alertmanager::Alertmanager>,
+) {
+    use crate::pipeline::confirm::Firing;
+    loop {
+        let changed = cluster.changed.notified();
+        let any = !cluster.index.read().expect("cluster index lock").confirming.is_empty();
+        if any {
+            let firing = match &alertmanager {
+                Some(am) => match am.firing().await {
+                    Ok(alerts) => Firing::Alertmanager(alerts),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "Alertmanager cannot be asked; the notifications received stand for it");
+                        Firing::Notifications
+                    }
+                },
+                None => Firing::Notifications,
+            };
+            engine.follow_rollbacks(&firing, chrono::Utc::now()).await;
+        }
+        let _ = tokio::time::timeout(FOLLOW_EVERY, changed).await;
+    }
+}
+
+/// How often the rollback followers look at least.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One event, handled.
 async fn handle(engine: &Engine, shared: &Arc<Shared>, tx: &Sender<Event>, event: Event) {
