@@ -4,6 +4,7 @@ mod support;
 
 mod admission;
 mod architecture;
+mod bench_admission;
 mod bench_pr;
 mod chatops;
 mod crash;

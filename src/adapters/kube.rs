@@ -234,7 +234,8 @@ impl Cluster {
                     .with_identity(&me.identity)
                     .with_duration(secs)
                     .with_grace(grace)
-                    .with_field_manager(MANAGER)
+                    // One field manager per replica: the Lease is kept apart by server-side-apply conflicts.
+                    .with_field_manager(format!("{MANAGER}-{}", me.identity))
                     .build()
                     .await;
                 let manager = match built {
