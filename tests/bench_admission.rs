@@ -31,7 +31,8 @@ fn rss_kib(pid: u32) -> u64 {
 #[ignore = "a benchmark: run with --ignored --nocapture"]
 fn bench_admission_over_tls() {
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-    let (rate, seconds, connections) = (env("BENCH_RATE", 1000), env("BENCH_SECONDS", 30), env("BENCH_CONNECTIONS", 8));
+    let (rate, seconds, connections) =
+        (env("BENCH_RATE", 1000), env("BENCH_SECONDS", 30), env("BENCH_CONNECTIONS", 8));
     let dir = tempfile::tempdir().unwrap();
     throwaway_cert(dir.path());
     let bare = dir.path().join("m.git");
@@ -79,7 +80,8 @@ fn bench_admission_over_tls() {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
         (serde_json::to_vec(&v).unwrap(), v["request"]["uid"].as_str().unwrap().to_string())
     };
-    let bodies = std::sync::Arc::new([fixture("deployment.create.json"), fixture("deployment.update-image.json")]);
+    let bodies =
+        std::sync::Arc::new([fixture("deployment.create.json"), fixture("deployment.update-image.json")]);
     let total = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let clients: Vec<reqwest::Client> = (0..connections).map(|_| client()).collect();
@@ -96,7 +98,8 @@ fn bench_admission_over_tls() {
             let (c, url, bodies) = (clients[i % clients.len()].clone(), url.clone(), bodies.clone());
             tasks.spawn(async move {
                 let (body, uid) = &bodies[i % 2];
-                let r = c.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                let r =
+                    c.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
                 let r = r.expect("an answer");
                 assert_eq!(r.status(), 200);
                 let v: Value = r.json().await.unwrap();

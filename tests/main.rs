@@ -7,6 +7,7 @@ mod architecture;
 mod bench_admission;
 mod bench_pr;
 mod chatops;
+mod cluster;
 mod crash;
 mod demo;
 mod e2e;
