@@ -594,3 +594,102 @@ pub(crate) fn wait_until(cond: impl Fn() -> bool, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The cluster writes of the rollback followers, played in memory: a kept rollback shows in the
+/// index at once, as the watch would bring it back.
+struct EchoWrites {
+    index: std::sync::Arc<std::sync::RwLock<metricops::domain::cluster::ClusterIndex>>,
+    refreshed: std::sync::Mutex<Vec<String>>,
+}
+
+impl metricops::pipeline::confirm::ClusterWrites for EchoWrites {
+    fn refresh<'a>(
+        &'a self,
+        d: &'a metricops::domain::cluster::Deployer,
+        _now: DateTime<Utc>,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<String>> {
+        self.refreshed.lock().unwrap().push(d.to_string());
+        Box::pin(async { Ok("refresh".to_string()) })
+    }
+    fn keep<'a>(
+        &'a self,
+        d: &'a metricops::domain::cluster::Deployer,
+        rollback: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        let mut ix = self.index.write().unwrap();
+        match rollback {
+            Some(r) => drop(ix.confirming.insert(d.clone(), r.to_string())),
+            None => drop(ix.confirming.remove(d)),
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[test]
+fn a_merged_revert_pr_gets_one_rollback_comment_edited_as_steps_come() {
+    use metricops::pipeline::confirm::Firing;
+    let w = World::new();
+    let config = w.config("merge", "", "state");
+    let d = delivery(&w.run(&config, &alert("fp-1")));
+    let Delivery::Merged { pr: Some(pr), .. } = d else { panic!("not merged: {d:?}") };
+    let merge_commit = git_in(&w.bare, &["rev-parse", "main"]);
+
+    // The cluster: the Argo CD Application deploying shop/checkout from this repository.
+    let index =
+        std::sync::Arc::new(std::sync::RwLock::new(metricops::domain::cluster::ClusterIndex::default()));
+    let mut app: serde_json::Value =
+        crate::support::kube::load_fixture("fixtures/kube/argocd/application.single-source.yaml");
+    app["spec"]["source"] = serde_json::json!({"repoURL": w.gh.git_url("shop", "manifests"), "path": "apps/checkout/overlays/prod", "targetRevision": "main"});
+    app["status"]["resources"] = serde_json::json!([{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "shop", "name": "checkout"}]);
+    app["status"]["health"] = serde_json::json!({"status": "Healthy"});
+    index.write().unwrap().upsert(&app);
+    let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), refreshed: Default::default() });
+    let mut engine = {
+        let _guard = w.rt.enter();
+        metricops::wiring::Wired::engine_only(std::sync::Arc::new(config)).unwrap()
+    };
+    engine.cluster = Some(index.clone());
+    engine.cluster_writes = Some(writes.clone());
+
+    // GitHub's `pull_request` closed (merged): the rollback begins at the merge commit.
+    let repo = metricops::forge::RepoId { owner: "shop".into(), name: "manifests".into() };
+    w.rt.block_on(engine.revert_closed(&repo, &w.branch(), true));
+    assert_eq!(writes.refreshed.lock().unwrap().as_slice(), ["Argo CD Application argocd/checkout"]);
+    let ours = || -> Vec<(u64, String)> {
+        w.gh.comments_on("shop", "manifests", pr.number)
+            .into_iter()
+            .filter(|(_, _, b)| b.contains("<!-- metricops:confirm "))
+            .map(|(id, _, b)| (id, b))
+            .collect()
+    };
+    let first = ours();
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert!(first[0].1.contains(&format!("<!-- metricops:confirm {merge_commit} -->")), "{}", first[0].1);
+    assert!(
+        first[0].1.contains("**Rollback in progress.** merged → waiting to be synced…"),
+        "{}",
+        first[0].1
+    );
+
+    // Argo CD syncs the merge commit, healthy; no alert fires any more.
+    app["status"]["sync"] = serde_json::json!({"status": "Synced", "revision": merge_commit});
+    app["status"]["operationState"]["phase"] = serde_json::json!("Succeeded");
+    // The object carries what the bot kept on it.
+    let kept = index.read().unwrap().confirming.values().next().cloned().expect("the rollback kept");
+    app["metadata"]["annotations"]["metricops.dev/confirm"] = serde_json::json!(kept);
+    index.write().unwrap().upsert(&app);
+    w.rt.block_on(engine.follow_rollbacks(&Firing::Alertmanager(vec![]), Utc::now()));
+    let after = ours();
+    assert_eq!(after.len(), 1, "one comment, edited in place: {after:#?}");
+    assert_eq!(after[0].0, first[0].0, "the same comment");
+    assert!(after[0].1.contains("**Rollback confirmed.** merged → synced in"), "{}", after[0].1);
+    assert!(after[0].1.contains("→ SLO resolved in") && after[0].1.contains("✅"), "{}", after[0].1);
+    assert!(index.read().unwrap().confirming.is_empty(), "the kept rollback is dropped at the end");
+    let edits =
+        w.gh.requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains("/issues/comments/"))
+            .count();
+    assert_eq!(edits, 1);
+    w.gh.assert_faithful();
+}
