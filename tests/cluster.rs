@@ -168,16 +168,15 @@ fn a_workload_found_through_argo_cd_is_reverted_and_the_rollback_confirmed() {
     let k = kept(&kube).unwrap();
     assert_eq!(k["revert"], revert.as_str());
     assert_eq!(k["workload"], "shop/checkout");
-    let refreshed = kube.requests().iter().any(|r| {
-        r.method == "PATCH"
-            && r.path == "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/checkout"
-            && r.body.pointer("/metadata/annotations/argocd.argoproj.io~1refresh") == Some(&json!("normal"))
-    });
-    assert!(
-        refreshed,
-        "no refresh patch: {:?}",
-        kube.requests().iter().map(|r| (&r.method, &r.path)).collect::<Vec<_>>()
-    );
+    let refreshed = || {
+        kube.requests().iter().any(|r| {
+            r.method == "PATCH"
+                && r.path == "/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/checkout"
+                && r.body.pointer("/metadata/annotations/argocd.argoproj.io~1refresh")
+                    == Some(&json!("normal"))
+        })
+    };
+    wait_until("the refresh patch on the Application", Duration::from_secs(30), refreshed);
 
     // Argo CD applies the revert, healthy; the alert resolves.
     argo_syncs(&kube, &revert, "Progressing");

@@ -365,6 +365,11 @@ impl ClusterIndex {
         self.deployers(w).into_iter().find_map(|d| self.target_of(&d))
     }
 
+    /// Where one deployer takes the workload from.
+    pub fn target_of_deployer(&self, d: &Deployer) -> Option<Target> {
+        self.target_of(d)
+    }
+
     fn target_of(&self, d: &Deployer) -> Option<Target> {
         match d {
             Deployer::ArgoApplication(k) => {

@@ -89,7 +89,12 @@ impl Engine {
         {
             return Some(t.deployer);
         }
-        index.deployers(&key).into_iter().next()
+        // Another deployer of the workload, but only one that deploys it from this repository.
+        index.deployers(&key).into_iter().find(|d| {
+            index
+                .target_of_deployer(d)
+                .is_some_and(|t| crate::domain::cluster::same_repo(&t.repo_url, repo_url))
+        })
     }
 
     /// A revert landed on the branch (`revert`: the commit there): the deployer is asked to
