@@ -139,6 +139,52 @@ pub fn render_pr(view: &PrView, title_tpl: &str, body_tpl: &str) -> Result<(Stri
 mod tests {
     use super::*;
 
+    fn view(culprit_author: &str, pr_author: Option<&str>) -> PrView {
+        PrView {
+            workload: "shop/checkout".into(),
+            incident: "shop/checkout@x".into(),
+            image: "ghcr.io/shop/checkout".into(),
+            image_short: "checkout".into(),
+            from: "1.5.0".into(),
+            to: "1.4.2".into(),
+            alerts: vec![],
+            alerts_total: 0,
+            alert_groups_left_out: 0,
+            changes: vec![],
+            first_bad: "1.5.0".into(),
+            later: vec![],
+            culprit: CulpritView {
+                sha: "abc".into(),
+                subject: "Update checkout to v1.5.0".into(),
+                author: culprit_author.into(),
+                time: "t".into(),
+            },
+            original_pr: pr_author.map(|a| OriginalPr {
+                number: 7,
+                url: "u".into(),
+                title: "Update checkout".into(),
+                author: Some(a.into()),
+            }),
+            paused: vec![],
+            decision: "propose".into(),
+            decision_reason: "r".into(),
+            mode: "commit".into(),
+            mode_reason: "r".into(),
+            links: vec![],
+        }
+    }
+
+    #[test]
+    fn a_renovate_bump_gets_the_allowed_versions_note() {
+        let body = |v: &PrView| render_pr(v, "t", include_str!("../../templates/pr_body.md")).unwrap().1;
+        for v in [view("dana", Some("renovate[bot]")), view("Renovate Bot", None)] {
+            let b = body(&v);
+            assert!(b.contains("**Renovate** made this bump"), "{b}");
+            assert!(b.contains(r#""allowedVersions": "!/^1\\.5\\.0$/""#), "{b}");
+        }
+        assert!(!body(&view("dana", Some("dana"))).contains("Renovate"));
+    }
+
     #[test]
     fn a_body_over_githubs_limit_is_cut_at_a_line_and_keeps_its_marker() {
         let short = "hello\n<!-- metricops: culprit=abc incident=x -->\n".to_string();
