@@ -162,10 +162,7 @@ pub trait Forge: Send + Sync {
     ) -> Call<'a, ()> {
         Box::pin(async move {
             match self.comment_ids(repo, number).await?.into_iter().find(|(_, b)| b.contains(marker)) {
-                Some((id, old)) if old == body => {
-                    let _ = id;
-                    Ok(())
-                }
+                Some((_, old)) if old == body => Ok(()),
                 Some((id, _)) => self.edit_comment(repo, id, body).await,
                 None => self.comment(repo, number, body).await,
             }

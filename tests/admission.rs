@@ -31,6 +31,15 @@ fn start(m: &Manifests, dir: &Path, rt: &tokio::runtime::Runtime) -> metricops::
     rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap()
 }
 
+/// A certificate in a fresh manifests world, the server on it, and a client trusting it.
+fn started(rt: &tokio::runtime::Runtime) -> (Manifests, metricops::server::Running, reqwest::Client) {
+    let m = Manifests::new(None);
+    throwaway_cert(m.dir.path());
+    let server = start(&m, m.dir.path(), rt);
+    let client = client(&std::fs::read(m.dir.path().join("cert.pem")).unwrap(), &server);
+    (m, server, client)
+}
+
 /// A client that trusts only the certificate in `cert_pem`.
 fn client(cert_pem: &[u8], server: &metricops::server::Running) -> reqwest::Client {
     reqwest::Client::builder()
@@ -70,12 +79,8 @@ fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
 
 #[test]
 fn reviews_over_tls_are_answered_allowed_and_the_patch_records_the_deploy() {
-    let m = Manifests::new(None);
-    let dir = m.dir.path();
-    throwaway_cert(dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = start(&m, dir, &rt);
-    let client = client(&std::fs::read(dir.join("cert.pem")).unwrap(), &server);
+    let (_m, server, client) = started(&rt);
     let port = server.addr.port();
     let ask = |name: &str| {
         let review = fixture(name);
@@ -172,12 +177,8 @@ fn reviews_over_tls_are_answered_allowed_and_the_patch_records_the_deploy() {
 
 #[test]
 fn malformed_reviews_get_an_answer_never_a_500() {
-    let m = Manifests::new(None);
-    let dir = m.dir.path();
-    throwaway_cert(dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = start(&m, dir, &rt);
-    let client = client(&std::fs::read(dir.join("cert.pem")).unwrap(), &server);
+    let (_m, server, client) = started(&rt);
     let port = server.addr.port();
     let mut truncated = serde_json::to_vec(&fixture("deployment.create.json")).unwrap();
     truncated.truncate(truncated.len() / 2);
