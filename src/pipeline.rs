@@ -23,11 +23,14 @@ use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager, summarise};
 use crate::domain::culprit::CommitSha;
 use crate::domain::culprit::{Culprit, Query, Subject, TraceError};
+use crate::domain::image_updater::{
+    GROUP, How, UpdaterKind, api_exclusions, excludable, exclude_in_file, may_hold_updater,
+};
 use crate::domain::pause::set_paused;
 use crate::domain::policy::{Decision, Facts, decide, most_severe};
 use crate::domain::reconcile::{
-    LandedRevert, PAUSED_TRAILER, WORKLOAD_TRAILER, common_labels, opted_out, revert_counts, running_version,
-    trailer,
+    EXCLUDED_TRAILER, LandedRevert, PAUSED_TRAILER, WORKLOAD_TRAILER, common_labels, opted_out,
+    revert_counts, running_version, trailer,
 };
 use crate::domain::redact::redact_url;
 use crate::domain::render::{
@@ -105,6 +108,11 @@ pub struct Outcome {
     pub original_pr: Option<PullRequest>,
     /// What the revert commit paused so the bad version is not promoted again.
     pub paused: Vec<String>,
+    /// Where the bad tag was excluded from argocd-image-updater (in the revert commit, or to be
+    /// patched through the API once the revert is delivered).
+    pub excluded: Vec<crate::domain::image_updater::Excluded>,
+    /// The API patches still to make (objects not in the repository).
+    pub api_exclusions: Vec<crate::domain::image_updater::ApiExclusion>,
 }
 
 /// What happened to one webhook delivery.
@@ -641,6 +649,8 @@ impl Engine {
             pr: None,
             original_pr,
             paused: Vec::new(),
+            excluded: Vec::new(),
+            api_exclusions: Vec::new(),
             incident,
         };
         if let Decision::Ignore(reason) = &decision {
@@ -677,6 +687,7 @@ impl Engine {
         self.metrics.step("deliver", step.elapsed().as_secs_f64());
         tracing::info!(delivery = delivery.label(), pr = ?delivery.pr().map(|p| p.number), "delivered");
         outcome.delivery = Some(delivery);
+        self.exclude_through_the_api(&outcome).await;
         Ok(outcome)
     }
 
@@ -779,11 +790,9 @@ impl Engine {
         outcome: &mut Outcome,
         built: &mut BuiltRevert,
     ) -> anyhow::Result<()> {
-        let Some(w) = self.config.workloads.iter().find(|w| w.name == outcome.workload) else {
-            return Ok(());
-        };
+        let pause = self.config.workloads.iter().find(|w| w.name == outcome.workload).map(|w| &w.pause[..]);
         let mut edits = Vec::new();
-        for target in &w.pause {
+        for target in pause.unwrap_or_default() {
             let Some(text) = t.mirror.read_file(&built.commit, &target.file)? else {
                 tracing::warn!(file = %target.file, "pause target not found at the branch tip; not paused");
                 continue;
@@ -797,6 +806,7 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "could not pause re-promotion"),
             }
         }
+        self.exclude_bad_tag(t, outcome, built, &mut edits)?;
         if edits.is_empty() {
             return Ok(());
         }
@@ -805,14 +815,115 @@ impl Engine {
         for p in &outcome.paused {
             message.push_str(&format!("{PAUSED_TRAILER}: {p}\n"));
         }
+        for e in outcome.excluded.iter().filter(|e| matches!(e.how, How::InTheRevertCommit { .. })) {
+            message.push_str(&format!("{EXCLUDED_TRAILER}: {} {} {}\n", e.tag, e.kind.as_str(), e.object));
+        }
         let commit = t.mirror.write_commit(tree, t.tip, &message, t.now)?;
         t.mirror.delete_branch(&built.branch)?;
         t.mirror.create_branch(&built.branch, &commit)?;
-        tracing::info!(paused = ?outcome.paused, commit = %commit.short(), "re-promotion paused in the revert commit");
+        tracing::info!(paused = ?outcome.paused, excluded = outcome.excluded.len(), commit = %commit.short(), "re-promotion stopped in the revert commit");
         built.files.extend(edits.into_iter().map(|(f, _)| f));
         built.commit = commit;
         built.message = message;
         Ok(())
+    }
+}
+
+impl Engine {
+    /// argocd-image-updater would promote the bad tag again: it is excluded in every updater
+    /// object of the repository that names the image (edits added to `edits`, in the revert
+    /// commit), and, for live ones the repository does not hold, planned as API patches made once
+    /// the revert is delivered. Never fails the revert: what cannot be done is logged.
+    fn exclude_bad_tag(
+        &self,
+        t: &Target,
+        outcome: &mut Outcome,
+        built: &BuiltRevert,
+        edits: &mut Vec<(String, String)>,
+    ) -> anyhow::Result<()> {
+        let Some(image) = outcome.culprit.image.clone() else { return Ok(()) };
+        let version = outcome.culprit.version.to_string();
+        let tag = match excludable(&version) {
+            Ok(t) => t.to_string(),
+            Err(why) => {
+                tracing::info!("argocd-image-updater exclusion skipped: {why}");
+                return Ok(());
+            }
+        };
+        let mut found = Vec::new();
+        for (file, text) in t.mirror.files_containing(&built.commit, GROUP, MAX_UPDATER_FILE)? {
+            // A file edited already (a pause target) is edited further from its new text.
+            let text = edits.iter().find(|(f, _)| *f == file).map(|(_, t)| t.clone()).unwrap_or(text);
+            if !may_hold_updater(&text) {
+                continue;
+            }
+            match exclude_in_file(&file, &text, &image, &tag) {
+                Ok(r) => {
+                    found.extend(r.found);
+                    if let Some(new) = r.text {
+                        edits.retain(|(f, _)| *f != file);
+                        edits.push((file.clone(), new));
+                    }
+                    for e in r.excluded {
+                        tracing::info!("argocd-image-updater: {}", e.describe());
+                        outcome.excluded.push(e);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not exclude the bad tag from argocd-image-updater")
+                }
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            let index = cluster.read().expect("cluster index lock");
+            let live: Vec<_> = index.image_updaters.values().collect();
+            for x in api_exclusions(&live, &image, &tag, &found) {
+                outcome.excluded.push(x.excluded.clone());
+                outcome.api_exclusions.push(x);
+            }
+        }
+        Ok(())
+    }
+
+    /// The planned argocd-image-updater exclusions through the API, made now the revert is
+    /// delivered. A failure is logged with what to run by hand, and said on the PR.
+    async fn exclude_through_the_api(&self, outcome: &Outcome) {
+        let Some(writes) = &self.cluster_writes else { return };
+        let mut failed = Vec::new();
+        for x in &outcome.api_exclusions {
+            match writes.exclude(x).await {
+                Ok(()) => tracing::info!("argocd-image-updater: {}", x.excluded.describe()),
+                Err(e) => {
+                    let by_hand = format!(
+                        "kubectl -n {} patch {} {} --type=json -p '{}'",
+                        x.key.namespace,
+                        match x.kind {
+                            UpdaterKind::ImageUpdater => "imageupdaters.argocd-image-updater.argoproj.io",
+                            UpdaterKind::Application => "applications.argoproj.io",
+                        },
+                        x.key.name,
+                        x.patch
+                    );
+                    tracing::error!(error = %format!("{e:#}"), by_hand = %by_hand, "could not exclude the bad tag from argocd-image-updater");
+                    failed.push(format!("- {} {}: {e:#}. By hand: `{by_hand}`", x.kind.as_str(), x.key));
+                }
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        let (Some(forge), Some(pr)) = (&self.forge, outcome.delivery.as_ref().and_then(|d| d.pr())) else {
+            return;
+        };
+        let Some(repo) = RepoId::from_url(&outcome.repo_url) else { return };
+        let body = format!(
+            "argocd-image-updater may promote `{}` again: the tag could not be excluded through the Kubernetes API.\n\n{}\n",
+            outcome.culprit.version,
+            failed.join("\n")
+        );
+        if let Err(e) = forge.comment(&repo, pr.number, &body).await {
+            tracing::warn!(error = %e, "could not say so on the PR");
+        }
     }
 }
 
@@ -956,6 +1067,8 @@ fn error_kind(e: &anyhow::Error) -> &'static str {
 }
 
 /// Kinds of alert (name and severity) told in a PR body, and in a commit message; links in a PR.
+/// Manifests bigger than this are not looked into for argocd-image-updater objects.
+const MAX_UPDATER_FILE: usize = 1 << 20;
 const MAX_ALERT_GROUPS: usize = 20;
 const MAX_REASON_GROUPS: usize = 5;
 const MAX_LINKS: usize = 10;
@@ -1080,6 +1193,7 @@ pub fn pr_view(
         },
         original_pr,
         paused: o.paused.clone(),
+        excluded: o.excluded.iter().map(|e| e.describe()).collect(),
         decision: decision.label().to_string(),
         decision_reason,
         mode: built.mode.label().to_string(),

@@ -282,3 +282,71 @@ fn serve_without_a_cluster_says_so_and_still_answers_admission_reviews() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("cluster side off"), "{text}");
 }
+
+/// An argocd-image-updater ImageUpdater of checkout in the manifests repo, and another one only in
+/// the cluster: the bad tag is excluded in the revert commit in the first, through the API (a
+/// JSON patch) in the second, and the live copy of the first is left to Argo CD.
+#[test]
+fn the_bad_tag_is_excluded_from_argocd_image_updater_in_git_or_through_the_api() {
+    const IU: &str = "argocd-image-updater.argoproj.io/v1alpha1";
+    let m = Manifests::new(None);
+    let in_git = "apiVersion: argocd-image-updater.argoproj.io/v1alpha1\nkind: ImageUpdater\nmetadata:\n  name: shop-git\n  namespace: argocd\nspec:\n  applicationRefs:\n    - namePattern: checkout\n      images:\n        - alias: checkout\n          imageName: ghcr.io/shop/checkout\n          commonUpdateSettings:\n            updateStrategy: semver # pinned by platform\n";
+    m.write("argocd/image-updaters.yaml", in_git, "argocd-image-updater for checkout");
+    let kube = KubeApi::start();
+    let (bad, config) = setup(&m, &kube);
+    kube.put(load_fixture("fixtures/kube/argocd-image-updater/imageupdater.shop.yaml"));
+    let mut live_copy: Value =
+        serde_json::to_value(serde_saphyr::from_str::<Value>(in_git).unwrap()).unwrap();
+    live_copy["metadata"]["annotations"] = json!({"argocd.argoproj.io/tracking-id": "platform:argocd-image-updater.argoproj.io/ImageUpdater:argocd/shop-git"});
+    kube.put(live_copy);
+
+    let one = Replica::start(&config, &kube, "metricops-0", m.dir.path());
+    wait_until("the ImageUpdaters to be watched", Duration::from_secs(30), || {
+        one.readyz().contains("watch imageupdaters.argocd-image-updater.argoproj.io: watching (2 listed)")
+    });
+    assert_eq!(one.alert("firing").0, 200);
+    wait_until("the revert to land on main", Duration::from_secs(60), || m.main() != bad);
+
+    // In Git: the revert commit itself adds the tag, every other byte kept.
+    let file = git(&m.bare, &["show", "main:argocd/image-updaters.yaml"]);
+    assert_eq!(
+        format!("{file}\n"),
+        in_git.replace(
+            "          commonUpdateSettings:\n",
+            "          commonUpdateSettings:\n            ignoreTags:\n              - \"1.5.0\"\n"
+        )
+    );
+    let msg = git(&m.bare, &["log", "-1", "--format=%B", "main"]);
+    assert!(msg.contains("Metricops-Excluded: 1.5.0 ImageUpdater argocd/shop-git"), "{msg}");
+    let kustomization = git(&m.bare, &["show", "main:apps/checkout/overlays/prod/kustomization.yaml"]);
+    assert!(kustomization.contains("newTag: \"1.4.2\""), "the revert itself: {kustomization}");
+
+    // Not in Git: patched through the API, with a test of what was read.
+    wait_until("the ImageUpdater not in Git to be patched", Duration::from_secs(30), || {
+        kube.get(IU, "ImageUpdater", "argocd", "shop").unwrap()["spec"]["applicationRefs"][0]["images"][0]["commonUpdateSettings"]
+            ["ignoreTags"]
+            == json!(["latest", "1.5.0"])
+    });
+    let patches: Vec<_> = kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("/imageupdaters/"))
+        .collect();
+    assert_eq!(patches.len(), 1, "one patch, on the ImageUpdater not in Git: {patches:?}");
+    assert!(patches[0].path.ends_with("/namespaces/argocd/imageupdaters/shop"), "{patches:?}");
+    assert_eq!(patches[0].body[0]["op"], "test", "{:?}", patches[0].body);
+    let live_git = kube.get(IU, "ImageUpdater", "argocd", "shop-git").unwrap();
+    assert!(
+        live_git["spec"]["applicationRefs"][0]["images"][0]["commonUpdateSettings"]
+            .get("ignoreTags")
+            .is_none()
+    );
+    let log = one.log();
+    assert!(log.contains("in this commit (argocd/image-updaters.yaml)"), "{log}");
+    assert!(
+        log.contains(
+            "ImageUpdater argocd/shop — through the Kubernetes API (the object is not in this repository)"
+        ),
+        "{log}"
+    );
+}

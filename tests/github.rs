@@ -623,6 +623,12 @@ impl metricops::pipeline::confirm::ClusterWrites for EchoWrites {
         }
         Box::pin(async { Ok(()) })
     }
+    fn exclude<'a>(
+        &'a self,
+        x: &'a metricops::domain::image_updater::ApiExclusion,
+    ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { anyhow::bail!("no ImageUpdater in this test: {}", x.key) })
+    }
 }
 
 #[test]
@@ -691,5 +697,48 @@ fn a_merged_revert_pr_gets_one_rollback_comment_edited_as_steps_come() {
             .filter(|r| r.method == "PATCH" && r.path.contains("/issues/comments/"))
             .count();
     assert_eq!(edits, 1);
+    w.gh.assert_faithful();
+}
+
+#[test]
+fn an_image_updater_exclusion_through_the_api_is_in_the_pr_and_a_failed_one_is_said_on_it() {
+    let w = World::new();
+    let config = w.config("propose", "", "state");
+    // The cluster holds an ImageUpdater of checkout that the repository does not.
+    let index =
+        std::sync::Arc::new(std::sync::RwLock::new(metricops::domain::cluster::ClusterIndex::default()));
+    let updater: serde_json::Value =
+        crate::support::kube::load_fixture("fixtures/kube/argocd-image-updater/imageupdater.shop.yaml");
+    index.write().unwrap().upsert(&updater);
+    let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), refreshed: Default::default() });
+    let mut engine = {
+        let _guard = w.rt.enter();
+        metricops::wiring::Wired::engine_only(std::sync::Arc::new(config)).unwrap()
+    };
+    engine.cluster = Some(index);
+    engine.cluster_writes = Some(writes);
+    let report = w.rt.block_on(engine.handle_alertmanager(&alert("fp-1"), now())).unwrap();
+    let d = delivery(&report);
+    let Delivery::Proposed { pr: Some(pr), .. } = d else { panic!("not proposed: {d:?}") };
+    let body = w.gh.pulls("shop", "manifests").into_iter().find(|p| p.number == pr.number).unwrap().body;
+    assert!(body.contains("**argocd-image-updater** would promote"), "{body}");
+    assert!(
+        body.contains("to ignoreTags of image `checkout` on ImageUpdater argocd/shop — through the Kubernetes API (the object is not in this repository)"),
+        "{body}"
+    );
+    // The patch failed (this test's cluster refuses it): said on the PR, with what to run by hand.
+    let said: Vec<String> =
+        w.gh.comments_on("shop", "manifests", pr.number).into_iter().map(|(_, _, b)| b).collect();
+    let c = said
+        .iter()
+        .find(|b| b.contains("could not be excluded through the Kubernetes API"))
+        .unwrap_or_else(|| panic!("{said:#?}"));
+    assert!(c.contains("no ImageUpdater in this test: argocd/shop"), "{c}");
+    assert!(
+        c.contains(
+            "kubectl -n argocd patch imageupdaters.argocd-image-updater.argoproj.io shop --type=json -p '"
+        ),
+        "{c}"
+    );
     w.gh.assert_faithful();
 }

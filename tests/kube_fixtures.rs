@@ -25,6 +25,8 @@ fn root() -> PathBuf {
 /// (but the README) must be in one of them.
 const CORE_DIRS: &[&str] = &["workloads", "coordination", "admission"];
 const CRD_DIRS: &[&str] = &["argocd", "flux"];
+/// Kinds no npm model package covers: checked against the CRD YAML itself (tests/schemas/crds).
+const CRD_YAML_DIRS: &[&str] = &["argocd-image-updater"];
 
 fn fixtures(dirs: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
@@ -47,6 +49,7 @@ fn fixtures(dirs: &[&str]) -> Vec<String> {
 enum Validator {
     Core,
     Crds,
+    CrdYaml,
 }
 
 impl Validator {
@@ -56,6 +59,11 @@ impl Validator {
                 "python3",
                 "tests/schemas/validate_core.py",
                 "install Python 3, then `python3 -m pip install kubernetes-validate==1.37.0`",
+            ),
+            Validator::CrdYaml => (
+                "python3",
+                "tests/schemas/validate_crd_yaml.py",
+                "install Python 3, then `python3 -m pip install kubernetes-validate==1.37.0` (it brings jsonschema and PyYAML)",
             ),
             Validator::Crds => (
                 "node",
@@ -152,8 +160,33 @@ fn argocd_and_flux_objects_match_their_crd_schemas() {
 }
 
 #[test]
+fn image_updaters_match_the_published_crd_and_broken_ones_are_refused() {
+    validate_all(Validator::CrdYaml, &fixtures(CRD_YAML_DIRS));
+    all_rejected(
+        Validator::CrdYaml,
+        &[
+            Broken {
+                file: "argocd-image-updater/imageupdater.shop.yaml",
+                changes: &[r#"/spec/applicationRefs/0/images/0/ignoreTags=["1.5.0"]"#],
+                expect: "'ignoreTags' was unexpected",
+            },
+            Broken {
+                file: "argocd-image-updater/imageupdater.shop.yaml",
+                changes: &["-/spec/applicationRefs/0/images/0/imageName"],
+                expect: "'imageName' is a required property",
+            },
+            Broken {
+                file: "argocd-image-updater/imageupdater.shop.yaml",
+                changes: &[r#"/spec/applicationRefs/0/images/0/commonUpdateSettings/ignoreTags="1.5.0""#],
+                expect: "is not of type 'array'",
+            },
+        ],
+    );
+}
+
+#[test]
 fn every_kube_fixture_is_checked_by_a_validator() {
-    let checked: Vec<&str> = CORE_DIRS.iter().chain(CRD_DIRS).copied().collect();
+    let checked: Vec<&str> = CORE_DIRS.iter().chain(CRD_DIRS).chain(CRD_YAML_DIRS).copied().collect();
     let mut unchecked = Vec::new();
     let mut stack = vec![root().join("fixtures/kube")];
     while let Some(dir) = stack.pop() {

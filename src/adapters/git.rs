@@ -248,6 +248,54 @@ impl GitRepo {
         Ok(Some(blob.content().to_vec()))
     }
 
+    /// The YAML files (`.yaml`, `.yml`) at a commit whose text contains `needle`, up to `max` bytes
+    /// each (bigger ones, symlinks and submodules are passed over), with their text.
+    pub fn files_containing(
+        &self,
+        commit: &CommitSha,
+        needle: &str,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, GitError> {
+        let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
+        let odb = self.repo.odb()?;
+        let mut out = Vec::new();
+        let mut failed = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let name = entry.name().unwrap_or("");
+            if entry.kind() != Some(ObjectType::Blob)
+                || entry.filemode() == MODE_LINK as i32
+                || !(name.ends_with(".yaml") || name.ends_with(".yml"))
+            {
+                return git2::TreeWalkResult::Ok;
+            }
+            match odb.read_header(entry.id()) {
+                Ok((size, _)) if size <= max => {}
+                Ok(_) => return git2::TreeWalkResult::Ok,
+                Err(e) => {
+                    failed = Some(e);
+                    return git2::TreeWalkResult::Abort;
+                }
+            }
+            match self.repo.find_blob(entry.id()) {
+                Ok(blob) => {
+                    let bytes = blob.content();
+                    if memchr::memmem::find(bytes, needle.as_bytes()).is_some() {
+                        out.push((format!("{dir}{name}"), String::from_utf8_lossy(bytes).into_owned()));
+                    }
+                    git2::TreeWalkResult::Ok
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(out)
+    }
+
     /// The tree `git revert` would make of `culprit` on top of `onto` (merges against parent 1).
     pub fn revert_tree(&self, culprit: &CommitSha, onto: &CommitSha) -> Result<Oid, GitError> {
         let bad = self.repo.find_commit(oid(culprit)?)?;

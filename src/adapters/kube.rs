@@ -20,9 +20,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::domain::cluster::{CONFIRM, ClusterIndex, Deployer, Kind, ObjectKey};
+use crate::domain::image_updater::{ApiExclusion, UpdaterKind};
 
 /// What is watched: group, version, kind, plural.
-const WATCHED: [(&str, &str, &str, &str); 8] = [
+const WATCHED: [(&str, &str, &str, &str); 9] = [
     ("argoproj.io", "v1alpha1", "Application", "applications"),
     ("kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations"),
     ("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases"),
@@ -31,6 +32,7 @@ const WATCHED: [(&str, &str, &str, &str); 8] = [
     ("apps", "v1", "StatefulSet", "statefulsets"),
     ("apps", "v1", "DaemonSet", "daemonsets"),
     ("batch", "v1", "CronJob", "cronjobs"),
+    ("argocd-image-updater.argoproj.io", "v1alpha1", "ImageUpdater", "imageupdaters"),
 ];
 
 fn resource(kind: &str) -> ApiResource {
@@ -320,6 +322,22 @@ impl Cluster {
     pub async fn keep(&self, d: &Deployer, rollback: Option<&str>) -> anyhow::Result<()> {
         let patch = json!({"metadata": {"annotations": {CONFIRM: rollback}}});
         self.api(d).patch(&d.key().name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Excludes a tag from argocd-image-updater by a JSON patch whose tests fail if the object
+    /// changed since it was read (then nothing is written, and the error says so).
+    pub async fn exclude(&self, x: &ApiExclusion) -> anyhow::Result<()> {
+        let kind = match x.kind {
+            UpdaterKind::ImageUpdater => "ImageUpdater",
+            UpdaterKind::Application => "Application",
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &x.key.namespace, &resource(kind));
+        let patch: json_patch::Patch = serde_json::from_value(x.patch.clone())?;
+        api.patch(&x.key.name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! `status.inventory`, or through the GitOps marks it carries (Argo CD's tracking id or instance
 //! label, Flux's `kustomize.toolkit.fluxcd.io/*` and `helm.toolkit.fluxcd.io/*` labels).
 
+use super::image_updater::{LiveUpdater, UpdaterKind, live_updater};
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -26,7 +27,7 @@ impl ObjectKey {
         ObjectKey { namespace: namespace.to_string(), name: name.to_string() }
     }
 
-    fn of(v: &Value) -> Option<ObjectKey> {
+    pub fn of(v: &Value) -> Option<ObjectKey> {
         Some(ObjectKey {
             namespace: str_at(v, "/metadata/namespace").unwrap_or_default(),
             name: str_at(v, "/metadata/name")?,
@@ -195,6 +196,8 @@ pub struct ClusterIndex {
     pub workloads: BTreeMap<ObjectKey, Workload>,
     /// Rollbacks being followed: the deployer objects' `metricops.dev/confirm` annotation.
     pub confirming: BTreeMap<Deployer, String>,
+    /// argocd-image-updater's `ImageUpdater`s, and Applications carrying its `image-list`.
+    pub image_updaters: BTreeMap<(UpdaterKind, ObjectKey), LiveUpdater>,
 }
 
 /// The annotation a rollback being followed is kept in, on its deployer's object.
@@ -207,6 +210,8 @@ pub enum Kind {
     Kustomization,
     HelmRelease,
     GitRepository,
+    /// argocd-image-updater's `ImageUpdater`.
+    ImageUpdater,
     Workload(WorkloadKind),
 }
 
@@ -220,6 +225,7 @@ impl Kind {
             ("kustomize.toolkit.fluxcd.io", "Kustomization") => Kind::Kustomization,
             ("helm.toolkit.fluxcd.io", "HelmRelease") => Kind::HelmRelease,
             ("source.toolkit.fluxcd.io", "GitRepository") => Kind::GitRepository,
+            (super::image_updater::GROUP, "ImageUpdater") => Kind::ImageUpdater,
             (g, k) => Kind::Workload(WorkloadKind::from_group_kind(g, k)?),
         })
     }
@@ -235,7 +241,16 @@ impl ClusterIndex {
                 None => drop(self.confirming.remove(&d)),
             }
         }
+        if matches!(kind, Kind::Application | Kind::ImageUpdater) {
+            let k =
+                if kind == Kind::Application { UpdaterKind::Application } else { UpdaterKind::ImageUpdater };
+            match live_updater(v) {
+                Some(u) => drop(self.image_updaters.insert((k, key.clone()), u)),
+                None => drop(self.image_updaters.remove(&(k, key.clone()))),
+            }
+        }
         match kind {
+            Kind::ImageUpdater => {}
             Kind::Application => {
                 self.apps.insert(key.clone(), argo_app(key, v));
             }
@@ -273,7 +288,11 @@ impl ClusterIndex {
         }
         let key = key.clone();
         match kind {
-            Kind::Application => drop(self.apps.remove(&key)),
+            Kind::ImageUpdater => drop(self.image_updaters.remove(&(UpdaterKind::ImageUpdater, key))),
+            Kind::Application => {
+                self.image_updaters.remove(&(UpdaterKind::Application, key.clone()));
+                drop(self.apps.remove(&key))
+            }
             Kind::Kustomization => drop(self.kustomizations.remove(&key)),
             Kind::HelmRelease => drop(self.helm_releases.remove(&key)),
             Kind::GitRepository => drop(self.git_repositories.remove(&key)),
@@ -284,6 +303,12 @@ impl ClusterIndex {
     /// After a full list of one kind (a watch restarted): what was not in it is gone.
     pub fn keep_only(&mut self, kind: Kind, listed: &std::collections::BTreeSet<ObjectKey>) {
         let stale: Vec<ObjectKey> = match kind {
+            Kind::ImageUpdater => self
+                .image_updaters
+                .keys()
+                .filter(|(k, key)| *k == UpdaterKind::ImageUpdater && !listed.contains(key))
+                .map(|(_, key)| key.clone())
+                .collect(),
             Kind::Application => self.apps.keys().filter(|k| !listed.contains(k)).cloned().collect(),
             Kind::Kustomization => {
                 self.kustomizations.keys().filter(|k| !listed.contains(k)).cloned().collect()

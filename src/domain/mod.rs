@@ -9,6 +9,7 @@ pub mod culprit;
 pub mod extract;
 pub mod forge_event;
 pub mod image_ref;
+pub mod image_updater;
 pub mod linediff;
 pub mod pause;
 pub mod policy;

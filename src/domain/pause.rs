@@ -4,7 +4,7 @@
 //! `spec.promotionPolicies[stage].autoPromotionEnabled`. Edits splice one scalar (or insert one
 //! line) and leave every other byte as it was; the result is parsed again to check it.
 
-use super::yaml::{Node, Scalar, parse_documents};
+use super::yaml::{Node, Scalar, Style, parse_documents};
 
 /// What to pause, as configured for a workload.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -85,42 +85,51 @@ pub fn set_paused(text: &str, target: &PauseTarget, paused: bool) -> Result<Opti
         Some(_) => {
             return Err(format!("{}: {key} is not a plain value that can be edited", target.file));
         }
-        None => {
-            let Node::Map(entries) = mapping else {
-                return Err(format!("{}: not a mapping", target.file));
-            };
-            let (first_key, first_value) = entries
-                .first()
-                .ok_or_else(|| format!("{}: an empty mapping; set {key}: {value} by hand", target.file))?;
-            let first = first_key
-                .content
-                .clone()
-                .ok_or_else(|| format!("{}: set {key}: {value} by hand", target.file))?;
-            let line_start = text[..first.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            let lead = &text[line_start..first.start];
-            if !lead.trim_matches([' ', '-', '\t']).is_empty() {
-                return Err(format!("{}: a flow-style mapping; set {key}: {value} by hand", target.file));
-            }
-            // The new key goes at the first key's column: before its line, or, when the first key
-            // follows a list dash (`- stage: prod`), after that line if its value is on it.
-            let indent: String = lead.chars().map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
-            let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
-            let insert_at = if lead.contains('-') {
-                if !matches!(first_value, Node::Scalar(_)) {
-                    return Err(format!("{}: set {key}: {value} by hand", target.file));
-                }
-                text[first.start..].find('\n').map(|i| first.start + i + 1).unwrap_or(text.len())
-            } else {
-                line_start
-            };
-            format!("{}{indent}{key}: {value}{eol}{}", &text[..insert_at], &text[insert_at..])
-        }
+        None => insert_entry(text, mapping, &format!("{key}: {value}"), &target.file)?,
     };
     // Re-read: the key now says what we meant, and the rest still parses.
     match set_paused(&out, target, paused) {
         Ok(None) => Ok(Some(out)),
         _ => Err(format!("{}: the edit did not read back as {key}: {value}", target.file)),
     }
+}
+
+/// `text` with `entry` (`key: value`, or several lines indented relative to the first) added to
+/// `mapping` at its keys' column: before the first key's line, or, when the first key follows a
+/// list dash (`- stage: prod`), after that line if its value is on it. Every other byte is kept.
+pub(super) fn insert_entry(text: &str, mapping: &Node, entry: &str, file: &str) -> Result<String, String> {
+    let first_line = entry.lines().next().unwrap_or(entry);
+    let Node::Map(entries) = mapping else {
+        return Err(format!("{file}: not a mapping; add {first_line} by hand"));
+    };
+    let (first_key, first_value) =
+        entries.first().ok_or_else(|| format!("{file}: an empty mapping; add {first_line} by hand"))?;
+    let first = first_key.content.clone().ok_or_else(|| format!("{file}: add {first_line} by hand"))?;
+    let line_start = text[..first.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let lead = &text[line_start..first.start];
+    if !lead.trim_matches([' ', '-', '\t']).is_empty() {
+        return Err(format!("{file}: a flow-style mapping; add {first_line} by hand"));
+    }
+    let indent: String = lead.chars().map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let insert_at = if lead.contains('-') {
+        if !matches!(first_value, Node::Scalar(s) if matches!(s.style, Style::Plain | Style::SingleQuoted | Style::DoubleQuoted))
+        {
+            return Err(format!("{file}: add {first_line} by hand"));
+        }
+        text[first.start..].find('\n').map(|i| first.start + i + 1).unwrap_or(text.len())
+    } else {
+        line_start
+    };
+    let mut block = String::new();
+    for line in entry.lines() {
+        block.push_str(&indent);
+        block.push_str(line);
+        block.push_str(eol);
+    }
+    // A last line without its newline: the entry goes on a line of its own.
+    let sep = if insert_at == text.len() && !text.is_empty() && !text.ends_with('\n') { eol } else { "" };
+    Ok(format!("{}{sep}{block}{}", &text[..insert_at], &text[insert_at..]))
 }
 
 #[cfg(test)]

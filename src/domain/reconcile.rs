@@ -13,6 +13,8 @@ use super::policy::Decision;
 pub const WORKLOAD_TRAILER: &str = "Metricops-Workload";
 /// The trailer naming what a revert paused (`/metricops resume` undoes it).
 pub const PAUSED_TRAILER: &str = "Metricops-Paused";
+/// A tag excluded from argocd-image-updater in the revert commit: `TAG KIND OBJECT`.
+pub const EXCLUDED_TRAILER: &str = "Metricops-Excluded";
 /// The alert label that turns rollback off (label names cannot carry `metricops.dev/rollback`).
 pub const OPT_OUT_ALERT_LABEL: &str = "metricops_rollback";
 /// The label `/metricops hold` puts on a revert PR: no automatic merge while it is there.

@@ -78,6 +78,8 @@ pub struct PrView {
     pub original_pr: Option<OriginalPr>,
     /// What the revert commit pauses so the bad version is not promoted again.
     pub paused: Vec<String>,
+    /// Where the bad tag was excluded from argocd-image-updater, one line each.
+    pub excluded: Vec<String>,
     pub decision: String,
     pub decision_reason: String,
     pub mode: String,
@@ -166,6 +168,7 @@ mod tests {
                 author: Some(a.into()),
             }),
             paused: vec![],
+            excluded: vec![],
             decision: "propose".into(),
             decision_reason: "r".into(),
             mode: "commit".into(),
@@ -183,6 +186,21 @@ mod tests {
             assert!(b.contains(r#""allowedVersions": "!/^1\\.5\\.0$/""#), "{b}");
         }
         assert!(!body(&view("dana", Some("dana"))).contains("Renovate"));
+    }
+
+    #[test]
+    fn an_image_updater_exclusion_is_said_with_where_it_was_made() {
+        let body = |v: &PrView| render_pr(v, "t", include_str!("../../templates/pr_body.md")).unwrap().1;
+        let mut v = view("dana", None);
+        assert!(!body(&v).contains("argocd-image-updater"));
+        v.excluded = vec!["`1.5.0` added to ignoreTags of image `checkout` on ImageUpdater argocd/shop — in this commit (argocd/updaters.yaml)".into()];
+        let b = body(&v);
+        assert!(
+            b.contains("**argocd-image-updater** would promote `1.5.0` again, so the tag is excluded:"),
+            "{b}"
+        );
+        assert!(b.contains("- `1.5.0` added to ignoreTags of image `checkout` on ImageUpdater argocd/shop — in this commit"), "{b}");
+        assert!(b.contains("The exclusion stays after `/metricops resume`"), "{b}");
     }
 
     #[test]

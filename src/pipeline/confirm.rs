@@ -5,6 +5,7 @@
 //! object (`metricops.dev/confirm`), so whichever replica holds the Lease follows it, and a new
 //! leader finishes what the old one started.
 
+use crate::domain::image_updater::ApiExclusion;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -24,6 +25,8 @@ pub trait ClusterWrites: Send + Sync {
     fn refresh<'a>(&'a self, d: &'a Deployer, now: DateTime<Utc>) -> BoxFuture<'a, anyhow::Result<String>>;
     /// Keeps the rollback on the deployer's object (`None`: removes it).
     fn keep<'a>(&'a self, d: &'a Deployer, rollback: Option<&'a str>) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Excludes a tag from argocd-image-updater through the API (a JSON patch with tests).
+    fn exclude<'a>(&'a self, x: &'a ApiExclusion) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
 impl ClusterWrites for crate::adapters::kube::Cluster {
@@ -32,6 +35,9 @@ impl ClusterWrites for crate::adapters::kube::Cluster {
     }
     fn keep<'a>(&'a self, d: &'a Deployer, rollback: Option<&'a str>) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(crate::adapters::kube::Cluster::keep(self, d, rollback))
+    }
+    fn exclude<'a>(&'a self, x: &'a ApiExclusion) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(crate::adapters::kube::Cluster::exclude(self, x))
     }
 }
 

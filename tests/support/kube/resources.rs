@@ -160,6 +160,20 @@ pub static RESOURCES: &[ResourceType] = &[
         generation = false,
         create_on_update = true
     ),
+    // argocd-image-updater v1 (api/v1alpha1/imageupdater_types.go: `+kubebuilder:subresource:status`).
+    rt!(
+        "argocd-image-updater.argoproj.io",
+        "v1alpha1",
+        "imageupdaters",
+        "imageupdater",
+        "ImageUpdater",
+        &[],
+        ns = true,
+        status = true,
+        crd = true,
+        generation = true,
+        create_on_update = false
+    ),
     rt!(
         "argoproj.io",
         "v1alpha1",
