@@ -125,6 +125,14 @@ fn bench_admission_over_tls() {
     let mut ex: Vec<Duration> = both.iter().map(|b| b.1).collect();
     ex.sort();
     let end = rss_kib(child.id());
+    // The server's own time per review, from its histogram (an upper bucket bound).
+    let metrics = rt
+        .block_on(async { probe.get(format!("https://localhost:{port}/metrics")).send().await?.text().await })
+        .unwrap();
+    let handler = histogram_quantiles(&metrics, "metricops_admission_review_seconds", &[0.5, 0.99]);
+    // A real load tool as well: hey (Debian's package), 8 workers at rate/8 each, keep-alive.
+    let hey =
+        hey_run(&url.replace("localhost", "127.0.0.1"), &bodies[0].0, rate, seconds.min(15), dir.path());
     let _ = child.kill();
     let _ = child.wait();
     lat.sort();
@@ -142,7 +150,78 @@ fn bench_admission_over_tls() {
         idle as f64 / 1024.0,
         end as f64 / 1024.0,
     );
+    let line = format!(
+        "{line}\nthe handler alone (metricops_admission_review_seconds, bucket upper bounds): p50 ≤ {:.3} ms, p99 ≤ {:.3} ms\n{hey}",
+        handler[0] * 1e3,
+        handler[1] * 1e3
+    );
     println!("{line}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-admission.txt");
     let _ = std::fs::write(out, format!("{line}\n"));
+}
+
+/// Quantiles of a Prometheus histogram in a text exposition, as the upper bound of the first bucket
+/// holding that share of the observations.
+fn histogram_quantiles(text: &str, name: &str, qs: &[f64]) -> Vec<f64> {
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}_bucket{{le=\"")))
+        .filter_map(|rest| {
+            let (le, n) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    assert!(total > 0.0, "no {name} in /metrics:\n{text}");
+    qs.iter().map(|q| buckets.iter().find(|b| b.1 >= total * q).map(|b| b.0).unwrap_or(f64::NAN)).collect()
+}
+
+/// Runs `hey` (installing Debian's package when missing) at `rate` requests/s against `url` and
+/// summarises its per-request times.
+fn hey_run(url: &str, body: &[u8], rate: u64, seconds: u64, dir: &std::path::Path) -> String {
+    if Command::new("hey").arg("-h").output().is_err() {
+        eprintln!("bench_admission: installing hey with apt-get");
+        let ok =
+            Command::new("apt-get").args(["install", "-y", "-qq", "hey"]).status().is_ok_and(|s| s.success());
+        assert!(ok, "hey is needed: apt-get install hey");
+    }
+    let file = dir.join("review.json");
+    std::fs::write(&file, body).unwrap();
+    let workers = 8;
+    let out = Command::new("hey")
+        .args(["-z", &format!("{seconds}s"), "-c", &workers.to_string(), "-q", &(rate / workers).to_string()])
+        .args(["-m", "POST", "-T", "application/json", "-D"])
+        .arg(&file)
+        .args(["-o", "csv", url])
+        .output()
+        .expect("hey runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times: Vec<f64> = Vec::new();
+    let mut bad = 0;
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() < 7 {
+            continue;
+        }
+        if f[6] != "200" {
+            bad += 1;
+        }
+        if let Ok(t) = f[0].parse::<f64>() {
+            times.push(t * 1e3);
+        }
+    }
+    assert!(!times.is_empty(), "hey gave no answers: {}", String::from_utf8_lossy(&out.stderr));
+    times.sort_by(f64::total_cmp);
+    let p = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1).min(times.len() - 1)];
+    format!(
+        "hey, {workers} workers at {} req/s each for {seconds} s: {} answers ({bad} not 200), p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        rate / workers,
+        times.len(),
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        times.last().unwrap()
+    )
 }

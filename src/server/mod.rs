@@ -5,7 +5,7 @@
 //! jitter; one left by a crash is handled at start, and a tick looks for revert branches whose PR
 //! was never opened. Also `/healthz`, `/readyz`, `/metrics`.
 
-mod admission;
+pub mod admission;
 pub mod github;
 mod listen;
 pub mod tls;

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(image_ref extract surgical_edit alert_payloads chatops config)
+[ ${#targets[@]} -gt 0 ] || targets=(image_ref extract surgical_edit alert_payloads chatops config admission)
 rustup toolchain list | grep -q nightly || { echo "needs the nightly toolchain: rustup toolchain install nightly" >&2; exit 1; }
 command -v cargo-fuzz >/dev/null || { echo "installing cargo-fuzz (cargo install cargo-fuzz --locked)" >&2; cargo install cargo-fuzz --locked; }
 status=0
