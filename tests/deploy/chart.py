@@ -12,6 +12,9 @@ real linter; no helm binary, no cluster). tests/run.sh installs it.
     chart.py drift CHART_RENDER KUSTOMIZE_RENDER...
         Compares the chart's YAML stream with the kustomize renders, object by object (see
         normalise): exits 1 listing every difference and every object only one side declares.
+    chart.py split RENDER CORE_OUT CRDS_OUT
+        Splits a YAML stream into the Kubernetes kinds (for kubernetes-validate) and the custom
+        resources (cert-manager, prometheus-operator, Argo CD, Flux: for validate_crds.mjs).
     chart.py rules RENDER OUT_DIR
         Writes each PrometheusRule's spec as a Prometheus rules file into OUT_DIR (for
         `promtool check rules`); prints the files written.
@@ -184,6 +187,22 @@ def rules(render_file, out_dir):
     return 0
 
 
+CRD_GROUPS = ("cert-manager.io", "monitoring.coreos.com", "argoproj.io", "source.toolkit.fluxcd.io",
+              "kustomize.toolkit.fluxcd.io", "helm.toolkit.fluxcd.io")
+
+
+def split(render_file, core_out, crds_out):
+    with open(render_file, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    crds = [d for d in docs if d.get("apiVersion", "").split("/")[0] in CRD_GROUPS]
+    core = [d for d in docs if d.get("apiVersion", "").split("/")[0] not in CRD_GROUPS]
+    for path, part in ((core_out, core), (crds_out, crds)):
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump_all(part, f, sort_keys=False)
+    print(f"{len(core)} Kubernetes objects, {len(crds)} custom resources")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,6 +217,10 @@ def main():
     p = sub.add_parser("drift")
     p.add_argument("chart_render")
     p.add_argument("kustomize_render", nargs="+")
+    p = sub.add_parser("split")
+    p.add_argument("render")
+    p.add_argument("core_out")
+    p.add_argument("crds_out")
     p = sub.add_parser("rules")
     p.add_argument("render")
     p.add_argument("out_dir")
@@ -211,6 +234,8 @@ def main():
             return 0
         if a.cmd == "drift":
             return drift(a.chart_render, a.kustomize_render)
+        if a.cmd == "split":
+            return split(a.render, a.core_out, a.crds_out)
         return rules(a.render, a.out_dir)
     except helm.HelmError as e:
         print(f"helm: {e}", file=sys.stderr)
