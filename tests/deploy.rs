@@ -84,7 +84,8 @@ fn kustomize(dir: &str) -> String {
 /// custom resources against their CRD schemas. Returns how many objects were validated.
 fn validate(yaml: &str, what: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let (all, core, crds) = (dir.path().join("all.yaml"), dir.path().join("core.yaml"), dir.path().join("crds.yaml"));
+    let (all, core, crds) =
+        (dir.path().join("all.yaml"), dir.path().join("core.yaml"), dir.path().join("crds.yaml"));
     std::fs::write(&all, yaml).unwrap();
     must(chart(&["split", s(&all), s(&core), s(&crds)]), "chart.py split");
     let mut n = 0;
@@ -141,7 +142,11 @@ fn the_chart_passes_helm_lint_strict_with_every_values_set() {
     assert_eq!(out.matches("ok helm lint --strict").count(), values_sets().len(), "{out}");
 
     // values.schema.json is enforced: an unknown key, zero replicas, a bad failurePolicy.
-    for bad in [json!({"replicas": 2}), json!({"replicaCount": 0}), json!({"admissionWebhook": {"failurePolicy": "Deny"}})] {
+    for bad in [
+        json!({"replicas": 2}),
+        json!({"replicaCount": 0}),
+        json!({"admissionWebhook": {"failurePolicy": "Deny"}}),
+    ] {
         let out = chart(&["lint", CHART, "--values", &bad.to_string()]);
         assert!(!out.ok, "lint passed values the schema must refuse: {bad}\n{}", out.stdout);
     }
@@ -174,7 +179,8 @@ fn the_chart_renders_what_a_platform_team_checks() {
     let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
     assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"), "{env:?}");
     // writable state_dir and /tmp under a read-only root
-    let mounts: Vec<&str> = c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
+    let mounts: Vec<&str> =
+        c["volumeMounts"].as_array().unwrap().iter().map(|m| m["mountPath"].as_str().unwrap()).collect();
     assert!(mounts.contains(&"/var/lib/metricops") && mounts.contains(&"/tmp"), "{mounts:?}");
     let config = one(&d, "ConfigMap");
     let cfg: Value = serde_saphyr::from_str(config["data"]["metricops.yaml"].as_str().unwrap()).unwrap();
@@ -243,13 +249,19 @@ fn verbs(role: &Value, group: &str, resource: &str) -> Vec<String> {
 
 #[test]
 fn the_rbac_grants_what_the_code_uses_and_nothing_more() {
-    for (what, yaml) in [("chart", render(&json!({}))), ("kustomize base", kustomize("deploy/kustomize/base"))] {
+    for (what, yaml) in
+        [("chart", render(&json!({}))), ("kustomize base", kustomize("deploy/kustomize/base"))]
+    {
         let d = docs(&yaml);
         let cluster_role = one(&d, "ClusterRole");
         for (group, plural) in watched_by_the_code() {
             let v = verbs(cluster_role, &group, &plural);
-            assert!(v.contains(&"list".into()) && v.contains(&"watch".into()), "{what}: {plural}.{group}: {v:?}");
-            let deployer = ["applications", "kustomizations", "helmreleases", "gitrepositories"].contains(&plural.as_str());
+            assert!(
+                v.contains(&"list".into()) && v.contains(&"watch".into()),
+                "{what}: {plural}.{group}: {v:?}"
+            );
+            let deployer = ["applications", "kustomizations", "helmreleases", "gitrepositories"]
+                .contains(&plural.as_str());
             assert_eq!(v.contains(&"patch".into()), deployer, "{what}: patch on {plural}.{group}: {v:?}");
         }
         for r in cluster_role["rules"].as_array().unwrap() {
@@ -260,7 +272,10 @@ fn the_rbac_grants_what_the_code_uses_and_nothing_more() {
                 let v = v.as_str().unwrap();
                 assert!(["get", "list", "watch", "patch"].contains(&v), "{what}: verb {v} in {r}");
             }
-            assert!(!r["apiGroups"].as_array().unwrap().contains(&json!("")), "{what}: no core objects (Secrets!) cluster-wide: {r}");
+            assert!(
+                !r["apiGroups"].as_array().unwrap().contains(&json!("")),
+                "{what}: no core objects (Secrets!) cluster-wide: {r}"
+            );
         }
         // the Lease, in its own namespace: create any, read and change only the one named
         let role = one(&d, "Role");
@@ -268,9 +283,10 @@ fn the_rbac_grants_what_the_code_uses_and_nothing_more() {
         let named = role["rules"].as_array().unwrap().iter().find(|r| r["resourceNames"].is_array()).unwrap();
         assert_eq!(named["resourceNames"], json!(["metricops"]), "{what}");
         assert_eq!(verbs(role, "coordination.k8s.io", "leases"), ["create", "get", "patch"], "{what}");
-        let lease = serde_saphyr::from_str::<Value>(one(&d, "ConfigMap")["data"]["metricops.yaml"].as_str().unwrap())
-            .unwrap()["cluster"]["lease"]
-            .clone();
+        let lease =
+            serde_saphyr::from_str::<Value>(one(&d, "ConfigMap")["data"]["metricops.yaml"].as_str().unwrap())
+                .unwrap()["cluster"]["lease"]
+                .clone();
         assert_eq!(named["resourceNames"][0], lease, "{what}: the Role names the Lease the config uses");
     }
 }
@@ -288,7 +304,10 @@ fn the_kustomize_base_monitoring_and_example_overlay_render_valid_objects() {
     let pod = &one(&d, "Deployment")["spec"]["template"]["spec"];
     assert!(pod["volumes"].as_array().unwrap().iter().any(|v| v["secret"]["secretName"] == "metricops"));
     let config_volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "config").unwrap();
-    assert_eq!(config_volume["configMap"]["name"], cfg["metadata"]["name"], "the Deployment follows the hashed name");
+    assert_eq!(
+        config_volume["configMap"]["name"], cfg["metadata"]["name"],
+        "the Deployment follows the hashed name"
+    );
     assert!(d.iter().all(|o| o["kind"] == "Namespace" || o["metadata"]["name"].is_string()));
     assert_eq!(find(&d, "Namespace").len(), 1);
 }
@@ -317,9 +336,18 @@ fn the_chart_and_the_kustomize_base_declare_the_same_objects() {
         assert!(changed != base_yaml, "{from:?} is not in the base's render");
         std::fs::write(&base, changed).unwrap();
         let out = chart(&["drift", s(&chart_file), s(&base), s(&monitoring)]);
-        assert!(!out.ok && out.stderr.contains(want), "the drift {from} → {to} was not seen:\n{}", out.stderr);
+        assert!(
+            !out.ok && out.stderr.contains(want),
+            "the drift {from} → {to} was not seen:\n{}",
+            out.stderr
+        );
     }
-    std::fs::write(&base, base_yaml.clone() + "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: extra\n  namespace: metricops\n").unwrap();
+    std::fs::write(
+        &base,
+        base_yaml.clone()
+            + "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: extra\n  namespace: metricops\n",
+    )
+    .unwrap();
     let out = chart(&["drift", s(&chart_file), s(&base), s(&monitoring)]);
     assert!(!out.ok && out.stderr.contains("only the kustomize base declares it"), "{}", out.stderr);
 }
@@ -335,7 +363,11 @@ fn the_prometheus_rules_pass_promtool() {
     args.push("deploy/examples/slo-rules.yml");
     let out = run("promtool", &args, "apt-get install prometheus");
     assert!(out.ok, "promtool check rules:\n{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("SUCCESS: 3 rules found") && out.stdout.contains("SUCCESS: 6 rules found"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("SUCCESS: 3 rules found") && out.stdout.contains("SUCCESS: 6 rules found"),
+        "{}",
+        out.stdout
+    );
     let bad = dir.path().join("bad.yml");
     std::fs::write(&bad, "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: rate(x[5m]) >\n").unwrap();
     assert!(!run("promtool", &["check", "rules", s(&bad)], "apt-get install prometheus").ok);
@@ -343,10 +375,18 @@ fn the_prometheus_rules_pass_promtool() {
 
 #[test]
 fn the_alertmanager_example_passes_amtool() {
-    let out = run("amtool", &["check-config", "deploy/examples/alertmanager.yml"], "apt-get install prometheus-alertmanager");
+    let out = run(
+        "amtool",
+        &["check-config", "deploy/examples/alertmanager.yml"],
+        "apt-get install prometheus-alertmanager",
+    );
     assert!(out.ok && out.stdout.contains("SUCCESS"), "amtool check-config:\n{}{}", out.stdout, out.stderr);
     let text = std::fs::read_to_string(root().join("deploy/examples/alertmanager.yml")).unwrap();
-    assert!(text.contains("/webhooks/alertmanager") && text.contains("type: Bearer") && text.contains("credentials_file"));
+    assert!(
+        text.contains("/webhooks/alertmanager")
+            && text.contains("type: Bearer")
+            && text.contains("credentials_file")
+    );
 }
 
 /// The example configs, with their secret and TLS files in a temp dir, pass `check-config`
@@ -374,7 +414,10 @@ fn the_example_configs_pass_check_config() {
         assert!(r.stdout.contains("GitHub App key readable"), "{example}: {}", r.stdout);
     }
     // the workload carries a rule the evaluator can read, and is a valid Deployment
-    validate(&std::fs::read_to_string(root().join("deploy/examples/workload.yaml")).unwrap(), "workload.yaml");
+    validate(
+        &std::fs::read_to_string(root().join("deploy/examples/workload.yaml")).unwrap(),
+        "workload.yaml",
+    );
     let w = &docs(&std::fs::read_to_string(root().join("deploy/examples/workload.yaml")).unwrap())[0];
     assert!(w["metadata"]["annotations"]["metricops.dev/rule"].is_string());
     // Argo CD and Flux against their CRD schemas
@@ -385,12 +428,15 @@ fn the_example_configs_pass_check_config() {
 
 #[test]
 fn the_github_app_manifest_asks_for_what_the_app_needs() {
-    let m: Value = serde_saphyr::from_str(&std::fs::read_to_string(root().join("deploy/github-app.yaml")).unwrap()).unwrap();
+    let m: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(root().join("deploy/github-app.yaml")).unwrap())
+            .unwrap();
     assert_eq!(
         m["default_permissions"],
         json!({"contents": "write", "pull_requests": "write", "issues": "write", "metadata": "read"})
     );
-    let events: Vec<&str> = m["default_events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let events: Vec<&str> =
+        m["default_events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
     assert_eq!(events, ["issue_comment", "pull_request"]);
     assert!(m["hook_attributes"]["url"].as_str().unwrap().ends_with("/webhooks/github"));
     assert_eq!(m["public"], false);
@@ -399,7 +445,8 @@ fn the_github_app_manifest_asks_for_what_the_app_needs() {
 #[test]
 fn the_dockerfile_builds_in_one_stage_and_runs_the_binary_alone_as_non_root() {
     let text = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     let stages: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("FROM ")).collect();
     assert_eq!(stages.len(), 2, "a build stage and a final stage: {stages:?}");
     assert!(lines[stages[0]].ends_with(" AS build"), "{}", lines[stages[0]]);
@@ -407,7 +454,8 @@ fn the_dockerfile_builds_in_one_stage_and_runs_the_binary_alone_as_non_root() {
     assert!(lines[stages[1]].contains("distroless"), "a small final image: {}", lines[stages[1]]);
 
     // the build stage copies what `cargo build` needs: every include_str! of src/ among it
-    let copied: Vec<&str> = build.iter().filter(|l| l.starts_with("COPY ")).flat_map(|l| l.split_whitespace().skip(1)).collect();
+    let copied: Vec<&str> =
+        build.iter().filter(|l| l.starts_with("COPY ")).flat_map(|l| l.split_whitespace().skip(1)).collect();
     for need in ["Cargo.toml", "Cargo.lock", "src", "templates"] {
         assert!(copied.contains(&need), "the build stage does not copy {need}: {copied:?}");
     }
@@ -419,11 +467,13 @@ fn the_dockerfile_builds_in_one_stage_and_runs_the_binary_alone_as_non_root() {
     assert!(build.iter().any(|l| l.contains("cargo build --release --locked")), "{build:?}");
 
     // the final stage: the binary only, a numeric non-root user, the entry point
-    let copies: Vec<&&str> = last.iter().filter(|l| l.starts_with("COPY ") || l.starts_with("ADD ")).collect();
+    let copies: Vec<&&str> =
+        last.iter().filter(|l| l.starts_with("COPY ") || l.starts_with("ADD ")).collect();
     assert_eq!(copies.len(), 1, "{copies:?}");
     assert!(copies[0].starts_with("COPY --from=build /metricops "), "{}", copies[0]);
     let user = last.iter().rev().find(|l| l.starts_with("USER ")).expect("a USER in the final stage");
-    let uid: u32 = user[5..].split(':').next().unwrap().parse().expect("a numeric user (runAsNonRoot checks it)");
+    let uid: u32 =
+        user[5..].split(':').next().unwrap().parse().expect("a numeric user (runAsNonRoot checks it)");
     assert!(uid != 0, "{user}");
     let chart_uid = docs(&render(&json!({})))
         .into_iter()
@@ -462,7 +512,10 @@ fn include_str_paths(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn values_yaml_is_documented_key_by_key_and_in_the_schema() {
     let text = std::fs::read_to_string(root().join(CHART).join("values.yaml")).unwrap();
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(root().join(CHART).join("values.schema.json")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join(CHART).join("values.schema.json")).unwrap(),
+    )
+    .unwrap();
     let lines: Vec<&str> = text.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         // every top-level key has a comment right above it, or opens a section whose keys do
@@ -472,7 +525,9 @@ fn values_yaml_is_documented_key_by_key_and_in_the_schema() {
             }
             let commented = i > 0 && lines[i - 1].trim_start().starts_with('#');
             let section_commented = lines.get(i + 1).is_some_and(|n| n.trim_start().starts_with("# --"))
-                || lines.get(i + 1).is_some_and(|n| n.starts_with("  ") && lines.get(i + 2).is_some_and(|m| m.trim_start().starts_with('#')));
+                || lines.get(i + 1).is_some_and(|n| {
+                    n.starts_with("  ") && lines.get(i + 2).is_some_and(|m| m.trim_start().starts_with('#'))
+                });
             assert!(commented || section_commented, "values.yaml: `{k}` has no comment saying what it is");
             assert!(schema["properties"][k].is_object(), "values.schema.json has no `{k}`");
         }
