@@ -533,3 +533,104 @@ fn values_yaml_is_documented_key_by_key_and_in_the_schema() {
         }
     }
 }
+
+/// The pod as the chart runs it, without a cluster: the Deployment's own args and the
+/// ConfigMap's metricops.yaml (its paths moved into a temp dir, a throwaway certificate where
+/// the Secret would be), the real binary; the probes' paths over the probes' scheme answer, and
+/// the admission webhook answers the API server's request at the webhook's path.
+#[test]
+fn metricops_starts_as_the_chart_runs_it_and_answers_its_probes_and_the_webhook() {
+    let d = docs(&render(&json!({})));
+    let deploy = one(&d, "Deployment");
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> =
+        c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let config_text = one(&d, "ConfigMap")["data"]["metricops.yaml"].as_str().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let (cert, key) = crate::support::throwaway_cert(&tls);
+    std::fs::rename(&cert, tls.join("tls.crt")).unwrap();
+    std::fs::rename(&key, tls.join("tls.key")).unwrap();
+    let state = dir.path().join("state");
+    let relocated =
+        config_text.replace("/etc/metricops/tls", s(&tls)).replace("/var/lib/metricops", s(&state));
+    assert_ne!(relocated, config_text, "the config names the mounted paths");
+    let config_dir = dir.path().join("config");
+    std::fs::create_dir(&config_dir).unwrap();
+    std::fs::write(config_dir.join("metricops.yaml"), relocated).unwrap();
+
+    let port = crate::support::http::free_port();
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| match a.as_str() {
+            "/etc/metricops/config/metricops.yaml" => s(&config_dir.join("metricops.yaml")).to_string(),
+            a if a.starts_with("0.0.0.0:") => format!("127.0.0.1:{port}"),
+            a => a.to_string(),
+        })
+        .collect();
+    assert_eq!(args[0], "serve");
+    let child = Command::new(env!("CARGO_BIN_EXE_metricops"))
+        .args(&args)
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("POD_NAME", "metricops-0")
+        .env("POD_NAMESPACE", "metricops")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("metricops serve starts");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _stop = Stop(child);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metricops::adapters::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(tls.join("tls.crt")).unwrap()).unwrap(),
+        )
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let scheme = c["readinessProbe"]["httpGet"]["scheme"].as_str().unwrap().to_ascii_lowercase();
+    let get = |path: &str| {
+        rt.block_on(async {
+            client.get(format!("{scheme}://localhost:{port}{path}")).send().await.map(|r| r.status().as_u16())
+        })
+        .unwrap_or(0)
+    };
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = c[probe]["httpGet"]["path"].as_str().unwrap().to_string();
+        crate::support::http::wait_until(
+            &format!("{probe} {path} to answer 200"),
+            std::time::Duration::from_secs(60),
+            || get(&path) == 200,
+        );
+    }
+    let hook = &one(&d, "MutatingWebhookConfiguration")["webhooks"][0];
+    let path = hook["clientConfig"]["service"]["path"].as_str().unwrap();
+    let review =
+        std::fs::read_to_string(root().join("fixtures/kube/admission/deployment.create.json")).unwrap();
+    let (status, body) = rt.block_on(async {
+        let r = client
+            .post(format!("https://localhost:{port}{path}"))
+            .header("content-type", "application/json")
+            .body(review)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "the deploy is recorded: {answer}");
+}
