@@ -260,10 +260,15 @@ fn the_rbac_grants_what_the_code_uses_and_nothing_more() {
                 v.contains(&"list".into()) && v.contains(&"watch".into()),
                 "{what}: {plural}.{group}: {v:?}"
             );
-            let deployer = ["applications", "kustomizations", "helmreleases", "gitrepositories"]
-                .contains(&plural.as_str());
+            // patched: the deployers' annotations, and argocd-image-updater's ImageUpdaters (paused)
+            let deployer =
+                ["applications", "kustomizations", "helmreleases", "gitrepositories", "imageupdaters"]
+                    .contains(&plural.as_str());
             assert_eq!(v.contains(&"patch".into()), deployer, "{what}: patch on {plural}.{group}: {v:?}");
         }
+        // argocd-image-updater's ImageUpdaters: read, and patched to keep the bad tag away
+        let iu = verbs(cluster_role, "argocd-image-updater.argoproj.io", "imageupdaters");
+        assert_eq!(iu, ["get", "list", "watch", "patch"], "{what}");
         for r in cluster_role["rules"].as_array().unwrap() {
             for k in ["apiGroups", "resources", "verbs"] {
                 assert!(!r[k].as_array().unwrap().contains(&json!("*")), "{what}: a wildcard in {r}");
