@@ -10,6 +10,7 @@ mod chatops;
 mod cluster;
 mod crash;
 mod demo;
+mod deploy;
 mod e2e;
 mod git_https;
 mod github;

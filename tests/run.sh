@@ -12,6 +12,7 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)      # end-to-en
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)  # schema checks (tests/kube_fixtures.rs)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl kustomize of deploy/kustomize (tests/deploy.rs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]} with apt-get" >&2
   if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -29,8 +30,15 @@ if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   python3 -m pip install --quiet kubernetes-validate==1.37.0 \
     || python3 -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
 fi
+# The Helm chart (tests/deploy.rs): Helm's own lint and template engine, from PyPI's helm-python-sdk
+# (Helm 4's Go SDK; no helm binary, no cluster).
+if ! python3 -c 'import helm_python' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing helm-python-sdk (PyPI) with pip" >&2
+  python3 -m pip install --quiet helm-python-sdk==0.2.2 \
+    || python3 -m pip install --quiet --break-system-packages helm-python-sdk==0.2.2
+fi
 if [ ! tests/schemas/node_modules/.package-lock.json -nt tests/schemas/package-lock.json ]; then
-  echo "tests/run.sh: installing @kubernetes-models/argo-cd, @kubernetes-models/flux-cd, js-yaml (npm) into tests/schemas/node_modules" >&2
+  echo "tests/run.sh: installing @kubernetes-models/argo-cd, flux-cd, cert-manager, prometheus-operator, js-yaml (npm) into tests/schemas/node_modules" >&2
   npm ci --prefix tests/schemas --no-audit --no-fund --loglevel=error
 fi
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Validates Argo CD and Flux objects against their CRD schemas, for tests/kube_fixtures.rs.
+// Validates Argo CD, Flux, cert-manager and prometheus-operator objects against their CRD
+// schemas, for tests/kube_fixtures.rs and tests/deploy.rs.
 //
-// The schemas are the npm packages @kubernetes-models/argo-cd and @kubernetes-models/flux-cd
-// (generated from the projects' Go API types, kubebuilder markers included: required fields,
+// The schemas are the npm packages @kubernetes-models/argo-cd, @kubernetes-models/flux-cd,
+// @kubernetes-models/cert-manager and @kubernetes-models/prometheus-operator (generated from the projects' Go API types, kubebuilder markers included: required fields,
 // types, enums, patterns). Each document is checked three ways:
 //   1. the model class's own .validate() (types, required, enums, patterns, formats);
 //   2. strict fields: like the API server's strict field validation (kubectl's default), a field
@@ -32,12 +33,14 @@
 
 import { readFileSync } from "node:fs";
 
-let argo, fluxSource, fluxKustomize, fluxHelm, yaml;
+let argo, fluxSource, fluxKustomize, fluxHelm, certManager, monitoring, yaml;
 try {
   argo = await import("@kubernetes-models/argo-cd/argoproj.io/v1alpha1");
   fluxSource = await import("@kubernetes-models/flux-cd/source.toolkit.fluxcd.io/v1");
   fluxKustomize = await import("@kubernetes-models/flux-cd/kustomize.toolkit.fluxcd.io/v1");
   fluxHelm = await import("@kubernetes-models/flux-cd/helm.toolkit.fluxcd.io/v2");
+  certManager = await import("@kubernetes-models/cert-manager/cert-manager.io/v1");
+  monitoring = await import("@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1");
   yaml = (await import("js-yaml")).default;
 } catch (e) {
   console.error(
@@ -58,6 +61,11 @@ const MODELS = new Map(
     fluxSource.Bucket,
     fluxKustomize.Kustomization,
     fluxHelm.HelmRelease,
+    certManager.Certificate,
+    certManager.Issuer,
+    certManager.ClusterIssuer,
+    monitoring.ServiceMonitor,
+    monitoring.PrometheusRule,
   ].map((m) => [`${m.apiVersion} ${m.kind}`, m]),
 );
 
@@ -312,7 +320,7 @@ function main(argv) {
     });
   }
   for (const f of failures) console.error(`INVALID ${f}`);
-  const versions = ["argo-cd", "flux-cd"].map(
+  const versions = ["argo-cd", "flux-cd", "cert-manager", "prometheus-operator"].map(
     (p) => `@kubernetes-models/${p} ${JSON.parse(readFileSync(new URL(`./node_modules/@kubernetes-models/${p}/package.json`, import.meta.url))).version}`,
   );
   console.log(`validated ${count} objects in ${files.length} files (${versions.join(", ")}, strict fields)`);
