@@ -144,8 +144,20 @@ pub fn answer(req: &Request, now: DateTime<Utc>) -> Answer {
     }
     set.retain(|(k, v)| annotations.get(*k) != Some(v));
     let mut patch = Vec::new();
-    if !set.is_empty() && object.pointer("/metadata/annotations").and_then(Value::as_object).is_none() {
-        patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+    if !set.is_empty() {
+        match object.get("metadata") {
+            // The API server always sends metadata; a review without it still gets a patch that applies.
+            None => patch.push(json!({"op": "add", "path": "/metadata", "value": {"annotations": {}}})),
+            Some(m) if !m.is_object() => {
+                let mut warnings = warnings;
+                warnings.push("metricops: the object's metadata is not an object; nothing recorded".into());
+                return Answer { patch: vec![], warnings };
+            }
+            Some(m) if m.get("annotations").and_then(Value::as_object).is_none() => {
+                patch.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+            }
+            Some(_) => {}
+        }
     }
     for (k, v) in set {
         patch.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(k)), "value": v}));
@@ -428,5 +440,33 @@ mod tests {
     fn keys_are_escaped_as_json_pointer_tokens() {
         assert_eq!(escape("metricops.dev/images"), "metricops.dev~1images");
         assert_eq!(escape("a~b/c"), "a~0b~1c");
+    }
+
+    #[test]
+    fn an_object_without_metadata_gets_a_patch_that_applies_and_bad_metadata_records_nothing() {
+        let now = DateTime::parse_from_rfc3339("2025-10-09T08:53:20Z").unwrap().with_timezone(&Utc);
+        let object = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        fn req(o: &Value) -> Request<'_> {
+            Request {
+                kind: Some(WorkloadKind::Deployment),
+                operation: Operation::Create,
+                dry_run: false,
+                object: Some(o),
+                old_object: None,
+            }
+        }
+        let a = answer(&req(&object), now);
+        let mut patched = object.clone();
+        let p: json_patch::Patch = serde_json::from_value(Value::Array(a.patch)).unwrap();
+        json_patch::patch(&mut patched, &p).expect("the patch applies");
+        assert_eq!(
+            patched.pointer("/metadata/annotations/metricops.dev~1deployed-at"),
+            Some(&json!("2025-10-09T08:53:20Z"))
+        );
+        let mut bad = object.clone();
+        bad["metadata"] = json!("name");
+        let a = answer(&req(&bad), now);
+        assert!(a.patch.is_empty());
+        assert!(a.warnings.iter().any(|w| w.contains("metadata is not an object")), "{:?}", a.warnings);
     }
 }
