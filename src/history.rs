@@ -97,7 +97,12 @@ pub fn kept_decision(o: &Outcome, now: DateTime<Utc>) -> KeptDecision {
         image: o.culprit.image.clone(),
         from: o.culprit.version.to_string(),
         to: o.culprit.previous.as_ref().map(|v| v.to_string()),
-        decision: o.decision.label().to_string(),
+        decision: match &o.decision {
+            Decision::Ignore(_) => "ignore",
+            Decision::Propose => "propose",
+            Decision::Merge => "merge",
+        }
+        .to_string(),
         reason_label: match &o.decision {
             Decision::Ignore(r) => Some(r.label().to_string()),
             _ => None,
@@ -208,8 +213,17 @@ pub fn link(rows: &mut [Row], found_in: &HashMap<String, String>) {
         {
             r.repo = crate::domain::redact::redact_url(url);
         }
-        r.culprit_url = commit_link(&r.repo, &r.culprit_sha);
-        r.revert_url = r.revert.as_ref().and_then(|v| commit_link(&r.repo, &v.sha));
+        // On a forge, commits are shown where its PRs are (`…/owner/name/pull/N` → `…/commit/SHA`).
+        let web = [r.pr.as_ref(), r.culprit_pr.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.url.rsplit_once("/pull/").map(|(b, _)| b.to_string()));
+        let to = |sha: &str| match &web {
+            Some(b) => Some(format!("{b}/commit/{sha}")),
+            None => commit_link(&r.repo, sha),
+        };
+        r.culprit_url = to(&r.culprit_sha);
+        r.revert_url = r.revert.as_ref().and_then(|v| to(&v.sha));
     }
 }
 

@@ -13,6 +13,7 @@ mod demo;
 mod e2e;
 mod git_https;
 mod github;
+mod history;
 mod hostile;
 mod journal;
 mod kube_fixtures;
