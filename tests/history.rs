@@ -67,9 +67,10 @@ fn seed() -> Seeded {
     git(&work, &["config", "user.name", "Shop CI"]);
     git(&work, &["config", "user.email", "ci@shop.example"]);
     let old = (chrono::Utc::now() - chrono::Duration::days(40)).timestamp();
-    let old_revert_msg = "Revert \"deploy search 3.1.0 to prod\"\n\nThis reverts commit 1111111111111111111111111111111111111111.\n\nMetricops-Culprit: 1111111111111111111111111111111111111111\nMetricops-Mode: surgical\nMetricops-Workload: shop/search\nMetricops-Incident: shop/search@20261020T080000Z\nMetricops-Alert: SearchLatency (warning)\nMetricops-Versions: 3.1.0 -> 3.0.9\n";
+    let fired = chrono::DateTime::from_timestamp(old - 240, 0).unwrap().format("%Y%m%dT%H%M%SZ");
+    let old_revert_msg = format!("Revert \"deploy search 3.1.0 to prod\"\n\nThis reverts commit 1111111111111111111111111111111111111111.\n\nMetricops-Culprit: 1111111111111111111111111111111111111111\nMetricops-Mode: surgical\nMetricops-Workload: shop/search\nMetricops-Incident: shop/search@{fired}\nMetricops-Alert: SearchLatency (warning)\nMetricops-Versions: 3.1.0 -> 3.0.9\n");
     let out = Command::new("git")
-        .args(["commit", "-q", "--allow-empty", "-m", old_revert_msg])
+        .args(["commit", "-q", "--allow-empty", "-m", &old_revert_msg])
         .current_dir(&work)
         .env("GIT_AUTHOR_DATE", format!("@{old} +0000"))
         .env("GIT_COMMITTER_DATE", format!("@{old} +0000"))
@@ -113,10 +114,9 @@ fn seed() -> Seeded {
     );
     assert_eq!(s, 200, "{t}");
     // The cart incident fetches main again: the merged revert is in the mirror from then on.
-    let mut last = Value::Null;
     let end = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        last = api(addr, "");
+        let last = api(addr, "");
         let r = rows(&last);
         if r.iter().any(|r| r["decision"] == "ignore")
             && r.iter().any(|r| r["decision"] == "merge" && r["revert"]["sha"].is_string())
@@ -127,6 +127,12 @@ fn seed() -> Seeded {
         std::thread::sleep(Duration::from_millis(50));
     }
     Seeded { world, server: Some(server), addr, old_revert }
+}
+
+/// The revert was made at the decision, and merged after it.
+fn cells_times_ok(row: &Value) -> bool {
+    let t = |k: &str| row["times"][k].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    matches!((t("alert"), t("decided"), t("reverted"), t("merged")), (Some(a), Some(d), Some(r), Some(m)) if a < d && d == r && r <= m + chrono::Duration::seconds(1))
 }
 
 /// `node tests/ui/check_ui.mjs`: fails saying how to install what is missing.
@@ -176,6 +182,8 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     let search = row(&all, "shop/search");
     assert_eq!((search["decision"].as_str(), search["revert"]["sha"].as_str()), (Some("reverted"), Some(s.old_revert.as_str())));
     assert_eq!(search["alerts"][0], "SearchLatency (warning)");
+    assert_eq!(search["times"]["alert"].as_str().map(|t| t.len() > 10), Some(true), "from the incident trailer");
+    assert!(cells_times_ok(checkout), "{checkout:#}");
     assert_eq!(all.last().unwrap()["workload"], "shop/search", "oldest last");
     let only_cart = api(a, "?workload=shop%2Fcart");
     assert_eq!(rows(&only_cart).len(), 1);

@@ -398,19 +398,17 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             r
         });
         let alert = d.alerts.iter().map(|a| a.starts_at).min();
-        let mut times = Times {
+        // The revert was built when this decision made it (a squash on the forge keeps no such time).
+        let made = d.delivery.as_deref().is_some_and(|x| x != "already_proposed" && x != "suppressed");
+        let times = Times {
             deployed: Some(d.culprit.time),
             alert,
             decided: Some(d.at),
-            reverted: revert.map(|r| r.built_at),
+            reverted: if made { Some(d.at) } else { revert.map(|r| r.built_at) },
             merged: revert.map(|r| r.landed_at),
             ..Times::default()
         };
-        if d.delivery.as_deref().is_some_and(|x| x != "already_proposed" && x != "suppressed")
-            && times.reverted.is_none()
-        {
-            times.reverted = Some(d.at);
-        }
+        let mut times = times;
         let pr_number = d.pr.as_ref().map(|p| p.number).or(revert.and_then(|r| r.pr));
         let rollback = revert.and_then(|r| rollbacks.get(r.sha.as_str())).copied().or_else(|| {
             rollbacks.values().find(|r| r.pr.is_some() && r.pr == pr_number && r.workload == d.workload).copied()
@@ -614,6 +612,8 @@ pub fn timelines(rows: &[Row]) -> Vec<Timeline> {
         push(t.resolved, "resolved", "the alert resolved".into());
     }
     for t in &mut out {
+        // Newest first; at the same moment, the later step of the flow first.
+        t.events.reverse();
         t.events.sort_by(|a, b| b.at.cmp(&a.at));
     }
     out
