@@ -296,7 +296,8 @@ pub fn row_text(r: &Row) -> String {
     }
     if let Some(p) = &r.pr {
         let url = if p.url.is_empty() { String::new() } else { format!(" {}", p.url) };
-        s.push_str(&format!("  pr        #{}{url}\n", p.number));
+        let state = r.pr_state.as_deref().map(|st| format!(" ({st})")).unwrap_or_default();
+        s.push_str(&format!("  pr        #{}{url}{state}\n", p.number));
     }
     s.push_str(&format!("  times     {}\n", r.times.line()));
     if !r.people.is_empty() {

@@ -418,6 +418,7 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             .and_then(|n| commands.get(&n))
             .map(|cs| cs.iter().map(|c| format!("{} by {}", said(&c.command), c.by)).collect())
             .unwrap_or_default();
+        let pr_state = pr_state(revert.is_some(), pr_number.and_then(|n| commands.get(&n)), d.pr.is_some());
         let time = [Some(d.at), times.merged, times.resolved].into_iter().flatten().max().unwrap_or(d.at);
         rows.push(Row {
             cursor: cursor(time, &d.incident),
@@ -452,7 +453,7 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             times,
             people,
             rollback: ended,
-            pr_state: None,
+            pr_state,
         });
     }
     for (i, r) in reverts.iter().enumerate() {
@@ -492,11 +493,26 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             people: r.pr.and_then(|n| commands.get(&n)).map(|cs| cs.iter().map(|c| format!("{} by {}", said(&c.command), c.by)).collect()).unwrap_or_default(),
             times,
             rollback: ended,
-            pr_state: None,
+            pr_state: r.pr.map(|_| "merged".to_string()),
         });
     }
     rows.sort_by(|a, b| b.cursor.cmp(&a.cursor));
     rows
+}
+
+/// A revert PR's state as last known: merged once its revert is on the branch; else what the last
+/// `hold` / `unhold` / `cancel` on it left; else open.
+fn pr_state(landed: bool, commands: Option<&Vec<&KeptCommand>>, has_pr: bool) -> Option<String> {
+    if landed {
+        return Some("merged".into());
+    }
+    let last = commands
+        .and_then(|cs| cs.iter().rev().find(|c| matches!(c.command.as_str(), "hold" | "unhold" | "cancel")));
+    match last.map(|c| c.command.as_str()) {
+        Some("cancel") => Some("cancelled".into()),
+        Some("hold") => Some("held".into()),
+        _ => has_pr.then(|| "open".into()),
+    }
 }
 
 /// The steps a rollback passed, into the times; how it ended.
@@ -878,6 +894,20 @@ mod tests {
         assert_eq!(rows[0].reason_label.as_deref(), Some("cooldown"));
         assert_eq!(rows[0].times.line(), "alert → decided 1 h");
         assert!(rows[2].reason.contains("no decision was kept"), "{}", rows[2].reason);
+        assert_eq!(a.pr_state.as_deref(), Some("merged"));
+        assert_eq!(rows[0].pr_state, None, "an ignore has no PR");
+        // A proposed revert a person held, then one cancelled: their PRs' states as last known.
+        let held = [
+            decision("shop/checkout@h", "2026-01-03T10:00:00Z", "c9", "propose", Some("proposed")),
+            Kept::Command(KeptCommand { at: t("2026-01-03T10:01:00Z"), pr: 12, by: "bob".into(), command: "hold".into() }),
+        ];
+        let rows = assemble(&[], &held);
+        assert_eq!((rows[0].pr_state.as_deref(), rows[0].people.as_slice()), (Some("held"), &["held by bob".to_string()][..]));
+        let mut cancelled = held.to_vec();
+        cancelled.push(Kept::Command(KeptCommand { at: t("2026-01-03T10:02:00Z"), pr: 12, by: "dana".into(), command: "cancel".into() }));
+        assert_eq!(assemble(&[], &cancelled)[0].pr_state.as_deref(), Some("cancelled"));
+        let open = [decision("shop/checkout@o", "2026-01-03T10:00:00Z", "c8", "propose", Some("proposed"))];
+        assert_eq!(assemble(&[], &open)[0].pr_state.as_deref(), Some("open"));
     }
 
     #[test]
