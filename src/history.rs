@@ -110,10 +110,7 @@ pub fn kept_decision(o: &Outcome, now: DateTime<Utc>) -> KeptDecision {
         reason,
         delivery: o.delivery.as_ref().map(|d| d.label().to_string()),
         pr,
-        culprit_pr: o
-            .original_pr
-            .as_ref()
-            .map(|p| PrRef { number: p.number, url: p.html_url.clone() }),
+        culprit_pr: o.original_pr.as_ref().map(|p| PrRef { number: p.number, url: p.html_url.clone() }),
         revert_branch: o.revert.as_ref().map(|r| r.branch.clone()),
         revert_commit: o.revert.as_ref().map(|r| r.commit.0.clone()),
     }
@@ -140,10 +137,29 @@ pub fn commit_link(repo_url: &str, sha: &str) -> Option<String> {
 /// The reverts scanned per (mirror, branch), with the tip they were scanned at.
 #[derive(Default)]
 pub struct RevertCache {
-    scanned: Mutex<HashMap<(PathBuf, String), (CommitSha, std::sync::Arc<Vec<RevertSeen>>)>>,
+    scanned: Mutex<HashMap<(PathBuf, String), Scanned<RevertSeen>>>,
+    /// The notes read per mirror, with the notes commit they were read at.
+    notes: Mutex<HashMap<PathBuf, Scanned<Kept>>>,
 }
 
+/// What was read, and at which commit.
+type Scanned<T> = (CommitSha, std::sync::Arc<Vec<T>>);
+
 impl RevertCache {
+    /// The records in the notes of the repository at `path`, read again only when its notes ref moved.
+    pub fn notes(&self, path: &Path) -> anyhow::Result<std::sync::Arc<Vec<Kept>>> {
+        let repo = GitRepo::open(path)?;
+        let Ok(at) = repo.resolve(crate::domain::history::NOTES_REF) else { return Ok(Default::default()) };
+        if let Some((was, list)) = self.notes.lock().expect("notes cache lock").get(path)
+            && *was == at
+        {
+            return Ok(list.clone());
+        }
+        let list = std::sync::Arc::new(repo.kept_notes()?);
+        self.notes.lock().expect("notes cache lock").insert(path.to_path_buf(), (at, list.clone()));
+        Ok(list)
+    }
+
     /// The reverts on `branch` (a ref name) of the repository at `path`: the cached list when the
     /// tip has not moved, else only the new commits walked (all of them after a force push).
     pub fn reverts(&self, path: &Path, branch: &str) -> anyhow::Result<std::sync::Arc<Vec<RevertSeen>>> {
@@ -195,9 +211,7 @@ pub fn gather(config: &Config, cache: &RevertCache) -> anyhow::Result<Vec<Row>> 
             }
             reverts.extend(found.iter().cloned());
         }
-        if let Ok(m) = GitRepo::open(&path) {
-            kept.extend(m.kept_notes().unwrap_or_default());
-        }
+        kept.extend(cache.notes(&path)?.iter().cloned());
     }
     let mut rows = assemble(&reverts, &dedup(kept));
     link(&mut rows, &links);
@@ -232,9 +246,8 @@ pub fn run_cli(a: &crate::cli::HistoryArgs) -> anyhow::Result<()> {
     use crate::domain::history::{Filter, page};
     let since = match &a.since {
         Some(s) => {
-            let d = crate::domain::schedule::parse_duration(s).with_context(|| {
-                format!("--since {s:?} is not a duration: write it like 30d, 12h or 90m")
-            })?;
+            let d = crate::domain::schedule::parse_duration(s)
+                .with_context(|| format!("--since {s:?} is not a duration: write it like 30d, 12h or 90m"))?;
             Some(Utc::now() - d)
         }
         None => None,

@@ -36,8 +36,13 @@ impl Drop for Seeded {
 }
 
 fn api(addr: std::net::SocketAddr, query: &str) -> Value {
-    let (s, body) =
-        request(addr, "GET", &format!("/api/history{query}"), &[("Authorization", &format!("Bearer {UI_TOKEN}"))], "");
+    let (s, body) = request(
+        addr,
+        "GET",
+        &format!("/api/history{query}"),
+        &[("Authorization", &format!("Bearer {UI_TOKEN}"))],
+        "",
+    );
     assert_eq!(s, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -47,7 +52,9 @@ fn rows(v: &Value) -> Vec<Value> {
 }
 
 fn row<'a>(rows: &'a [Value], workload: &str) -> &'a Value {
-    rows.iter().find(|r| r["workload"] == workload).unwrap_or_else(|| panic!("no row for {workload}: {rows:#?}"))
+    rows.iter()
+        .find(|r| r["workload"] == workload)
+        .unwrap_or_else(|| panic!("no row for {workload}: {rows:#?}"))
 }
 
 fn generic(deployment: &str, extra_label: &str, fingerprint: &str) -> String {
@@ -68,7 +75,9 @@ fn seed() -> Seeded {
     git(&work, &["config", "user.email", "ci@shop.example"]);
     let old = (chrono::Utc::now() - chrono::Duration::days(40)).timestamp();
     let fired = chrono::DateTime::from_timestamp(old - 240, 0).unwrap().format("%Y%m%dT%H%M%SZ");
-    let old_revert_msg = format!("Revert \"deploy search 3.1.0 to prod\"\n\nThis reverts commit 1111111111111111111111111111111111111111.\n\nMetricops-Culprit: 1111111111111111111111111111111111111111\nMetricops-Mode: surgical\nMetricops-Workload: shop/search\nMetricops-Incident: shop/search@{fired}\nMetricops-Alert: SearchLatency (warning)\nMetricops-Versions: 3.1.0 -> 3.0.9\n");
+    let old_revert_msg = format!(
+        "Revert \"deploy search 3.1.0 to prod\"\n\nThis reverts commit 1111111111111111111111111111111111111111.\n\nMetricops-Culprit: 1111111111111111111111111111111111111111\nMetricops-Mode: surgical\nMetricops-Workload: shop/search\nMetricops-Incident: shop/search@{fired}\nMetricops-Alert: SearchLatency (warning)\nMetricops-Versions: 3.1.0 -> 3.0.9\n"
+    );
     let out = Command::new("git")
         .args(["commit", "-q", "--allow-empty", "-m", &old_revert_msg])
         .current_dir(&work)
@@ -80,7 +89,11 @@ fn seed() -> Seeded {
     let old_revert = git(&work, &["rev-parse", "HEAD"]);
     for tag in ["1.9.0", "2.0.0"] {
         std::fs::create_dir_all(work.join("apps/cart")).unwrap();
-        std::fs::write(work.join("apps/cart/deployment.yaml"), crate::support::deployment("cart", &format!("ghcr.io/shop/cart:{tag}"))).unwrap();
+        std::fs::write(
+            work.join("apps/cart/deployment.yaml"),
+            crate::support::deployment("cart", &format!("ghcr.io/shop/cart:{tag}")),
+        )
+        .unwrap();
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", &format!("deploy cart {tag} to prod")]);
     }
@@ -123,7 +136,10 @@ fn seed() -> Seeded {
         {
             break;
         }
-        assert!(std::time::Instant::now() < end, "the cart decision kept and the landed revert read; the history says:\n{last:#}");
+        assert!(
+            std::time::Instant::now() < end,
+            "the cart decision kept and the landed revert read; the history says:\n{last:#}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Seeded { world, server: Some(server), addr, old_revert }
@@ -152,7 +168,11 @@ fn browse(base: &str, out: &Path) -> Value {
         .output()
         .expect("node runs (apt-get install -y nodejs npm)");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "the browser check failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "the browser check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
@@ -177,12 +197,22 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     let revert = checkout["revert"]["sha"].as_str().unwrap().to_string();
     assert_eq!(git(&s.world.bare, &["rev-parse", "main"]), revert, "the landed revert is main's tip");
     let cart = row(&all, "shop/cart");
-    assert_eq!((cart["decision"].as_str(), cart["reason_label"].as_str()), (Some("ignore"), Some("opted_out")));
+    assert_eq!(
+        (cart["decision"].as_str(), cart["reason_label"].as_str()),
+        (Some("ignore"), Some("opted_out"))
+    );
     assert!(cart["reason"].as_str().unwrap().contains("metricops_rollback=\"off\""), "{cart:#}");
     let search = row(&all, "shop/search");
-    assert_eq!((search["decision"].as_str(), search["revert"]["sha"].as_str()), (Some("reverted"), Some(s.old_revert.as_str())));
+    assert_eq!(
+        (search["decision"].as_str(), search["revert"]["sha"].as_str()),
+        (Some("reverted"), Some(s.old_revert.as_str()))
+    );
     assert_eq!(search["alerts"][0], "SearchLatency (warning)");
-    assert_eq!(search["times"]["alert"].as_str().map(|t| t.len() > 10), Some(true), "from the incident trailer");
+    assert_eq!(
+        search["times"]["alert"].as_str().map(|t| t.len() > 10),
+        Some(true),
+        "from the incident trailer"
+    );
     assert!(cells_times_ok(checkout), "{checkout:#}");
     assert_eq!(all.last().unwrap()["workload"], "shop/search", "oldest last");
     let only_cart = api(a, "?workload=shop%2Fcart");
@@ -191,9 +221,18 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     assert_eq!(recent["total"], 2, "the 40-day-old revert is left out: {recent:#}");
     let p1 = api(a, "?limit=2");
     assert_eq!(rows(&p1).len(), 2);
-    let p2 = api(a, &format!("?limit=2&before={}", p1["next"].as_str().unwrap().replace('/', "%2F").replace('@', "%40")));
-    assert_eq!(rows(&p2).iter().map(|r| r["workload"].clone()).collect::<Vec<_>>(), [Value::from("shop/search")]);
-    assert!(!v.to_string().contains(UI_TOKEN) && !v.to_string().contains("x-access-token"), "no secret in the JSON");
+    let p2 = api(
+        a,
+        &format!("?limit=2&before={}", p1["next"].as_str().unwrap().replace('/', "%2F").replace('@', "%40")),
+    );
+    assert_eq!(
+        rows(&p2).iter().map(|r| r["workload"].clone()).collect::<Vec<_>>(),
+        [Value::from("shop/search")]
+    );
+    assert!(
+        !v.to_string().contains(UI_TOKEN) && !v.to_string().contains("x-access-token"),
+        "no secret in the JSON"
+    );
 
     // Nothing writable; credentials asked for; bad input named.
     let auth = format!("Bearer {UI_TOKEN}");
@@ -220,7 +259,9 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     let shown = seen["rows"].as_array().unwrap();
     assert_eq!(shown.len(), 3, "{seen:#}");
     let cells = |i: usize, label: &str| shown[i]["cells"][label].as_str().unwrap_or("").to_string();
-    let at = |w: &str| (0..3).find(|i| cells(*i, "Workload") == w).unwrap_or_else(|| panic!("no {w} row: {seen:#}"));
+    let at = |w: &str| {
+        (0..3).find(|i| cells(*i, "Workload") == w).unwrap_or_else(|| panic!("no {w} row: {seen:#}"))
+    };
     let (c, k, o) = (at("shop/checkout"), at("shop/cart"), at("shop/search"));
     assert!(cells(c, "Decision").starts_with("merge"), "{}", cells(c, "Decision"));
     assert!(cells(c, "Decision").contains("policy says merge"), "{}", cells(c, "Decision"));
@@ -229,7 +270,11 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     assert_eq!(cells(c, "Versions"), "1.5.0 -> 1.4.2");
     assert!(cells(c, "Times").starts_with("alert → revert"), "{}", cells(c, "Times"));
     assert!(cells(k, "Decision").contains("opted_out"), "{}", cells(k, "Decision"));
-    assert!(cells(k, "Decision").contains("label metricops_rollback=\"off\" on alert CartErrors"), "{}", cells(k, "Decision"));
+    assert!(
+        cells(k, "Decision").contains("label metricops_rollback=\"off\" on alert CartErrors"),
+        "{}",
+        cells(k, "Decision")
+    );
     assert!(cells(o, "Decision").contains("no decision was kept"), "{}", cells(o, "Decision"));
     let links: Vec<(String, String)> = shown[c]["links"]
         .as_array()
@@ -247,7 +292,8 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
         assert!(links.contains(&want), "{want:?} not among {links:?}");
     }
     let timelines = seen["timelines"].as_array().unwrap();
-    let checkout_tl = timelines.iter().find_map(|t| t.as_str().filter(|t| t.starts_with("shop/checkout"))).unwrap();
+    let checkout_tl =
+        timelines.iter().find_map(|t| t.as_str().filter(|t| t.starts_with("shop/checkout"))).unwrap();
     for kind in ["deploy", "alert", "decision", "revert", "merged"] {
         assert!(checkout_tl.contains(kind), "{kind} not in the timeline:\n{checkout_tl}");
     }
@@ -264,7 +310,10 @@ fn the_history_page_shows_incidents_reasons_and_links_in_headless_chromium() {
     assert!(seen["phone"]["overflow"].as_i64().unwrap() <= 0, "no sideways scrolling on a phone: {seen:#}");
     assert_eq!(seen["without_js_rows"], 3);
     for shot in ["history-ui.png", "history-ui-phone.png"] {
-        assert!(std::fs::metadata(out.join(shot)).unwrap().len() > 10_000, "{shot} kept in target/history-ui/");
+        assert!(
+            std::fs::metadata(out.join(shot)).unwrap().len() > 10_000,
+            "{shot} kept in target/history-ui/"
+        );
     }
 }
 
@@ -283,7 +332,10 @@ fn metricops_history_reads_the_trailers_and_the_notes_with_plain_git() {
     let all = rows(&v);
     assert_eq!(all.len(), 3, "{v:#}");
     assert_eq!(all[0]["workload"], "shop/cart");
-    assert_eq!(row(&all, "shop/checkout")["revert"]["sha"].as_str(), Some(git(&s.world.bare, &["rev-parse", "main"]).as_str()));
+    assert_eq!(
+        row(&all, "shop/checkout")["revert"]["sha"].as_str(),
+        Some(git(&s.world.bare, &["rev-parse", "main"]).as_str())
+    );
     assert_eq!(row(&all, "shop/search")["decision"], "reverted");
     let r = metricops(&["history", "--repo", &repo, "--since", "30d", "--workload", "shop/checkout"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

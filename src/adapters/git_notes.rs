@@ -178,7 +178,18 @@ mod tests {
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", "deploy 1.5.0"]);
         let culprit = git(&work, &["rev-parse", "HEAD"]);
-        git(&work, &["commit", "-q", "--allow-empty", "-m", &format!("Revert \"deploy 1.5.0\"\n\nMetricops-Culprit: {culprit}\nMetricops-Workload: shop/api\n")]);
+        git(
+            &work,
+            &[
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                &format!(
+                    "Revert \"deploy 1.5.0\"\n\nMetricops-Culprit: {culprit}\nMetricops-Workload: shop/api\n"
+                ),
+            ],
+        );
         let revert = git(&work, &["rev-parse", "HEAD"]);
         git(&work, &["push", "-q", "origin", "HEAD:main"]);
         let mirror = GitRepo::init_bare(&dir.path().join("mirror.git")).unwrap();

@@ -120,7 +120,7 @@ pub struct KeptCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Kept {
-    Decision(KeptDecision),
+    Decision(Box<KeptDecision>),
     Rollback(KeptRollback),
     Command(KeptCommand),
 }
@@ -338,7 +338,7 @@ fn said(command: &str) -> &str {
 pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
     let mut decisions: BTreeMap<&str, KeptDecision> = BTreeMap::new();
     let mut ordered: Vec<&KeptDecision> =
-        kept.iter().filter_map(|k| if let Kept::Decision(d) = k { Some(d) } else { None }).collect();
+        kept.iter().filter_map(|k| if let Kept::Decision(d) = k { Some(&**d) } else { None }).collect();
     ordered.sort_by_key(|d| d.at);
     for d in ordered {
         match decisions.get_mut(d.incident.as_str()) {
@@ -411,7 +411,10 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
         let mut times = times;
         let pr_number = d.pr.as_ref().map(|p| p.number).or(revert.and_then(|r| r.pr));
         let rollback = revert.and_then(|r| rollbacks.get(r.sha.as_str())).copied().or_else(|| {
-            rollbacks.values().find(|r| r.pr.is_some() && r.pr == pr_number && r.workload == d.workload).copied()
+            rollbacks
+                .values()
+                .find(|r| r.pr.is_some() && r.pr == pr_number && r.workload == d.workload)
+                .copied()
         });
         let ended = rollback.and_then(|r| apply_rollback(&mut times, r));
         let people = pr_number
@@ -449,7 +452,11 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             reason: d.reason.clone(),
             delivery: d.delivery.clone(),
             pr: d.pr.clone().or(revert.and_then(|r| r.pr).map(|number| PrRef { number, url: String::new() })),
-            revert: revert.map(|r| RevertRef { sha: r.sha.clone(), subject: r.subject.clone(), mode: r.mode.clone() }),
+            revert: revert.map(|r| RevertRef {
+                sha: r.sha.clone(),
+                subject: r.subject.clone(),
+                mode: r.mode.clone(),
+            }),
             times,
             people,
             rollback: ended,
@@ -461,12 +468,8 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             continue;
         }
         let alert = r.incident.as_deref().and_then(incident_start);
-        let mut times = Times {
-            alert,
-            reverted: Some(r.built_at),
-            merged: Some(r.landed_at),
-            ..Times::default()
-        };
+        let mut times =
+            Times { alert, reverted: Some(r.built_at), merged: Some(r.landed_at), ..Times::default() };
         let rollback = rollbacks.get(r.sha.as_str()).copied();
         let ended = rollback.and_then(|k| apply_rollback(&mut times, k));
         let key = r.incident.clone().unwrap_or_else(|| r.sha.clone());
@@ -630,7 +633,7 @@ pub fn timelines(rows: &[Row]) -> Vec<Timeline> {
     for t in &mut out {
         // Newest first; at the same moment, the later step of the flow first.
         t.events.reverse();
-        t.events.sort_by(|a, b| b.at.cmp(&a.at));
+        t.events.sort_by_key(|e| std::cmp::Reverse(e.at));
     }
     out
 }
@@ -767,7 +770,7 @@ mod tests {
     }
 
     fn decision(incident: &str, at: &str, culprit: &str, decision: &str, delivery: Option<&str>) -> Kept {
-        Kept::Decision(KeptDecision {
+        Kept::Decision(Box::new(KeptDecision {
             at: t(at),
             incident: incident.into(),
             workload: incident.split('@').next().unwrap().into(),
@@ -796,7 +799,7 @@ mod tests {
             culprit_pr: None,
             revert_branch: None,
             revert_commit: None,
-        })
+        }))
     }
 
     fn revert(sha: &str, culprit: &str, landed: &str, subject: &str) -> RevertSeen {
@@ -857,14 +860,22 @@ mod tests {
             // The same incident again (a retried delivery): one row, the latest record.
             decision("shop/checkout@a", "2026-01-01T10:03:00Z", "c1", "propose", Some("already_proposed")),
             decision("shop/checkout@b", "2026-01-01T11:00:00Z", "c1", "ignore", None),
-            Kept::Command(KeptCommand { at: t("2026-01-01T10:04:00Z"), pr: 12, by: "alice".into(), command: "approve".into() }),
+            Kept::Command(KeptCommand {
+                at: t("2026-01-01T10:04:00Z"),
+                pr: 12,
+                by: "alice".into(),
+                command: "approve".into(),
+            }),
             Kept::Rollback(KeptRollback {
                 at: t("2026-01-01T10:10:00Z"),
                 workload: "shop/checkout".into(),
                 revert: "r1".into(),
                 pr: Some(12),
                 merged_at: t("2026-01-01T10:05:00Z"),
-                passed: vec![(Step::Synced, t("2026-01-01T10:05:07Z")), (Step::Healthy, t("2026-01-01T10:05:28Z"))],
+                passed: vec![
+                    (Step::Synced, t("2026-01-01T10:05:07Z")),
+                    (Step::Healthy, t("2026-01-01T10:05:28Z")),
+                ],
                 ended: None,
             }),
         ];
@@ -899,12 +910,25 @@ mod tests {
         // A proposed revert a person held, then one cancelled: their PRs' states as last known.
         let held = [
             decision("shop/checkout@h", "2026-01-03T10:00:00Z", "c9", "propose", Some("proposed")),
-            Kept::Command(KeptCommand { at: t("2026-01-03T10:01:00Z"), pr: 12, by: "bob".into(), command: "hold".into() }),
+            Kept::Command(KeptCommand {
+                at: t("2026-01-03T10:01:00Z"),
+                pr: 12,
+                by: "bob".into(),
+                command: "hold".into(),
+            }),
         ];
         let rows = assemble(&[], &held);
-        assert_eq!((rows[0].pr_state.as_deref(), rows[0].people.as_slice()), (Some("held"), &["held by bob".to_string()][..]));
+        assert_eq!(
+            (rows[0].pr_state.as_deref(), rows[0].people.as_slice()),
+            (Some("held"), &["held by bob".to_string()][..])
+        );
         let mut cancelled = held.to_vec();
-        cancelled.push(Kept::Command(KeptCommand { at: t("2026-01-03T10:02:00Z"), pr: 12, by: "dana".into(), command: "cancel".into() }));
+        cancelled.push(Kept::Command(KeptCommand {
+            at: t("2026-01-03T10:02:00Z"),
+            pr: 12,
+            by: "dana".into(),
+            command: "cancel".into(),
+        }));
         assert_eq!(assemble(&[], &cancelled)[0].pr_state.as_deref(), Some("cancelled"));
         let open = [decision("shop/checkout@o", "2026-01-03T10:00:00Z", "c8", "propose", Some("proposed"))];
         assert_eq!(assemble(&[], &open)[0].pr_state.as_deref(), Some("open"));
@@ -915,23 +939,36 @@ mod tests {
         let kept: Vec<Kept> = (0..5)
             .map(|i| {
                 let w = if i % 2 == 0 { "shop/checkout" } else { "shop/cart" };
-                decision(&format!("{w}@{i}"), &format!("2026-01-0{}T10:00:00Z", i + 1), &format!("c{i}"), "ignore", None)
+                decision(
+                    &format!("{w}@{i}"),
+                    &format!("2026-01-0{}T10:00:00Z", i + 1),
+                    &format!("c{i}"),
+                    "ignore",
+                    None,
+                )
             })
             .collect();
         let rows = assemble(&[], &kept);
         let p1 = page(&rows, &Filter::default(), None, 2);
         assert_eq!(p1.total, 5);
-        assert_eq!(p1.rows.iter().map(|r| r.incident.clone().unwrap()).collect::<Vec<_>>(), ["shop/checkout@4", "shop/cart@3"]);
+        assert_eq!(
+            p1.rows.iter().map(|r| r.incident.clone().unwrap()).collect::<Vec<_>>(),
+            ["shop/checkout@4", "shop/cart@3"]
+        );
         let p2 = page(&rows, &Filter::default(), p1.next.as_deref(), 2);
         let p3 = page(&rows, &Filter::default(), p2.next.as_deref(), 2);
         assert_eq!(p3.rows.len(), 1);
         assert_eq!(p3.next, None);
-        let mut seen: Vec<String> = [p1, p2, p3].iter().flat_map(|p| p.rows.iter().map(|r| r.cursor.clone())).collect();
+        let mut seen: Vec<String> =
+            [p1, p2, p3].iter().flat_map(|p| p.rows.iter().map(|r| r.cursor.clone())).collect();
         seen.dedup();
         assert_eq!(seen.len(), 5, "every row once");
         let only = Filter { since: Some(t("2026-01-03T00:00:00Z")), workload: Some("shop/checkout".into()) };
         let p = page(&rows, &only, None, 10);
-        assert_eq!(p.rows.iter().map(|r| r.incident.clone().unwrap()).collect::<Vec<_>>(), ["shop/checkout@4", "shop/checkout@2"]);
+        assert_eq!(
+            p.rows.iter().map(|r| r.incident.clone().unwrap()).collect::<Vec<_>>(),
+            ["shop/checkout@4", "shop/checkout@2"]
+        );
         assert_eq!(p.total, 2);
     }
 

@@ -25,7 +25,8 @@ pub(super) fn history_trailers(o: &Outcome) -> Vec<(&'static str, String)> {
     vec![
         (WORKLOAD_TRAILER, o.workload.clone()),
         (INCIDENT_TRAILER, o.incident.id.clone()),
-        (ALERT_TRAILER, alerts.join(", ")),
+        // One line whatever an alert's name holds: a newline would end the trailer block.
+        (ALERT_TRAILER, alerts.join(", ").replace(|c: char| c.is_control(), " ")),
         (VERSIONS_TRAILER, format!("{} -> {to}", o.culprit.version)),
     ]
 }
@@ -33,7 +34,7 @@ pub(super) fn history_trailers(o: &Outcome) -> Vec<(&'static str, String)> {
 impl Engine {
     /// Keeps the decision of a handled incident.
     pub(super) async fn keep_outcome(&self, o: &Outcome, now: DateTime<Utc>) {
-        let k = Kept::Decision(kept_decision(o, now));
+        let k = Kept::Decision(Box::new(kept_decision(o, now)));
         let repo = self.workload(&o.workload).ok().map(|(_, r)| r.name);
         self.keep(repo, Some(o.culprit.commit.sha.clone()), k).await;
     }

@@ -30,7 +30,9 @@ struct Ui {
 /// The routes, behind their own credentials check.
 pub(super) fn routes(config: Arc<Config>, auth: WebhookAuth, metrics: Arc<Metrics>) -> Router {
     if matches!(auth, WebhookAuth::Open) {
-        tracing::info!("server.ui_auth is not set: /ui and /api/history are readable by anyone who can reach them");
+        tracing::info!(
+            "server.ui_auth is not set: /ui and /api/history are readable by anyone who can reach them"
+        );
     }
     let ui = Arc::new(Ui { config, auth, cache: RevertCache::default(), metrics });
     Router::new()
@@ -59,14 +61,16 @@ pub(super) fn routes(config: Arc<Config>, auth: WebhookAuth, metrics: Arc<Metric
 }
 
 /// What the query string asks, or a 400 naming what is wrong.
-fn asked(q: &HashMap<String, String>) -> Result<(Asked, Filter, Option<String>), Response> {
-    let bad = |text: String| (StatusCode::BAD_REQUEST, text).into_response();
+fn asked(q: &HashMap<String, String>) -> Result<(Asked, Filter, Option<String>), (StatusCode, String)> {
+    let bad = |text: String| (StatusCode::BAD_REQUEST, text);
     let workload = q.get("workload").map(|w| w.trim().to_string()).filter(|w| !w.is_empty());
     let since_text = q.get("since").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let since = match &since_text {
         Some(s) => match crate::domain::schedule::parse_duration(s) {
             Some(d) => Some(chrono::Utc::now() - d),
-            None => return Err(bad(format!("since={s:?} is not a duration: write it like 30d, 12h or 90m\n"))),
+            None => {
+                return Err(bad(format!("since={s:?} is not a duration: write it like 30d, 12h or 90m\n")));
+            }
         },
         None => None,
     };
@@ -82,7 +86,12 @@ fn asked(q: &HashMap<String, String>) -> Result<(Asked, Filter, Option<String>),
 }
 
 /// The page asked for, read on the blocking pool (git and the log are files).
-async fn read(ui: &Arc<Ui>, filter: Filter, before: Option<String>, limit: usize) -> Result<crate::domain::history::Page, Response> {
+async fn read(
+    ui: &Arc<Ui>,
+    filter: Filter,
+    before: Option<String>,
+    limit: usize,
+) -> Result<crate::domain::history::Page, Response> {
     let ui = ui.clone();
     let r = tokio::task::spawn_blocking(move || {
         let rows = crate::history::gather(&ui.config, &ui.cache)?;
@@ -93,7 +102,8 @@ async fn read(ui: &Arc<Ui>, filter: Filter, before: Option<String>, limit: usize
         Ok(Ok(p)) => Ok(p),
         Ok(Err(e)) => {
             tracing::error!(error = %format!("{e:#}"), "cannot read the history");
-            Err((StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history; the log says why\n").into_response())
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history; the log says why\n")
+                .into_response())
         }
         Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "reading the history stopped\n").into_response()),
     }
@@ -112,17 +122,20 @@ const SAFE: [(header::HeaderName, &str); 3] = [
 async fn html(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let (asked, filter, before) = match asked(&q) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let p = match read(&ui, filter, before.clone(), asked.limit.unwrap_or(PAGE)).await {
         Ok(p) => p,
         Err(r) => return r,
     };
     match render_page(&p, &asked, before.is_some(), chrono::Utc::now()) {
-        Ok(body) => (StatusCode::OK, SAFE, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response(),
+        Ok(body) => {
+            (StatusCode::OK, SAFE, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot render the history page");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the history page; the log says why\n").into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the history page; the log says why\n")
+                .into_response()
         }
     }
 }
@@ -130,7 +143,7 @@ async fn html(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>
 async fn json(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let (asked, filter, before) = match asked(&q) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let p = match read(&ui, filter, before, asked.limit.unwrap_or(PAGE)).await {
         Ok(p) => p,
