@@ -1,4 +1,4 @@
-//! The command line: `demo`, `trace`, `revert`, `serve`, `simulate`, `check-config`.
+//! The command line: `demo`, `trace`, `revert`, `serve`, `simulate`, `history`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +69,9 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+    /// Every metricops revert on the branch (from its trailers) and every decision kept (git notes
+    /// under refs/notes/metricops, and a state_dir's log), newest first.
+    History(HistoryArgs),
     /// Check a config file: unknown keys and bad values, with line and column.
     CheckConfig {
         /// The config file (YAML).
@@ -168,6 +171,32 @@ pub struct RevertArgs {
     pub branch: Option<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The manifests repository (bare or not; a clone needs `git fetch origin
+    /// refs/notes/metricops:refs/notes/metricops` to have the kept decisions).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// The branch whose first-parent history is read (default: HEAD).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// Only incidents from this long ago on: 30d, 12h, 90m.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Only this workload (as configured: shop/checkout).
+    #[arg(long, value_name = "WORKLOAD")]
+    pub workload: Option<String>,
+    /// Also the decisions a `serve` kept in this state_dir (its decisions/ log).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// At most this many incidents (the newest).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// An error as the user sees it: a kind, a message, and details for `--json`.
 pub struct CliError {
     pub kind: &'static str,
@@ -204,6 +233,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let json_mode = match &cli.command {
         Command::Trace(a) => a.scope.json,
         Command::Revert(a) => a.scope.json,
+        Command::History(a) => a.json,
         _ => false,
     };
     let result = match cli.command {
@@ -214,6 +244,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Simulate { config, alert, source, execute, at } => {
             crate::simulate::run(&config, &alert, source, execute, at.as_deref()).map_err(CliError::from)
         }
+        Command::History(a) => crate::history::run_cli(&a).map_err(CliError::from),
         Command::CheckConfig { file } => crate::wiring::check_file(&file).map_err(CliError::from),
     };
     match result {

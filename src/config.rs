@@ -47,6 +47,9 @@ pub struct Config {
     /// Rules the built-in evaluator watches.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// The rollback history: where decisions are kept besides `state_dir/decisions/`.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// The Kubernetes cluster `serve` runs in (found in-cluster, or through `KUBECONFIG` /
     /// `~/.kube/config`): watches, the Lease, rollback confirmation.
     #[serde(default)]
@@ -79,6 +82,10 @@ pub struct ServerConfig {
     /// Auth for the alert webhooks (Alertmanager's `http_config`): a bearer token, or basic auth.
     #[serde(default)]
     pub webhook_auth: Option<WebhookAuthConfig>,
+    /// Auth for the read-only history (`GET /ui`, `/api/history`): a bearer token, or basic auth;
+    /// omitted, anyone who can reach the server may read it.
+    #[serde(default)]
+    pub ui_auth: Option<WebhookAuthConfig>,
     /// Serve HTTPS with this certificate chain and key (PEM).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -97,6 +104,16 @@ pub struct ServerConfig {
     /// body included; 30s).
     #[serde(default)]
     pub timeouts: TimeoutsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Also keep every decision as a git note on the culprit commit (`refs/notes/metricops`),
+    /// pushed to the manifests repository (compare-and-swap), where any replica and `metricops
+    /// history` read it. Off by default: it writes to your repository.
+    #[serde(default)]
+    pub notes: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -198,23 +215,28 @@ pub enum WebhookAuth {
 
 impl ServerConfig {
     pub fn webhook_auth(&self) -> anyhow::Result<WebhookAuth> {
-        match &self.webhook_auth {
-            None => Ok(WebhookAuth::Open),
-            Some(WebhookAuthConfig { bearer_token_file: Some(f), username: None, password_file: None }) => {
-                Ok(WebhookAuth::Bearer(read_secret(f, "server.webhook_auth.bearer_token_file")?))
-            }
-            Some(WebhookAuthConfig {
-                bearer_token_file: None,
-                username: Some(u),
-                password_file: Some(f),
-            }) => Ok(WebhookAuth::Basic {
-                username: u.clone(),
-                password: read_secret(f, "server.webhook_auth.password_file")?,
-            }),
-            Some(_) => anyhow::bail!(
-                "server.webhook_auth: give either bearer_token_file, or username and password_file"
-            ),
+        auth(self.webhook_auth.as_ref(), "server.webhook_auth")
+    }
+
+    /// What `GET /ui` and `/api/history` accept.
+    pub fn ui_auth(&self) -> anyhow::Result<WebhookAuth> {
+        auth(self.ui_auth.as_ref(), "server.ui_auth")
+    }
+}
+
+fn auth(c: Option<&WebhookAuthConfig>, key: &str) -> anyhow::Result<WebhookAuth> {
+    match c {
+        None => Ok(WebhookAuth::Open),
+        Some(WebhookAuthConfig { bearer_token_file: Some(f), username: None, password_file: None }) => {
+            Ok(WebhookAuth::Bearer(read_secret(f, &format!("{key}.bearer_token_file"))?))
         }
+        Some(WebhookAuthConfig { bearer_token_file: None, username: Some(u), password_file: Some(f) }) => {
+            Ok(WebhookAuth::Basic {
+                username: u.clone(),
+                password: read_secret(f, &format!("{key}.password_file"))?,
+            })
+        }
+        Some(_) => anyhow::bail!("{key}: give either bearer_token_file, or username and password_file"),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod evaluator;
 pub mod event;
 pub mod forge;
+pub mod history;
 pub mod journal;
 pub mod metrics;
 pub mod pipeline;

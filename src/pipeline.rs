@@ -5,6 +5,8 @@
 mod chatops;
 pub mod confirm;
 mod github;
+mod keep;
+use keep::history_trailers;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -405,6 +407,9 @@ impl Engine {
                         self.begin_rollback(&o.workload, &repo_cfg.url, &built.commit.0, None, names, now)
                             .await;
                     }
+                    if !self.dry_run {
+                        self.keep_outcome(&o, now).await;
+                    }
                     report.outcomes.push(o)
                 }
                 Err(e) => {
@@ -769,7 +774,7 @@ impl Engine {
             ModeChoice::Auto,
             Some(t.revert_branch),
             &reason,
-            &[(WORKLOAD_TRAILER, outcome.workload.clone())],
+            &history_trailers(outcome),
             t.now,
         )?;
         tracing::info!(commit = %built.commit.short(), mode = built.mode.label(), "revert built");

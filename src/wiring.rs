@@ -18,6 +18,8 @@ use crate::pipeline::Engine;
 pub struct Wired {
     pub app: Option<Arc<GitHubApp>>,
     pub webhook_auth: WebhookAuth,
+    /// What `/ui` and `/api/history` accept.
+    pub ui_auth: WebhookAuth,
     /// The GitHub webhook's secret (`POST /webhooks/github` is off without one).
     pub github_webhook_secret: Option<SecretString>,
     pub prometheus: Option<(Prometheus, Duration)>,
@@ -32,6 +34,7 @@ impl Wired {
     /// network. Call inside a tokio runtime context (the GitHub client starts a task).
     pub fn new(config: &Config) -> anyhow::Result<Wired> {
         let webhook_auth = config.server.webhook_auth()?;
+        let ui_auth = config.server.ui_auth()?;
         let tls = match &config.server.tls {
             Some(t) => Some(crate::server::tls::Certificate::load(&t.cert_file, &t.key_file)?),
             None => None,
@@ -48,7 +51,7 @@ impl Wired {
             Some(a) => Some(Alertmanager::new(&a.url).context("alertmanager.url")?),
             None => None,
         };
-        Ok(Wired { app, webhook_auth, github_webhook_secret, prometheus, alertmanager, tls })
+        Ok(Wired { app, webhook_auth, ui_auth, github_webhook_secret, prometheus, alertmanager, tls })
     }
 
     /// The engine alone (for `simulate`): only the GitHub App is built, the server's files are not read.

@@ -14,6 +14,7 @@ mod deploy;
 mod e2e;
 mod git_https;
 mod github;
+mod history;
 mod hostile;
 mod journal;
 mod kube_fixtures;

@@ -13,6 +13,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-aler
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)  # schema checks (tests/kube_fixtures.rs)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)  # kubectl kustomize of deploy/kustomize (tests/deploy.rs)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)                    # the history page in a real browser (tests/history.rs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need_apt[*]} with apt-get" >&2
   if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -40,6 +41,13 @@ fi
 if [ ! tests/schemas/node_modules/.package-lock.json -nt tests/schemas/package-lock.json ]; then
   echo "tests/run.sh: installing @kubernetes-models/argo-cd, flux-cd, cert-manager, prometheus-operator, js-yaml (npm) into tests/schemas/node_modules" >&2
   npm ci --prefix tests/schemas --no-audit --no-fund --loglevel=error
+fi
+
+# The history page driven in Debian's headless Chromium (tests/history.rs): playwright-core from npm
+# (tests/ui/package-lock.json, into tests/ui/node_modules), no browser download of its own.
+if [ ! tests/ui/node_modules/.package-lock.json -nt tests/ui/package-lock.json ]; then
+  echo "tests/run.sh: installing playwright-core (npm) into tests/ui/node_modules" >&2
+  npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 fi
 
 cargo build --locked --all-targets

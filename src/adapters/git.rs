@@ -493,7 +493,68 @@ impl GitRepo {
         branch: &str,
         auth: Option<&SecretString>,
     ) -> Result<(), GitError> {
-        self.push_ref(url, commit, branch, auth, false).map_err(scrubbed(url))
+        self.push_ref(url, commit, &format!("refs/heads/{branch}"), auth, false).map_err(scrubbed(url))
+    }
+
+    /// Pushes `commit` to any ref at `url` (`refs/notes/metricops`) as a compare-and-swap: only when
+    /// it fast-forwards what the ref holds there; otherwise `PushRejected`.
+    pub fn push_to_ref(
+        &self,
+        url: &str,
+        commit: &CommitSha,
+        refname: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<(), GitError> {
+        self.push_ref(url, commit, refname, auth, false).map_err(scrubbed(url))
+    }
+
+    /// Fetches `refname` from `url` into the same ref here, forced (the remote's value wins);
+    /// `None` when the remote has no such ref.
+    pub fn fetch_ref(
+        &self,
+        url: &str,
+        refname: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<Option<CommitSha>, GitError> {
+        self.fetch_ref_raw(url, refname, auth).map_err(scrubbed(url))
+    }
+
+    fn fetch_ref_raw(
+        &self,
+        url: &str,
+        refname: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<Option<CommitSha>, GitError> {
+        check_local_remote(url)?;
+        let at_remote = self.remote_ref(url, refname, auth)?;
+        let Some(at) = at_remote else {
+            return Ok(None);
+        };
+        let mut remote = self.repo.remote_anonymous(url)?;
+        let refspec = format!("+{refname}:{refname}");
+        let tries = Cell::new(0);
+        let mut opts = git2::FetchOptions::new();
+        opts.remote_callbacks(callbacks(auth, &tries));
+        git_https::with_credentials(url, auth, || remote.fetch(&[&refspec], Some(&mut opts), None))
+            .map_err(|e| auth_error(url, e))?;
+        Ok(Some(at))
+    }
+
+    /// What `refname` holds at `url`, if anything (`git ls-remote URL REF`).
+    fn remote_ref(
+        &self,
+        url: &str,
+        refname: &str,
+        auth: Option<&SecretString>,
+    ) -> Result<Option<CommitSha>, GitError> {
+        let mut remote = self.repo.remote_anonymous(url)?;
+        let tries = Cell::new(0);
+        git_https::with_credentials(url, auth, || {
+            remote
+                .connect_auth(git2::Direction::Fetch, Some(callbacks(auth, &tries)), None)
+                .map_err(|e| auth_error(url, e))?;
+            Ok(remote.list()?.iter().find(|h| h.name() == refname).map(|h| sha(h.oid())))
+        })
     }
 
     /// Pushes even when the remote branch is not an ancestor (a revert branch rebuilt on a new tip).
@@ -504,24 +565,25 @@ impl GitRepo {
         branch: &str,
         auth: Option<&SecretString>,
     ) -> Result<(), GitError> {
-        self.push_ref(url, commit, branch, auth, true).map_err(scrubbed(url))
+        self.push_ref(url, commit, &format!("refs/heads/{branch}"), auth, true).map_err(scrubbed(url))
     }
 
+    /// Pushes `commit` to `dest` (a full ref name) at `url`.
     fn push_ref(
         &self,
         url: &str,
         commit: &CommitSha,
-        branch: &str,
+        dest: &str,
         auth: Option<&SecretString>,
         force: bool,
     ) -> Result<(), GitError> {
         check_local_remote(url)?;
         if !force && let Some(path) = local_path(url) {
-            return self.push_local(url, path, commit, branch, auth);
+            return self.push_local(url, path, commit, dest, auth);
         }
-        let tmp = format!("refs/metricops/push/{}", branch.replace('/', "-"));
+        let tmp = format!("refs/metricops/push/{}", dest.trim_start_matches("refs/").replace('/', "-"));
         self.repo.reference(&tmp, oid(commit)?, true, "metricops: push")?;
-        let refspec = format!("{}{tmp}:refs/heads/{branch}", if force { "+" } else { "" });
+        let refspec = format!("{}{tmp}:{dest}", if force { "+" } else { "" });
         let mut remote = self.repo.remote_anonymous(url)?;
         let rejected: RefCell<Option<String>> = RefCell::new(None);
         let tries = Cell::new(0);
@@ -539,7 +601,7 @@ impl GitRepo {
         let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
         let reject = |message: String| GitError::PushRejected {
             remote: url.to_string(),
-            refspec: format!("{}:refs/heads/{branch}", commit.short()),
+            refspec: format!("{}:{dest}", commit.short()),
             message,
         };
         if let Err(e) = result {
@@ -566,17 +628,21 @@ impl GitRepo {
         url: &str,
         path: &str,
         commit: &CommitSha,
-        branch: &str,
+        dest: &str,
         auth: Option<&SecretString>,
     ) -> Result<(), GitError> {
+        let branch = dest.strip_prefix("refs/heads/").unwrap_or(dest);
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let incoming =
-            format!("metricops/incoming/{}-{}-{nanos}", branch.replace('/', "-"), std::process::id());
+        let incoming = format!(
+            "refs/heads/metricops/incoming/{}-{}-{nanos}",
+            branch.trim_start_matches("refs/").replace('/', "-"),
+            std::process::id()
+        );
         // Our own ref at the remote: forced, it is nobody else's.
         self.push_ref(url, commit, &incoming, auth, true)?;
         let remote = Repository::open(path)
             .map_err(|source| GitError::NotARepository { path: path.to_string(), source })?;
-        let refname = format!("refs/heads/{branch}");
+        let refname = dest.to_string();
         let new = oid(commit)?;
         let reject = |message: String| GitError::PushRejected {
             remote: url.to_string(),
@@ -600,7 +666,7 @@ impl GitRepo {
                 .map_err(|e| reject(format!("{branch} appeared while pushing: {}", e.message()))),
             Err(e) => Err(GitError::Git(e)),
         };
-        let _ = remote.find_reference(&format!("refs/heads/{incoming}")).and_then(|mut r| r.delete());
+        let _ = remote.find_reference(&incoming).and_then(|mut r| r.delete());
         moved
     }
 }

@@ -4,6 +4,7 @@ pub mod alertmanager;
 pub mod git;
 pub mod git_history;
 pub mod git_https;
+pub mod git_notes;
 pub mod github;
 pub mod kube;
 pub mod pack;

@@ -8,6 +8,7 @@ pub mod confirm;
 pub mod culprit;
 pub mod extract;
 pub mod forge_event;
+pub mod history;
 pub mod image_ref;
 pub mod image_updater;
 pub mod linediff;

@@ -71,13 +71,19 @@ impl Engine {
                     let who = Who { login: c.author.clone(), permission, allowed, culprit_author };
                     match authorize(&verb, &who, place) {
                         Err(why) => why,
-                        Ok(()) => self.act(forge, repo_cfg, &repo, &pr, &verb, c).await.unwrap_or_else(|e| {
-                            // What went wrong inside stays in the log (it can name hosts, paths, a
-                            // remote's answer); the reply gives a reference to find it by.
-                            let reference = format!("{}-{}", c.id, verb.name());
-                            tracing::error!(verb = verb.name(), reference = %reference, error = %format!("{e:#}"), "command failed");
-                            internal_error_reply(verb.name(), &reference)
-                        }),
+                        Ok(()) => match self.act(forge, repo_cfg, &repo, &pr, &verb, c).await {
+                            Ok(text) => {
+                                self.keep_command(repo_cfg, &pr, &verb, &c.author).await;
+                                text
+                            }
+                            Err(e) => {
+                                // What went wrong inside stays in the log (it can name hosts, paths, a
+                                // remote's answer); the reply gives a reference to find it by.
+                                let reference = format!("{}-{}", c.id, verb.name());
+                                tracing::error!(verb = verb.name(), reference = %reference, error = %format!("{e:#}"), "command failed");
+                                internal_error_reply(verb.name(), &reference)
+                            }
+                        },
                     }
                 }
             };
@@ -91,6 +97,23 @@ impl Engine {
             }
         }
         Ok(replies)
+    }
+
+    /// Keeps who approved, held, unheld or cancelled an open revert PR, for the history (a note on
+    /// the culprit, with `history.notes`).
+    async fn keep_command(&self, repo_cfg: &RepoConfig, pr: &PullRequest, verb: &Verb, by: &str) {
+        let kept = matches!(verb, Verb::Approve | Verb::Hold | Verb::Unhold | Verb::Cancel { .. });
+        if !kept || pr.state != "open" || !pr.head.name.starts_with(BRANCH_PREFIX) {
+            return;
+        }
+        let k = crate::domain::history::Kept::Command(crate::domain::history::KeptCommand {
+            at: chrono::Utc::now(),
+            pr: pr.number,
+            by: by.to_string(),
+            command: verb.name().to_string(),
+        });
+        let on = pr.body.as_deref().and_then(|b| marker(b, "culprit")).map(crate::domain::culprit::CommitSha);
+        self.keep(Some(repo_cfg.name.clone()), on, k).await;
     }
 
     /// A user's role on the repository, asked of GitHub at most once a minute.

@@ -237,6 +237,7 @@ impl Engine {
                 }
             };
             self.tell(&d, &rollback).await;
+            self.keep_rollback(&rollback, now).await;
             if let Err(e) = writes.keep(&d, kept.as_deref()).await {
                 self.metrics.error("cluster_write");
                 tracing::warn!(deployer = %d, error = %format!("{e:#}"), "cannot update the kept rollback; the next look tries again");
@@ -292,6 +293,29 @@ impl Engine {
             })
             .await;
         r.unwrap_or(false)
+    }
+
+    /// Keeps a rollback's steps for the history (a note on the landed revert, with `history.notes`).
+    async fn keep_rollback(&self, r: &Rollback, now: DateTime<Utc>) {
+        let repo = self
+            .config
+            .repos
+            .iter()
+            .find(|c| crate::domain::cluster::same_repo(&c.url, &r.repo_url))
+            .map(|c| c.name.clone());
+        let k = crate::domain::history::Kept::Rollback(crate::domain::history::KeptRollback {
+            at: now,
+            workload: r.workload.clone(),
+            revert: r.revert.clone(),
+            pr: r.pr,
+            merged_at: r.merged_at,
+            passed: r.passed.clone(),
+            ended: r.ended.as_ref().map(|e| match e {
+                Ended::Confirmed => "confirmed".to_string(),
+                Ended::TimedOut { step, said } => format!("{} did not come in time: {said}", step.label()),
+            }),
+        });
+        self.keep(repo, Some(crate::domain::culprit::CommitSha(r.revert.clone())), k).await;
     }
 
     /// Tells a rollback's state: the PR comment (edited in place) with a forge, and the log.

@@ -3,10 +3,12 @@
 //! a bounded queue (a full queue answers 503 so the sender retries: nothing is dropped silently)
 //! and works on several at once. A delivery with a failed incident is tried again with backoff and
 //! jitter; one left by a crash is handled at start, and a tick looks for revert branches whose PR
-//! was never opened. Also `/healthz`, `/readyz`, `/metrics`.
+//! was never opened. Also `/healthz`, `/readyz`, `/metrics`, and the read-only history (`/ui`,
+//! `/api/history`).
 
 pub mod admission;
 pub mod github;
+mod history;
 mod listen;
 pub mod tls;
 
@@ -244,7 +246,8 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         .route("/metrics", get(metrics_text))
         .with_state(shared.clone())
         .merge(alerts)
-        .merge(admission);
+        .merge(admission)
+        .merge(history::routes(config.clone(), wired.ui_auth.clone(), metrics.clone()));
     if let (Some(g), Some(app)) = (&config.github, &wired.app) {
         match &wired.github_webhook_secret {
             Some(secret) => {
