@@ -20,7 +20,10 @@ fn server(m: &Manifests, extra: &str) -> (tokio::runtime::Runtime, metricops::se
     let config = metricops::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
-    wait_until("ready", Duration::from_secs(30), || get(server.addr, "/readyz").0 == 200);
+    if !extra.contains("tls:") {
+        // (Over TLS the listener is bound when `start` returns; plain `get` cannot ask it.)
+        wait_until("ready", Duration::from_secs(30), || get(server.addr, "/readyz").0 == 200);
+    }
     (rt, server)
 }
 
@@ -142,5 +145,37 @@ fn big_bodies_without_credentials_are_refused_before_they_are_read() {
     let head = first_answer(a, &auth, "");
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert!(metric(a, "metricops_errors_total{kind=\"webhook_too_large\"}") >= 1.0);
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn over_tls_a_connection_beyond_the_limit_is_closed_not_answered_in_plain_text() {
+    let m = Manifests::new(None);
+    crate::support::throwaway_cert(m.dir.path());
+    let d = m.dir.path().display();
+    let (rt, server) = server(&m, &format!("  tls: {{cert_file: {d}/cert.pem, key_file: {d}/key.pem}}\n"));
+    let a = server.addr;
+    // Four clients connect and never start their TLS handshake: they hold the four places.
+    let mut held: Vec<TcpStream> = (0..4).map(|_| connect(a)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A fifth is closed without a byte: plain text would read as a broken handshake to a TLS client.
+    let mut fifth = connect(a);
+    let (closed, said) = closed_by_server(&mut fifth);
+    assert!(closed, "the fifth connection is closed");
+    assert_eq!(said, "", "nothing written in plain text over a TLS port");
+    // The handshake timeout frees the places; a TLS client is served again.
+    for s in &mut held {
+        assert!(closed_by_server(s).0, "a client that never shakes hands is cut off");
+    }
+    let pem = std::fs::read(m.dir.path().join("cert.pem")).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .resolve("localhost", a)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/healthz", a.port());
+    wait_until("healthz served over TLS again", Duration::from_secs(30), || {
+        client.get(&url).send().is_ok_and(|r| r.status() == 200)
+    });
     rt.block_on(server.stop());
 }

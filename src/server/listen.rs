@@ -2,7 +2,8 @@
 //! through hyper with timeouts, so a slow or idle client cannot hold a connection (or a file
 //! descriptor) forever:
 //!
-//! - at most `max_connections` at once; one more is answered `503` and closed;
+//! - at most `max_connections` at once; one more is answered `503` and closed (over TLS, closed at
+//!   once: a plain-text answer would read as a broken handshake);
 //! - the TLS handshake and each request's headers must arrive within `header_timeout`, and an idle
 //!   keep-alive connection is closed after `idle_timeout`;
 //! - a whole request (the body read, the answer made) gets `request_timeout`, else `408`.
@@ -67,6 +68,12 @@ pub async fn serve(
         while open.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics.error("connections_full");
+            if tls.is_some() {
+                // Over TLS a plain-text answer is garbage to the client (it reads it as a broken
+                // handshake): the connection is closed, which a client retries like a refusal.
+                drop(stream);
+                continue;
+            }
             tokio::spawn(async move {
                 let mut stream = stream;
                 let _ = tokio::time::timeout(
