@@ -120,8 +120,8 @@ fn review(body: &[u8], now: chrono::DateTime<chrono::Utc>) -> (StatusCode, Reply
             vec!["metricops: the review carries no object; nothing recorded".to_string()],
         ),
         (Some(_), _, Some(_)) => {
-            let a =
-                admission::answer(&admission::Request { kind, operation, dry_run, object, old_object }, now);
+            let req = admission::Request { kind, operation, dry_run, object, old_object };
+            let a = admission::answer_checking(&req, now, &promql_problem_memoised);
             let outcome = if dry_run {
                 Outcome::DryRun
             } else if a.patch.is_empty() {
@@ -139,6 +139,24 @@ fn review(body: &[u8], now: chrono::DateTime<chrono::Utc>) -> (StatusCode, Reply
         response["warnings"] = json!(warnings);
     }
     (StatusCode::OK, Reply::Review(wrap(api_version, response)), kind_label, outcome)
+}
+
+/// The PromQL check of `metricops.dev/rule`, remembered per expression (a cluster sends the same few
+/// rules with every rollout; a parse costs far more than the rest of a review). Bounded: cleared
+/// when it holds 4,096 expressions.
+fn promql_problem_memoised(expr: &str) -> Option<String> {
+    type Memo = std::sync::Mutex<std::collections::HashMap<String, Option<String>>>;
+    static MEMO: std::sync::LazyLock<Memo> = std::sync::LazyLock::new(Default::default);
+    if let Some(known) = MEMO.lock().expect("promql memo lock").get(expr) {
+        return known.clone();
+    }
+    let problem = admission::promql_problem(expr);
+    let mut memo = MEMO.lock().expect("promql memo lock");
+    if memo.len() >= 4096 {
+        memo.clear();
+    }
+    memo.insert(expr.to_string(), problem.clone());
+    problem
 }
 
 fn wrap(api_version: &str, response: Value) -> Value {
