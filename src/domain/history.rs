@@ -1159,19 +1159,21 @@ mod tests {
             live(31, LiveState::Held, "metricops/revert-bbbbbbbbbbbb"),
         ];
         merge_live(&mut rows, &forge);
-        let seen: Vec<(Option<u64>, &str, Option<&str>, Option<StateFrom>)> = rows
+        let seen: Vec<String> = rows
             .iter()
             .map(|r| {
-                (r.pr.as_ref().map(|p| p.number), r.decision.as_str(), r.pr_state.as_deref(), r.pr_state_from)
+                let from = r.pr_state_from.map(|f| format!("{f:?}")).unwrap_or_default();
+                let n = r.pr.as_ref().map(|p| p.number).unwrap_or_default();
+                format!("#{n} {} {} {from}", r.decision, r.pr_state.as_deref().unwrap_or("-"))
             })
             .collect();
         assert_eq!(
             seen,
             [
-                (Some(30), "proposed", Some("cancelled"), Some(StateFrom::Forge)),
-                (Some(31), "proposed", Some("held"), Some(StateFrom::Forge)),
-                (Some(12), "propose", Some("open"), Some(StateFrom::Forge)),
-                (Some(7), "reverted", Some("merged"), Some(StateFrom::Forge)),
+                "#30 proposed cancelled Forge",
+                "#31 proposed held Forge",
+                "#12 propose open Forge",
+                "#7 reverted merged Forge",
             ],
             "newest first; the forge's word wins"
         );
