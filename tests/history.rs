@@ -515,3 +515,57 @@ fn with_a_forge_the_history_shows_revert_prs_open_held_cancelled_and_merged_on_g
     assert!(html.contains("GitHub did not answer for the revert PRs"), "{html}");
     s.world.gh.assert_faithful();
 }
+
+#[test]
+fn metricops_history_follows_githubs_pages_to_every_revert_pr() {
+    let world = World::new();
+    // 130 revert PRs among 40 others: two pages of 100 on GitHub.
+    for i in 0..130u64 {
+        world.gh.add_merged_pull(
+            "shop",
+            "manifests",
+            "metricops[bot]",
+            &format!("Revert shop/checkout: {i}"),
+            &format!("metricops/revert-{i:012}"),
+            &format!("{i:040x}"),
+        );
+    }
+    for i in 0..40u64 {
+        world.gh.add_merged_pull(
+            "shop",
+            "manifests",
+            "renovate[bot]",
+            "Bump",
+            &format!("renovate/x{i}"),
+            "ab12",
+        );
+    }
+    let config = world.dir.path().join("metricops.yaml");
+    std::fs::write(&config, world.config_text("propose", "")).unwrap();
+    let before = world.gh.requests().len();
+    let r = metricops(&[
+        "history",
+        "--config",
+        config.to_str().unwrap(),
+        "--repo",
+        world.bare.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["forge"][0]["prs"], 130, "{}", v["forge"]);
+    let merged =
+        rows(&v).iter().filter(|r| r["pr_state"] == "merged" && r["pr_state_from"] == "forge").count();
+    assert_eq!(merged, 130);
+    let listings: Vec<String> = world.gh.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/repos/shop/manifests/pulls?"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(listings.len(), 2, "one listing, two pages: {listings:?}");
+    assert!(
+        listings[1].contains("page=2") && listings.iter().all(|l| l.contains("state=all")),
+        "{listings:?}"
+    );
+    world.gh.assert_faithful();
+}

@@ -403,6 +403,15 @@ pub fn workload_of_pr(title: &str, body: Option<&str>) -> Option<String> {
 /// state now (and its link, and when it merged if git does not know yet); a revert PR that no
 /// row names is a row of its own. Newest first again.
 pub fn merge_live(rows: &mut Vec<Row>, live: &[LivePr]) {
+    // The rows by PR number (a URL names its number too): a listing of 1,000 PRs against as many
+    // rows stays a lookup each.
+    let mut by_number: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(p) = &r.pr {
+            by_number.entry(p.number).or_default().push(i);
+        }
+    }
+    let mut unnamed = Vec::new();
     for l in live {
         let same = |r: &Row| {
             r.pr.as_ref().is_some_and(|p| {
@@ -413,7 +422,8 @@ pub fn merge_live(rows: &mut Vec<Row>, live: &[LivePr]) {
                 }
             })
         };
-        match rows.iter_mut().find(|r| same(r)) {
+        let hit = by_number.get(&l.number).and_then(|is| is.iter().copied().find(|i| same(&rows[*i])));
+        match hit.map(|i| &mut rows[i]) {
             Some(r) => {
                 r.pr_state = Some(l.state.as_str().to_string());
                 r.pr_state_from = Some(StateFrom::Forge);
@@ -432,9 +442,10 @@ pub fn merge_live(rows: &mut Vec<Row>, live: &[LivePr]) {
                     }
                 }
             }
-            None => rows.push(live_row(l)),
+            None => unnamed.push(live_row(l)),
         }
     }
+    rows.extend(unnamed);
     rows.sort_by(|a, b| b.cursor.cmp(&a.cursor));
 }
 
