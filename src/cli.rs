@@ -70,7 +70,8 @@ pub enum Command {
         at: Option<String>,
     },
     /// Every metricops revert on the branch (from its trailers) and every decision kept (git notes
-    /// under refs/notes/metricops, and a state_dir's log), newest first.
+    /// under refs/notes/metricops, and a state_dir's log), newest first; with --config and a
+    /// `forge: github` repo, also the revert PRs' states on GitHub now.
     History(HistoryArgs),
     /// Check a config file: unknown keys and bad values, with line and column.
     CheckConfig {
@@ -174,10 +175,22 @@ pub struct RevertArgs {
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
     /// The manifests repository (bare or not; a clone needs `git fetch origin
-    /// refs/notes/metricops:refs/notes/metricops` to have the kept decisions).
-    #[arg(long, value_name = "DIR")]
-    pub repo: PathBuf,
-    /// The branch whose first-parent history is read (default: HEAD).
+    /// refs/notes/metricops:refs/notes/metricops` to have the kept decisions). With --config it
+    /// may be left out: then serve's mirror of the config's repo in its state_dir is read, else
+    /// the repo's url when that is a local path.
+    #[arg(long, value_name = "DIR", required_unless_present = "config")]
+    pub repo: Option<PathBuf>,
+    /// A metricops config: its repo (`forge: github`: the revert PRs' states now — open, held,
+    /// cancelled, merged, closed — asked of GitHub once, as the App; a failure is one warning on
+    /// stderr and the rows git holds), its branch, its state_dir's decisions log.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Which of the config's repos (its `name`); needed when it has several and --repo does not
+    /// say.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub repo_name: Option<String>,
+    /// The branch whose first-parent history is read (default: HEAD; with --config, the repo's
+    /// branch).
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
     /// Only incidents from this long ago on: 30d, 12h, 90m.
@@ -186,7 +199,8 @@ pub struct HistoryArgs {
     /// Only this workload (as configured: shop/checkout).
     #[arg(long, value_name = "WORKLOAD")]
     pub workload: Option<String>,
-    /// Also the decisions a `serve` kept in this state_dir (its decisions/ log).
+    /// Also the decisions a `serve` kept in this state_dir (its decisions/ log); with --config,
+    /// the config's state_dir when it sets one.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// At most this many incidents (the newest).

@@ -114,6 +114,16 @@ pub struct HistoryConfig {
     /// history` read it. Off by default: it writes to your repository.
     #[serde(default)]
     pub notes: bool,
+    /// How often, at most, `serve` asks the forge for the revert PRs' states that `/ui` and
+    /// `/api/history` show (one listing per repository; default 60s).
+    #[serde(default)]
+    pub forge_refresh: Option<Spanned<String>>,
+}
+
+impl HistoryConfig {
+    pub fn forge_refresh(&self) -> std::time::Duration {
+        std_duration(&self.forge_refresh).unwrap_or(std::time::Duration::from_secs(60))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -630,6 +640,7 @@ impl Config {
             &c.server.timeouts.request,
             &c.cluster.lease_duration,
             &c.cluster.confirm_timeout,
+            &c.history.forge_refresh,
         ]
         .into_iter()
         .flatten()

@@ -66,6 +66,10 @@ impl std::fmt::Display for RepoId {
 /// A forge call: a future borrowing its arguments.
 pub type Call<'a, T> = BoxFuture<'a, Result<T, ForgeError>>;
 
+/// How many of a repository's pull requests (newest first) a listing by head prefix looks
+/// through: 10 pages of 100.
+pub const LISTED_PULLS: usize = 1000;
+
 /// Which pull requests to list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrState {
@@ -97,6 +101,10 @@ pub trait Forge: Send + Sync {
     ) -> Call<'a, Vec<PullRequest>>;
     /// Every open pull request (the newest 100), for the scan at start.
     fn open_pulls<'a>(&'a self, repo: &'a RepoId) -> Call<'a, Vec<PullRequest>>;
+    /// Every pull request, open and closed, whose head branch starts with `prefix` (the revert
+    /// PRs: `metricops/revert-`), newest first; looked for among the repository's newest
+    /// [`LISTED_PULLS`].
+    fn pulls_with_head_prefix<'a>(&'a self, repo: &'a RepoId, prefix: &'a str) -> Call<'a, Vec<PullRequest>>;
     fn pull<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, PullRequest>;
     /// Opens a pull request, or finds the one that exists for `head` (the flag: whether this call
     /// opened it).
@@ -189,6 +197,9 @@ impl Forge for crate::adapters::github::GitHubApp {
     }
     fn open_pulls<'a>(&'a self, repo: &'a RepoId) -> Call<'a, Vec<PullRequest>> {
         Box::pin(Self::open_pulls(self, repo))
+    }
+    fn pulls_with_head_prefix<'a>(&'a self, repo: &'a RepoId, prefix: &'a str) -> Call<'a, Vec<PullRequest>> {
+        Box::pin(Self::pulls_with_head_prefix(self, repo, prefix, LISTED_PULLS / 100))
     }
     fn pull<'a>(&'a self, repo: &'a RepoId, number: u64) -> Call<'a, PullRequest> {
         Box::pin(Self::pull(self, repo, number))

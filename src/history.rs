@@ -2,7 +2,9 @@
 //! `state_dir/decisions/` (one file per record, synced to disk before it counts, like the delivery
 //! journal), the git notes of `history.notes`, the reverts read from each repository's mirror
 //! (cached per branch tip, so a page of a 100k-commit history is read once and then only what is
-//! new), and what an outcome of the engine is kept as.
+//! new), what an outcome of the engine is kept as, and the revert PRs' live states asked of the
+//! forge (once per `metricops history`; in `serve`, cached and refreshed at most every
+//! `history.forge_refresh`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -15,11 +17,15 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use crate::adapters::git::GitRepo;
-use crate::config::Config;
+use crate::config::{Config, ForgeKind, RepoConfig};
 use crate::domain::alert::summarise;
 use crate::domain::culprit::CommitSha;
-use crate::domain::history::{AlertSeen, CulpritSeen, Kept, KeptDecision, PrRef, RevertSeen, Row, assemble};
+use crate::domain::history::{
+    AlertSeen, CulpritSeen, Kept, KeptDecision, LivePr, LiveState, PrRef, RevertSeen, Row, assemble,
+    merge_live, workload_of_pr,
+};
 use crate::domain::policy::Decision;
+use crate::forge::{Forge, PullRequest, RepoId};
 use crate::pipeline::Outcome;
 
 /// The decisions log: `state_dir/decisions/<time>-<pid>-<n>.json`, one record a file.
@@ -241,7 +247,274 @@ pub fn link(rows: &mut [Row], found_in: &HashMap<String, String>) {
     }
 }
 
-/// `metricops history`: the branch's reverts and the kept decisions, newest first.
+/// A revert PR as the forge lists it, as the history shows it.
+pub fn live_pr(repo_shown: &str, p: &PullRequest) -> LivePr {
+    let at = |t: &Option<String>| {
+        t.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
+    };
+    let labels: Vec<&str> = p.labels.iter().map(|l| l.name.as_str()).collect();
+    LivePr {
+        repo: repo_shown.to_string(),
+        number: p.number,
+        url: p.html_url.clone(),
+        head: p.head.name.clone(),
+        title: p.title.clone(),
+        workload: workload_of_pr(&p.title, p.body.as_deref()),
+        state: LiveState::of(&p.state, p.is_merged(), &labels),
+        created_at: at(&p.created_at),
+        closed_at: at(&p.closed_at),
+        merged_at: at(&p.merged_at),
+    }
+}
+
+/// The revert PRs (`metricops/revert-…`, open and closed) of a `forge: github` repository: one
+/// listing, paged as GitHub pages it.
+pub async fn revert_prs(forge: &dyn Forge, repo: &RepoConfig) -> anyhow::Result<Vec<LivePr>> {
+    let id = RepoId::from_url(&repo.url)
+        .with_context(|| format!("repo {:?}: its url names no owner/name on GitHub", repo.name))?;
+    let prs = forge.pulls_with_head_prefix(&id, crate::domain::revert::BRANCH_PREFIX).await?;
+    let shown = crate::domain::redact::redact_url(&repo.url);
+    Ok(prs.iter().map(|p| live_pr(&shown, p)).collect())
+}
+
+/// What the forge said of one repository's revert PRs, last time it was asked.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ForgeAsked {
+    /// The repository's name in the config.
+    pub repo: String,
+    /// When the PR states shown were listed (none: the forge has not answered yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listed_at: Option<DateTime<Utc>>,
+    /// How many revert PRs it listed.
+    pub prs: usize,
+    /// Why the last asking failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ForgeAsked {
+    /// One line for a person: where the PR states come from.
+    pub fn line(&self) -> String {
+        let when = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        match (&self.error, self.listed_at) {
+            (Some(e), Some(t)) => format!(
+                "{}: GitHub did not answer for the revert PRs ({e}); their states are GitHub's as of {}",
+                self.repo,
+                when(t)
+            ),
+            (Some(e), None) => format!(
+                "{}: GitHub did not answer for the revert PRs ({e}); their states are as last known from git and the kept records",
+                self.repo
+            ),
+            (None, Some(t)) => {
+                format!("{}: {} revert PRs' states from GitHub as of {}", self.repo, self.prs, when(t))
+            }
+            (None, None) => format!("{}: GitHub is being asked for the revert PRs' states", self.repo),
+        }
+    }
+}
+
+/// How long a page waits for the forge's very first answer (later pages never wait).
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `serve`'s revert PR states per `forge: github` repository: asked again at most every `every`,
+/// one listing per repository, in the background; a page is answered from what is here.
+pub struct LiveCache {
+    forge: Option<std::sync::Arc<dyn Forge>>,
+    every: std::time::Duration,
+    entries: Mutex<HashMap<String, LiveEntry>>,
+}
+
+#[derive(Default)]
+struct LiveEntry {
+    /// When the forge was last asked (an answer or a failure).
+    asked: Option<std::time::Instant>,
+    refreshing: bool,
+    prs: std::sync::Arc<Vec<LivePr>>,
+    listed_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+impl LiveCache {
+    pub fn new(forge: Option<std::sync::Arc<dyn Forge>>, every: std::time::Duration) -> LiveCache {
+        LiveCache { forge, every, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// The revert PRs of every `forge: github` repository as last listed, and what each asking
+    /// came to. A repository not asked within `every` is asked again in the background; only the
+    /// very first asking is waited for, at most [`FIRST_WAIT`]. A failure keeps the last answer.
+    pub async fn current(self: &std::sync::Arc<Self>, config: &Config) -> (Vec<LivePr>, Vec<ForgeAsked>) {
+        let Some(forge) = &self.forge else { return Default::default() };
+        let repos: Vec<&RepoConfig> = config.repos.iter().filter(|r| r.forge == ForgeKind::Github).collect();
+        let mut first = Vec::new();
+        for repo in &repos {
+            let (ask, never) = {
+                let mut m = self.entries.lock().expect("live cache lock");
+                let e = m.entry(repo.name.clone()).or_default();
+                let stale = e.asked.is_none_or(|t| t.elapsed() >= self.every);
+                let ask = stale && !e.refreshing;
+                e.refreshing |= ask;
+                (ask, e.asked.is_none())
+            };
+            if !ask {
+                continue;
+            }
+            let (me, forge, repo) = (self.clone(), forge.clone(), (*repo).clone());
+            let task = tokio::spawn(async move {
+                let r = revert_prs(&*forge, &repo).await;
+                let mut m = me.entries.lock().expect("live cache lock");
+                let e = m.entry(repo.name.clone()).or_default();
+                e.asked = Some(std::time::Instant::now());
+                e.refreshing = false;
+                match r {
+                    Ok(prs) => {
+                        e.prs = std::sync::Arc::new(prs);
+                        e.listed_at = Some(Utc::now());
+                        e.error = None;
+                    }
+                    Err(err) => {
+                        tracing::warn!(repo = %repo.name, error = %format!("{err:#}"), "cannot list the revert PRs for the history");
+                        e.error = Some(format!("{err:#}"));
+                    }
+                }
+            });
+            if never {
+                first.push(task);
+            }
+        }
+        for t in first {
+            let _ = tokio::time::timeout(FIRST_WAIT, t).await;
+        }
+        let m = self.entries.lock().expect("live cache lock");
+        let mut live = Vec::new();
+        let mut asked = Vec::new();
+        for repo in repos {
+            let Some(e) = m.get(&repo.name) else { continue };
+            live.extend(e.prs.iter().cloned());
+            asked.push(ForgeAsked {
+                repo: repo.name.clone(),
+                listed_at: e.listed_at,
+                prs: e.prs.len(),
+                error: e.error.clone(),
+            });
+        }
+        (live, asked)
+    }
+}
+
+/// Where `metricops history` reads: the repository, its branch, the config's repo (with a config).
+struct Source {
+    repo: GitRepo,
+    /// serve's mirror: its branches are read as last fetched (`refs/remotes/origin/…`).
+    mirror: bool,
+    branch: String,
+    configured: Option<RepoConfig>,
+    state_dir: Option<PathBuf>,
+    github: Option<crate::config::GitHubConfig>,
+}
+
+/// `--repo`, `--config` and `--repo-name` made into one place to read.
+fn source(a: &crate::cli::HistoryArgs) -> anyhow::Result<Source> {
+    let Some(file) = &a.config else {
+        let Some(dir) = &a.repo else {
+            anyhow::bail!(
+                "give --repo DIR (the manifests repository), or --config FILE to read the repository a config names"
+            );
+        };
+        return Ok(Source {
+            repo: GitRepo::open(dir)?,
+            mirror: false,
+            branch: a.branch.clone().unwrap_or_else(|| "HEAD".into()),
+            configured: None,
+            state_dir: a.state_dir.clone(),
+            github: None,
+        });
+    };
+    let config = Config::load(file)?;
+    let names = || config.repos.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ");
+    let picked = match (&a.repo_name, &a.repo) {
+        (Some(n), _) => config.repos.iter().find(|r| &r.name == n).with_context(|| {
+            format!("--repo-name {n:?}: the config has no such repo (it has: {})", names())
+        })?,
+        (None, _) if config.repos.len() == 1 => &config.repos[0],
+        (None, Some(dir)) => {
+            let origin = GitRepo::open(dir).ok().and_then(|g| {
+                g.repo.find_remote("origin").ok().and_then(|r| r.url().ok().map(str::to_string))
+            });
+            let here = [Some(dir.to_string_lossy().to_string()), origin];
+            config
+                .repos
+                .iter()
+                .find(|r| here.iter().flatten().any(|u| crate::domain::cluster::same_repo(&r.url, u)))
+                .with_context(|| {
+                    format!(
+                        "{}: which of the config's repos is it? Say it with --repo-name (one of: {})",
+                        dir.display(),
+                        names()
+                    )
+                })?
+        }
+        (None, None) => anyhow::bail!(
+            "the config has {} repos: say which with --repo-name (one of: {})",
+            config.repos.len(),
+            names()
+        ),
+    };
+    let state = config.state_dir();
+    let mirror = state.join("mirrors").join(format!("{}.git", picked.name));
+    let (dir, in_mirror) = match &a.repo {
+        Some(d) => (d.clone(), false),
+        None if mirror.join("HEAD").exists() => (mirror, true),
+        None if Path::new(&picked.url).exists() => (PathBuf::from(&picked.url), false),
+        None => anyhow::bail!(
+            "repo {:?} is at {}, and there is no mirror of it in {}: give --repo DIR (a clone; `git fetch origin refs/notes/metricops:refs/notes/metricops` brings the kept decisions)",
+            picked.name,
+            crate::domain::redact::redact_url(&picked.url),
+            state.join("mirrors").display()
+        ),
+    };
+    Ok(Source {
+        repo: GitRepo::open(&dir)?,
+        mirror: in_mirror,
+        branch: a.branch.clone().unwrap_or_else(|| picked.branch.clone()),
+        state_dir: a.state_dir.clone().or_else(|| config.state_dir.clone()),
+        github: config.github.clone(),
+        configured: Some(picked.clone()),
+    })
+}
+
+/// The config's repository's revert PRs, asked once (no retries: this is a look, run it again), or
+/// why not.
+fn ask_once(src: &Source) -> Option<(Vec<LivePr>, ForgeAsked)> {
+    let repo = src.configured.as_ref().filter(|r| r.forge == ForgeKind::Github)?;
+    let listed = (|| {
+        let g = src.github.as_ref().context("no `github:` section")?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let _guard = rt.enter();
+        let mut settings = crate::wiring::app_settings(g)?;
+        settings.retry_budget = std::time::Duration::ZERO;
+        let app = crate::adapters::github::GitHubApp::new(&settings)?;
+        rt.block_on(revert_prs(&app, repo))
+    })();
+    Some(match listed {
+        Ok(prs) => {
+            let asked = ForgeAsked {
+                repo: repo.name.clone(),
+                listed_at: Some(Utc::now()),
+                prs: prs.len(),
+                error: None,
+            };
+            (prs, asked)
+        }
+        Err(e) => (
+            Vec::new(),
+            ForgeAsked { repo: repo.name.clone(), listed_at: None, prs: 0, error: Some(format!("{e:#}")) },
+        ),
+    })
+}
+
+/// `metricops history`: the branch's reverts and the kept decisions, newest first; with a config
+/// whose repo is `forge: github`, its revert PRs' states now.
 pub fn run_cli(a: &crate::cli::HistoryArgs) -> anyhow::Result<()> {
     use crate::domain::history::{Filter, page};
     let since = match &a.since {
@@ -252,25 +525,43 @@ pub fn run_cli(a: &crate::cli::HistoryArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let repo = GitRepo::open(&a.repo)?;
-    let rev = a.branch.clone().unwrap_or_else(|| "HEAD".into());
-    let tip = repo.resolve(&rev).or_else(|_| repo.resolve(&format!("refs/remotes/origin/{rev}")))?;
+    let src = source(a)?;
+    let (repo, rev) = (&src.repo, src.branch.clone());
+    let remote = format!("refs/remotes/origin/{rev}");
+    let tip = match src.mirror {
+        true => repo.resolve(&remote).or_else(|_| repo.resolve(&rev))?,
+        false => repo.resolve(&rev).or_else(|_| repo.resolve(&remote))?,
+    };
     let (reverts, _) = repo.reverts(&tip, None, since)?;
     let mut kept = repo.kept_notes()?;
-    if let Some(dir) = &a.state_dir {
+    if let Some(dir) = &src.state_dir {
         kept.extend(DecisionLog::new(dir).read());
     }
     let mut rows = assemble(&reverts, &dedup(kept));
-    let url = repo.repo.find_remote("origin").ok().and_then(|r| r.url().ok().map(str::to_string));
+    let url = match &src.configured {
+        Some(r) => Some(r.url.clone()),
+        None => repo.repo.find_remote("origin").ok().and_then(|r| r.url().ok().map(str::to_string)),
+    };
     let found_in: HashMap<String, String> = match &url {
         Some(u) => reverts.iter().map(|r| (r.sha.clone(), u.clone())).collect(),
         None => HashMap::new(),
     };
     link(&mut rows, &found_in);
+    let asked = ask_once(&src).map(|(live, asked)| {
+        if asked.error.is_some() {
+            eprintln!("warning: {}", asked.line());
+        }
+        merge_live(&mut rows, &live);
+        asked
+    });
     let filter = Filter { since, workload: a.workload.clone() };
     let p = page(&rows, &filter, None, a.limit.unwrap_or(usize::MAX));
     if a.json {
-        println!("{}", serde_json::to_string(&p)?);
+        let mut v = serde_json::to_value(&p)?;
+        if let (Some(m), Some(asked)) = (v.as_object_mut(), &asked) {
+            m.insert("forge".into(), serde_json::json!([asked]));
+        }
+        println!("{v}");
         return Ok(());
     }
     if p.rows.is_empty() {
@@ -309,7 +600,11 @@ pub fn row_text(r: &Row) -> String {
     }
     if let Some(p) = &r.pr {
         let url = if p.url.is_empty() { String::new() } else { format!(" {}", p.url) };
-        let state = r.pr_state.as_deref().map(|st| format!(" ({st})")).unwrap_or_default();
+        let from = match r.pr_state_from {
+            Some(crate::domain::history::StateFrom::Forge) => " on GitHub now",
+            _ => " as last known",
+        };
+        let state = r.pr_state.as_deref().map(|st| format!(" ({st}{from})")).unwrap_or_default();
         s.push_str(&format!("  pr        #{}{url}{state}\n", p.number));
     }
     s.push_str(&format!("  times     {}\n", r.times.line()));
@@ -335,6 +630,49 @@ mod tests {
         );
         assert_eq!(commit_link("/srv/git/manifests.git", "abc"), None);
         assert_eq!(commit_link("ssh://git@host/x.git", "abc"), None);
+    }
+
+    #[test]
+    fn serve_asks_the_forge_once_per_refresh_and_keeps_its_last_answer_when_it_fails() {
+        use crate::forge::memory::{MemoryForge, new_pull};
+        let dir = tempfile::tempdir().unwrap();
+        let forge = std::sync::Arc::new(MemoryForge::new(dir.path()));
+        forge.with(|s| {
+            let mut held =
+                new_pull(4, "Revert shop/checkout: 1.5.0 → 1.4.2", "", "metricops/revert-abc", "s", "main");
+            held.labels.push(crate::adapters::github::Label { name: "metricops:hold".into() });
+            s.pulls.push(held);
+            s.pulls.push(new_pull(5, "Bump", "", "renovate/x", "s", "main"));
+        });
+        let config = Config::parse("repos:\n- name: shop\n  url: https://github.com/acme/manifests.git\n  forge: github\ngithub:\n  app_id: 1\n  private_key_file: /nonexistent/app.pem\nworkloads: []\n").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let listings = || forge.with(|s| s.calls.iter().filter(|c| **c == "pulls_with_head_prefix").count());
+        let hourly =
+            std::sync::Arc::new(LiveCache::new(Some(forge.clone()), std::time::Duration::from_secs(3600)));
+        for _ in 0..5 {
+            let (live, asked) = rt.block_on(hourly.current(&config));
+            assert_eq!(live.iter().map(|l| (l.number, l.state)).collect::<Vec<_>>(), [(4, LiveState::Held)]);
+            assert_eq!(live[0].repo, "https://github.com/acme/manifests.git");
+            assert_eq!((asked[0].prs, asked[0].error.as_deref()), (1, None));
+        }
+        assert_eq!(listings(), 1, "five pages, one listing");
+        // Always stale: each page asks again in the background; a failure keeps the last answer.
+        let always = std::sync::Arc::new(LiveCache::new(Some(forge.clone()), std::time::Duration::ZERO));
+        assert_eq!(rt.block_on(always.current(&config)).0.len(), 1);
+        forge.fail_next("pulls_with_head_prefix", 1000);
+        let (live, asked) = loop {
+            let (live, asked) = rt.block_on(always.current(&config));
+            if asked[0].error.is_some() {
+                break (live, asked);
+            }
+            rt.block_on(tokio::task::yield_now());
+        };
+        assert_eq!(live.len(), 1, "the last answer stays");
+        assert!(asked[0].line().contains("GitHub did not answer for the revert PRs"), "{}", asked[0].line());
+        assert!(asked[0].line().contains("502"), "{}", asked[0].line());
+        // No forge configured: nothing asked.
+        let none = std::sync::Arc::new(LiveCache::new(None, std::time::Duration::ZERO));
+        assert!(rt.block_on(none.current(&config)).1.is_empty());
     }
 
     #[test]

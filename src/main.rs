@@ -13,9 +13,11 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    // `serve` says by default what it accepted, decided and did; the one-shot commands only warn.
+    // `serve` says by default what it accepted, decided and did; the one-shot commands only warn
+    // (`history` says a forge failure in one line of its own, without octocrab's).
     let default = match cli.command {
         metricops::cli::Command::Serve { .. } => "warn,metricops=info",
+        metricops::cli::Command::History(_) => "warn,octocrab=off",
         _ => "warn",
     };
     let filter =

@@ -13,7 +13,7 @@ use crate::support::github::GitHub;
 use crate::support::*;
 
 pub(crate) const CHECKOUT: &str = "ghcr.io/shop/checkout";
-const INSTALLATION: u64 = 77;
+pub(crate) const INSTALLATION: u64 = 77;
 pub(crate) const SECRET: &str = "webhook secret for tests";
 
 /// A manifests repo on the stand-in with a bad deploy whose original PR was merged by dana.

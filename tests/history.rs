@@ -3,7 +3,9 @@
 //! revert of a bad checkout deploy and passes over a cart alert whose workload opted out. Then:
 //! `metricops history` on the repository (plain git: the trailers and the notes), `/api/history`,
 //! and `/ui` in Debian's headless Chromium (playwright-core, `tests/ui/`) — the rows, the reasons,
-//! the links, nothing writable, a phone's width — with screenshots kept in `target/`.
+//! the links, nothing writable, a phone's width — with screenshots kept in `target/`. With the
+//! forge asked: revert PRs open, held, cancelled and merged on GitHub, as `metricops history
+//! --config` and `/api/history` say, and what they say when GitHub answers 502.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +27,8 @@ struct Seeded {
     server: Option<metricops::server::Running>,
     addr: std::net::SocketAddr,
     old_revert: String,
+    /// serve's config, as written.
+    config_text: String,
 }
 
 impl Drop for Seeded {
@@ -104,7 +108,7 @@ fn seed() -> Seeded {
         "policy:\n  action: merge\n  max_culprit_age: 24h\n",
         "- name: shop/cart\n  match: {namespace: shop, deployment: cart}\n  repo: shop\n  paths: [apps/cart]\n  image: ghcr.io/shop/cart\npolicy:\n  action: merge\n  max_culprit_age: 3650d\n",
     ) + &format!(
-        "history:\n  notes: true\nserver:\n  ui_auth:\n    bearer_token_file: {}\nstate_dir: {}\n",
+        "history:\n  notes: true\n  forge_refresh: 1s\nserver:\n  ui_auth:\n    bearer_token_file: {}\nstate_dir: {}\n",
         world.dir.path().join("ui-token").display(),
         world.dir.path().join("state").display()
     );
@@ -142,7 +146,7 @@ fn seed() -> Seeded {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Seeded { world, server: Some(server), addr, old_revert }
+    Seeded { world, server: Some(server), addr, old_revert, config_text: text }
 }
 
 /// The revert was made at the decision, and merged after it.
@@ -346,4 +350,222 @@ fn metricops_history_reads_the_trailers_and_the_notes_with_plain_git() {
     let r = metricops(&["history", "--repo", &repo, "--since", "a while"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("--since \"a while\" is not a duration"), "{}", r.stderr);
+}
+
+/// A call to the stand-in's REST API as the App's installation.
+fn rest(gh: &crate::support::github::GitHub, method: &str, path: &str, body: &Value) -> Value {
+    let addr: std::net::SocketAddr = gh.url().trim_start_matches("http://").parse().unwrap();
+    let token = format!("Bearer {}", gh.mint_token(crate::github::INSTALLATION));
+    let (s, text) = request(
+        addr,
+        method,
+        path,
+        &[
+            ("Authorization", &token),
+            ("Content-Type", "application/json"),
+            ("Accept", "application/vnd.github+json"),
+        ],
+        &body.to_string(),
+    );
+    assert!((200..300).contains(&s), "{method} {path}: {s} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The row of PR `n`.
+fn pr_row(rows: &[Value], n: u64) -> Value {
+    rows.iter()
+        .find(|r| r["pr"]["number"] == n)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for PR #{n}: {rows:#?}"))
+}
+
+fn states(rows: &[Value], prs: &[u64]) -> Vec<(String, String)> {
+    prs.iter()
+        .map(|n| {
+            let r = pr_row(rows, *n);
+            (
+                r["pr_state"].as_str().unwrap_or("").to_string(),
+                r["pr_state_from"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_forge_the_history_shows_revert_prs_open_held_cancelled_and_merged_on_github_now() {
+    let s = seed();
+    let gh = &s.world.gh;
+    let merged = rows(&api(s.addr, ""))
+        .iter()
+        .find(|r| r["decision"] == "merge")
+        .and_then(|r| r["pr"]["number"].as_u64())
+        .unwrap();
+    // Three more revert PRs, opened on GitHub as another replica would (no decision of this
+    // replica names them); then one held and one cancelled as `/metricops hold` and `cancel` leave
+    // them: the hold label; the cancelled label, closed.
+    let work = s.world.dir.path().join("work");
+    let mut prs = Vec::new();
+    for (c, w) in [('a', "shop/payments"), ('b', "shop/basket"), ('d', "shop/ledger")] {
+        let branch = format!("metricops/revert-{}", c.to_string().repeat(12));
+        git(&work, &["checkout", "-q", "-B", &branch, "main"]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", &format!("Revert {w}")]);
+        git(&work, &["push", "-q", "origin", &branch]);
+        let body =
+            format!("## metricops: rollback of `{w}`\n\n**Decision:** propose — policy says propose\n");
+        let pr = rest(
+            gh,
+            "POST",
+            "/repos/shop/manifests/pulls",
+            &serde_json::json!({"title": format!("Revert {w}: 2.0.0 → 1.9.0"), "head": branch, "base": "main", "body": body}),
+        );
+        prs.push(pr["number"].as_u64().unwrap());
+    }
+    let (open, held, cancelled) = (prs[0], prs[1], prs[2]);
+    rest(
+        gh,
+        "POST",
+        &format!("/repos/shop/manifests/issues/{held}/labels"),
+        &serde_json::json!({"labels": ["metricops:hold"]}),
+    );
+    rest(
+        gh,
+        "POST",
+        &format!("/repos/shop/manifests/issues/{cancelled}/labels"),
+        &serde_json::json!({"labels": ["metricops:cancelled"]}),
+    );
+    rest(
+        gh,
+        "PATCH",
+        &format!("/repos/shop/manifests/pulls/{cancelled}"),
+        &serde_json::json!({"state": "closed"}),
+    );
+    let want: Vec<(String, String)> = ["open", "held", "cancelled", "merged"]
+        .iter()
+        .map(|st| (st.to_string(), "forge".to_string()))
+        .collect();
+    let all = [open, held, cancelled, merged];
+
+    // serve lists them again within `history.forge_refresh` (1s here), once per refresh.
+    let before = gh.requests().len();
+    let mut last = Value::Null;
+    wait_until("the PRs' states from GitHub in /api/history", Duration::from_secs(60), || {
+        last = api(s.addr, "");
+        rows(&last).iter().filter(|r| r["pr"]["number"].is_u64()).count() == 4
+            && states(&rows(&last), &all) == want
+    });
+    let v = last;
+    assert_eq!(v["forge"][0]["repo"], "shop", "{v:#}");
+    assert!(v["forge"][0]["listed_at"].is_string() && v["forge"][0]["error"].is_null(), "{v:#}");
+    assert_eq!(pr_row(&rows(&v), held)["workload"], "shop/basket", "named by the PR's body");
+    assert_eq!(pr_row(&rows(&v), held)["decision"], "proposed");
+    assert_eq!(pr_row(&rows(&v), cancelled)["culprit_sha"], "dddddddddddd", "from the branch");
+    assert_eq!(pr_row(&rows(&v), merged)["workload"], "shop/checkout", "the kept decision's row");
+    let listed = gh.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/repos/shop/manifests/pulls?state=all"))
+        .count();
+    assert!(listed >= 1, "serve listed the revert PRs, state=all");
+    let (code, html) = request(s.addr, "GET", "/ui", &[("Authorization", &format!("Bearer {UI_TOKEN}"))], "");
+    assert_eq!(code, 200);
+    assert!(html.contains("4 revert PRs&#x27; states from GitHub as of"), "{html}");
+
+    // `metricops history --config`: serve's mirror and log, and GitHub asked once.
+    let config = s.world.dir.path().join("metricops.yaml");
+    std::fs::write(&config, &s.config_text).unwrap();
+    let config = config.to_str().unwrap();
+    let r = metricops(&["history", "--config", config, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.trim(), "", "nothing to warn about");
+    let v = r.json();
+    assert_eq!(states(&rows(&v), &all), want, "{v:#}");
+    assert_eq!(v["forge"][0]["prs"], 4, "{v:#}");
+    assert!(rows(&v).iter().any(|r| r["decision"] == "ignore"), "the kept decisions too: {v:#}");
+    assert!(rows(&v).iter().any(|r| r["decision"] == "reverted"), "the trailers too: {v:#}");
+    let bare = s.world.bare.to_str().unwrap();
+    let r = metricops(&["history", "--config", config, "--repo", bare, "--workload", "shop/basket"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("(held on GitHub now)"), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("#{held} ")), "{}", r.stdout);
+
+    // GitHub answers 502: the command still shows what git holds, and says so in one line.
+    gh.fail_next("GET", "/repos/shop/manifests/pulls", 502, &[], 10_000);
+    let r = metricops(&["history", "--config", config, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let warned: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(warned.len(), 1, "one line: {}", r.stderr);
+    assert!(warned[0].starts_with("warning: shop: GitHub did not answer for the revert PRs"), "{}", r.stderr);
+    assert!(warned[0].contains("502"), "{}", r.stderr);
+    let v = r.json();
+    let git_rows = rows(&v);
+    assert_eq!(git_rows.len(), 3, "the rows git and the records hold, no more: {v:#}");
+    assert_eq!(
+        states(&git_rows, &[merged]),
+        [("merged".to_string(), "kept".to_string())],
+        "as last known: {v:#}"
+    );
+    assert!(v["forge"][0]["error"].as_str().unwrap().contains("502"), "{v:#}");
+    // serve keeps GitHub's last answer, and says it could not ask again.
+    wait_until("serve's warning", Duration::from_secs(60), || {
+        api(s.addr, "")["forge"][0]["error"].is_string()
+    });
+    let v = api(s.addr, "");
+    assert_eq!(states(&rows(&v), &all), want, "GitHub's last answer stays: {v:#}");
+    let (code, html) = request(s.addr, "GET", "/ui", &[("Authorization", &format!("Bearer {UI_TOKEN}"))], "");
+    assert_eq!(code, 200);
+    assert!(html.contains("GitHub did not answer for the revert PRs"), "{html}");
+    s.world.gh.assert_faithful();
+}
+
+#[test]
+fn metricops_history_follows_githubs_pages_to_every_revert_pr() {
+    let world = World::new();
+    // 130 revert PRs among 40 others: two pages of 100 on GitHub.
+    for i in 0..130u64 {
+        world.gh.add_merged_pull(
+            "shop",
+            "manifests",
+            "metricops[bot]",
+            &format!("Revert shop/checkout: {i}"),
+            &format!("metricops/revert-{i:012}"),
+            &format!("{i:040x}"),
+        );
+    }
+    for i in 0..40u64 {
+        world.gh.add_merged_pull(
+            "shop",
+            "manifests",
+            "renovate[bot]",
+            "Bump",
+            &format!("renovate/x{i}"),
+            "ab12",
+        );
+    }
+    let config = world.dir.path().join("metricops.yaml");
+    std::fs::write(&config, world.config_text("propose", "")).unwrap();
+    let before = world.gh.requests().len();
+    let r = metricops(&[
+        "history",
+        "--config",
+        config.to_str().unwrap(),
+        "--repo",
+        world.bare.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["forge"][0]["prs"], 130, "{}", v["forge"]);
+    let merged =
+        rows(&v).iter().filter(|r| r["pr_state"] == "merged" && r["pr_state_from"] == "forge").count();
+    assert_eq!(merged, 130);
+    let listings: Vec<String> = world.gh.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/repos/shop/manifests/pulls?"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(listings.len(), 2, "one listing, two pages: {listings:?}");
+    assert!(
+        listings[1].contains("page=2") && listings.iter().all(|l| l.contains("state=all")),
+        "{listings:?}"
+    );
+    world.gh.assert_faithful();
 }

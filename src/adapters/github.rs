@@ -111,6 +111,8 @@ pub struct PullRequest {
     #[serde(default)]
     pub merged: Option<bool>,
     #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
     pub merged_at: Option<String>,
     #[serde(default)]
     pub closed_at: Option<String>,
@@ -357,6 +359,36 @@ impl GitHubApp {
     pub async fn open_pulls(&self, repo: &RepoId) -> Result<Vec<PullRequest>, GitHubError> {
         let path = format!("/repos/{}/{}/pulls?state=open&per_page=100", repo.owner, repo.name);
         decode(&path, self.repo_call(repo, Method::GET, &path, None).await?)
+    }
+
+    /// Every pull request (open and closed) whose head branch starts with `prefix`, newest first:
+    /// `GET …/pulls?state=all&sort=created&direction=desc&per_page=100`, following the `Link`
+    /// header's `rel="next"` pages, through the newest `max_pages` × 100 of the repository.
+    /// (GitHub's listing filters `head` by one exact branch only, so the prefix is matched here.)
+    pub async fn pulls_with_head_prefix(
+        &self,
+        repo: &RepoId,
+        prefix: &str,
+        max_pages: usize,
+    ) -> Result<Vec<PullRequest>, GitHubError> {
+        let client = self.installation(repo).await?;
+        let mut out = Vec::new();
+        let mut page = 1;
+        for _ in 0..max_pages.max(1) {
+            let path = format!(
+                "/repos/{}/{}/pulls?state=all&sort=created&direction=desc&per_page=100&page={page}",
+                repo.owner, repo.name
+            );
+            let (v, headers) = self.call_with_headers(&client, Method::GET, &path, None).await?;
+            let prs: Vec<PullRequest> = decode(&path, v)?;
+            out.extend(prs.into_iter().filter(|p| p.head.name.starts_with(prefix)));
+            let link = headers.get("link").and_then(|l| l.to_str().ok()).unwrap_or("");
+            match next_page(link) {
+                Some(n) if n > page => page = n,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// A reaction on an issue comment (`eyes`: seen, working on it).
@@ -663,6 +695,17 @@ impl GitHubApp {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, GitHubError> {
+        self.call_with_headers(client, method, path, body).await.map(|(v, _)| v)
+    }
+
+    /// [`GitHubApp::call`], with the answer's headers (a listing's `Link`).
+    async fn call_with_headers(
+        &self,
+        client: &Octocrab,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, http::HeaderMap), GitHubError> {
         let started = Instant::now();
         let mut attempts = 0u32;
         let mut backoff = Duration::from_millis(250);
@@ -703,7 +746,7 @@ impl GitHubApp {
                 serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
             };
             if status.is_success() {
-                return Ok(value);
+                return Ok((value, headers));
             }
             let message = error_message(&value);
             let wait = match retry_wait(status, &headers, backoff) {
@@ -756,6 +799,14 @@ fn retry_wait(status: StatusCode, headers: &http::HeaderMap, backoff: Duration) 
     None
 }
 
+/// The `page` of a `Link` header's `rel="next"` URL (`<…/pulls?state=all&page=3>; rel="next", …`).
+fn next_page(link: &str) -> Option<usize> {
+    let next = link.split(',').find(|part| part.contains("rel=\"next\""))?;
+    let url = next.split(['<', '>']).nth(1)?;
+    let query = url.split_once('?')?.1;
+    query.split('&').find_map(|kv| kv.strip_prefix("page=")).and_then(|n| n.parse().ok())
+}
+
 /// GitHub's error text: `message` plus the `errors[].message` details.
 fn error_message(v: &Value) -> String {
     let mut m = v.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
@@ -802,6 +853,15 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_comes_from_githubs_link_header() {
+        let link = "<https://api.github.com/repositories/1/pulls?state=all&per_page=100&page=2>; rel=\"next\", <https://api.github.com/repositories/1/pulls?state=all&per_page=100&page=5>; rel=\"last\"";
+        assert_eq!(next_page(link), Some(2));
+        let last = "<https://api.github.com/repositories/1/pulls?page=1>; rel=\"first\", <https://api.github.com/repositories/1/pulls?page=4>; rel=\"prev\"";
+        assert_eq!(next_page(last), None);
+        assert_eq!(next_page(""), None);
+    }
 
     #[test]
     fn repo_ids_come_from_clone_urls() {

@@ -314,9 +314,175 @@ pub struct Row {
     /// How following the rollback ended, when it did: `confirmed`, or the step that did not come.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
-    /// The PR's state on the forge now (`open`, `held`, `cancelled`, `merged`, `closed`), when asked.
+    /// The PR's state (`open`, `held`, `cancelled`, `merged`, `closed`): the forge's now when it
+    /// was asked, else as last known from git and the kept records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pr_state: Option<String>,
+    /// Where `pr_state` comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pr_state_from: Option<StateFrom>,
+}
+
+/// Where a row's PR state comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFrom {
+    /// The forge, asked a moment ago.
+    Forge,
+    /// Git (a landed revert) and the kept records (the last hold, unhold or cancel), as last known.
+    Kept,
+}
+
+/// A revert PR's state on the forge now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveState {
+    Open,
+    /// Open, with the hold label (`/metricops hold`): no automatic merge.
+    Held,
+    /// Closed unmerged with the cancelled label (`/metricops cancel`).
+    Cancelled,
+    Merged,
+    /// Closed unmerged some other way (by hand, or superseded).
+    Closed,
+}
+
+impl LiveState {
+    /// From the forge's `state` (`open`/`closed`), whether it merged, and its labels.
+    pub fn of(state: &str, merged: bool, labels: &[&str]) -> LiveState {
+        use super::reconcile::{CANCELLED_LABEL, HOLD_LABEL};
+        match (merged, state) {
+            (true, _) => LiveState::Merged,
+            (false, "open") if labels.contains(&HOLD_LABEL) => LiveState::Held,
+            (false, "open") => LiveState::Open,
+            _ if labels.contains(&CANCELLED_LABEL) => LiveState::Cancelled,
+            _ => LiveState::Closed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveState::Open => "open",
+            LiveState::Held => "held",
+            LiveState::Cancelled => "cancelled",
+            LiveState::Merged => "merged",
+            LiveState::Closed => "closed",
+        }
+    }
+}
+
+/// A revert PR as the forge lists it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LivePr {
+    /// The repository, as rows show it (no password).
+    pub repo: String,
+    pub number: u64,
+    pub url: String,
+    /// Its head branch (`metricops/revert-<culprit>`).
+    pub head: String,
+    pub title: String,
+    /// The workload its body or title names, when it does.
+    pub workload: Option<String>,
+    pub state: LiveState,
+    pub created_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub merged_at: Option<DateTime<Utc>>,
+}
+
+/// The workload a revert PR is about, from its body's heading (`## metricops: rollback of
+/// `shop/checkout``) or else its title (`Revert shop/checkout: …`).
+pub fn workload_of_pr(title: &str, body: Option<&str>) -> Option<String> {
+    let heading = body.and_then(|b| {
+        b.lines().find_map(|l| l.trim().strip_prefix("## metricops: rollback of `")?.split('`').next())
+    });
+    let titled = || title.strip_prefix("Revert ")?.split_once(": ").map(|(w, _)| w);
+    heading.or_else(titled).map(str::trim).filter(|w| !w.is_empty() && !w.contains(' ')).map(str::to_string)
+}
+
+/// The rows with the forge's live PR states merged in: a row whose PR the forge listed takes its
+/// state now (and its link, and when it merged if git does not know yet); a revert PR that no
+/// row names is a row of its own. Newest first again.
+pub fn merge_live(rows: &mut Vec<Row>, live: &[LivePr]) {
+    // The rows by PR number (a URL names its number too): a listing of 1,000 PRs against as many
+    // rows stays a lookup each.
+    let mut by_number: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(p) = &r.pr {
+            by_number.entry(p.number).or_default().push(i);
+        }
+    }
+    let mut unnamed = Vec::new();
+    for l in live {
+        let same = |r: &Row| {
+            r.pr.as_ref().is_some_and(|p| {
+                if !p.url.is_empty() && !l.url.is_empty() {
+                    p.url == l.url
+                } else {
+                    p.number == l.number && (r.repo.is_empty() || r.repo == l.repo)
+                }
+            })
+        };
+        let hit = by_number.get(&l.number).and_then(|is| is.iter().copied().find(|i| same(&rows[*i])));
+        match hit.map(|i| &mut rows[i]) {
+            Some(r) => {
+                r.pr_state = Some(l.state.as_str().to_string());
+                r.pr_state_from = Some(StateFrom::Forge);
+                if let Some(p) = r.pr.as_mut().filter(|p| p.url.is_empty()) {
+                    p.url = l.url.clone();
+                }
+                if r.repo.is_empty() {
+                    r.repo = l.repo.clone();
+                }
+                if l.state == LiveState::Merged && r.times.merged.is_none() {
+                    r.times.merged = l.merged_at;
+                    if let Some(m) = l.merged_at.filter(|m| *m > r.time) {
+                        let key = r.cursor.split_once('~').map(|(_, k)| k.to_string()).unwrap_or_default();
+                        r.time = m;
+                        r.cursor = cursor(m, &key);
+                    }
+                }
+            }
+            None => unnamed.push(live_row(l)),
+        }
+    }
+    rows.extend(unnamed);
+    rows.sort_by(|a, b| b.cursor.cmp(&a.cursor));
+}
+
+/// The row of a revert PR that no record or revert on the branch names.
+fn live_row(l: &LivePr) -> Row {
+    let culprit = l.head.strip_prefix(super::revert::BRANCH_PREFIX).unwrap_or("").to_string();
+    let times = Times { reverted: l.created_at, merged: l.merged_at, ..Times::default() };
+    let time = [l.created_at, l.closed_at, l.merged_at].into_iter().flatten().max().unwrap_or_default();
+    let key = if l.url.is_empty() { format!("{}#{}", l.repo, l.number) } else { l.url.clone() };
+    Row {
+        cursor: cursor(time, &key),
+        time,
+        workload: l.workload.clone().unwrap_or_else(|| "(not named)".into()),
+        repo: l.repo.clone(),
+        incident: None,
+        culprit_url: None,
+        revert_url: None,
+        alerts: Vec::new(),
+        culprit: None,
+        culprit_sha: culprit,
+        culprit_pr: None,
+        versions: None,
+        decision: "proposed".into(),
+        reason_label: None,
+        reason: format!(
+            "a metricops revert PR on the forge (\"{}\"); no decision was kept for it (made before decisions were kept, or by a replica whose log is elsewhere)",
+            l.title
+        ),
+        delivery: None,
+        pr: Some(PrRef { number: l.number, url: l.url.clone() }),
+        revert: None,
+        times,
+        people: Vec::new(),
+        rollback: None,
+        pr_state: Some(l.state.as_str().to_string()),
+        pr_state_from: Some(StateFrom::Forge),
+    }
 }
 
 fn said(command: &str) -> &str {
@@ -460,6 +626,7 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             times,
             people,
             rollback: ended,
+            pr_state_from: pr_state.is_some().then_some(StateFrom::Kept),
             pr_state,
         });
     }
@@ -497,6 +664,7 @@ pub fn assemble(reverts: &[RevertSeen], kept: &[Kept]) -> Vec<Row> {
             times,
             rollback: ended,
             pr_state: r.pr.map(|_| "merged".to_string()),
+            pr_state_from: r.pr.map(|_| StateFrom::Kept),
         });
     }
     rows.sort_by(|a, b| b.cursor.cmp(&a.cursor));
@@ -686,6 +854,7 @@ pub fn render_page(
     p: &Page,
     asked: &Asked,
     paged: bool,
+    notices: &[String],
     now: DateTime<Utc>,
 ) -> Result<String, minijinja::Error> {
     let short = |x: &str| x[..x.len().min(12)].to_string();
@@ -732,6 +901,7 @@ pub fn render_page(
         "next_url": p.next.as_deref().map(|n| link_to("/ui", asked, Some(n))),
         "newest_url": paged.then(|| link_to("/ui", asked, None)),
         "api_url": link_to("/api/history", asked, None),
+        "notices": notices,
     });
     let mut env = minijinja::Environment::new();
     env.add_template("history.html", PAGE_TEMPLATE)?;
@@ -753,13 +923,13 @@ mod tests {
         rows[0].culprit_url = Some("https://git.example/shop/commit/c2".into());
         let asked = Asked { workload: Some("shop/checkout".into()), since: None, limit: Some(1) };
         let p = page(&rows, &Filter { since: None, workload: asked.workload.clone() }, None, 1);
-        let html = render_page(&p, &asked, false, t("2026-01-02T00:00:00Z")).unwrap();
+        let html = render_page(&p, &asked, false, &[], t("2026-01-02T00:00:00Z")).unwrap();
         let html = html.replace("&#x2f;", "/").replace("&amp;", "&");
         assert!(html.contains("href=\"https://gh.example/shop/pull/12\""), "{html}");
         assert!(html.contains("href=\"https://git.example/shop/commit/c2\""), "{html}");
         assert!(html.contains("/ui?workload=shop%2Fcheckout&limit=1&before="), "{html}");
         let p2 = page(&rows, &Filter::default(), p.next.as_deref(), 1);
-        let html = render_page(&p2, &asked, true, t("2026-01-02T00:00:00Z")).unwrap();
+        let html = render_page(&p2, &asked, true, &[], t("2026-01-02T00:00:00Z")).unwrap();
         assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "alert text is escaped");
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("in cooldown"));
@@ -932,6 +1102,113 @@ mod tests {
         assert_eq!(assemble(&[], &cancelled)[0].pr_state.as_deref(), Some("cancelled"));
         let open = [decision("shop/checkout@o", "2026-01-03T10:00:00Z", "c8", "propose", Some("proposed"))];
         assert_eq!(assemble(&[], &open)[0].pr_state.as_deref(), Some("open"));
+    }
+
+    fn live(number: u64, state: LiveState, head: &str) -> LivePr {
+        LivePr {
+            repo: "https://git.example/shop.git".into(),
+            number,
+            url: format!("https://gh.example/shop/pull/{number}"),
+            head: head.into(),
+            title: "Revert shop/cart: cart 2.0.0 → 1.9.0".into(),
+            workload: Some("shop/cart".into()),
+            state,
+            created_at: Some(t("2026-01-04T10:00:00Z")),
+            closed_at: None,
+            merged_at: None,
+        }
+    }
+
+    #[test]
+    fn a_prs_live_state_reads_its_state_its_merge_and_the_hold_and_cancel_labels() {
+        use super::super::reconcile::{CANCELLED_LABEL, HOLD_LABEL};
+        assert_eq!(LiveState::of("open", false, &[]), LiveState::Open);
+        assert_eq!(LiveState::of("open", false, &["bug", HOLD_LABEL]), LiveState::Held);
+        assert_eq!(LiveState::of("closed", false, &[CANCELLED_LABEL]), LiveState::Cancelled);
+        assert_eq!(LiveState::of("closed", true, &[HOLD_LABEL]), LiveState::Merged);
+        assert_eq!(LiveState::of("closed", false, &[HOLD_LABEL]), LiveState::Closed);
+        assert_eq!(
+            workload_of_pr("x", Some("## metricops: rollback of `shop/checkout`\n\n**Why:** …")).as_deref(),
+            Some("shop/checkout")
+        );
+        assert_eq!(
+            workload_of_pr("Revert shop/cart: cart 2.0.0 → 1.9.0", None).as_deref(),
+            Some("shop/cart")
+        );
+        assert_eq!(workload_of_pr("Bump things", Some("hello")), None);
+    }
+
+    #[test]
+    fn the_forges_states_override_what_was_last_known_and_unnamed_prs_get_rows() {
+        // Kept: PR 12 held by bob (the forge says it was unheld by hand since: open now), and a
+        // revert PR 7 on the branch that the trailers name but whose URL git does not know.
+        let kept = vec![
+            decision("shop/checkout@h", "2026-01-03T10:00:00Z", "c9", "propose", Some("proposed")),
+            Kept::Command(KeptCommand {
+                at: t("2026-01-03T10:01:00Z"),
+                pr: 12,
+                by: "bob".into(),
+                command: "hold".into(),
+            }),
+        ];
+        let mut landed = revert("r7", "c7", "2026-01-02T10:00:00Z", "Revert \"deploy\" (#7)");
+        landed.workload = Some("shop/search".into());
+        let mut rows = assemble(&[landed], &kept);
+        rows.iter_mut().for_each(|r| r.repo = "https://git.example/shop.git".into());
+        assert_eq!(
+            (rows[0].pr_state.as_deref(), rows[0].pr_state_from),
+            (Some("held"), Some(StateFrom::Kept))
+        );
+        let mut merged = live(7, LiveState::Merged, "metricops/revert-c7c7c7c7c7c7");
+        merged.merged_at = Some(t("2026-01-02T09:59:00Z"));
+        let mut cancelled = live(30, LiveState::Cancelled, "metricops/revert-aaaaaaaaaaaa");
+        cancelled.closed_at = Some(t("2026-01-05T08:00:00Z"));
+        let forge = [
+            live(12, LiveState::Open, "metricops/revert-c9"),
+            merged,
+            cancelled,
+            live(31, LiveState::Held, "metricops/revert-bbbbbbbbbbbb"),
+        ];
+        merge_live(&mut rows, &forge);
+        let seen: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let from = r.pr_state_from.map(|f| format!("{f:?}")).unwrap_or_default();
+                let n = r.pr.as_ref().map(|p| p.number).unwrap_or_default();
+                format!("#{n} {} {} {from}", r.decision, r.pr_state.as_deref().unwrap_or("-"))
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "#30 proposed cancelled Forge",
+                "#31 proposed held Forge",
+                "#12 propose open Forge",
+                "#7 reverted merged Forge",
+            ],
+            "newest first; the forge's word wins"
+        );
+        assert_eq!(rows[0].workload, "shop/cart", "named by the PR");
+        assert_eq!(rows[0].culprit_sha, "aaaaaaaaaaaa", "from the branch");
+        assert_eq!(rows[0].time, t("2026-01-05T08:00:00Z"), "its newest moment: the close");
+        assert_eq!(rows[2].people, ["held by bob"], "who held it stays said");
+        assert_eq!(rows[3].pr.as_ref().unwrap().url, "https://gh.example/shop/pull/7", "the link filled in");
+        assert_eq!(rows[3].times.merged, Some(t("2026-01-02T10:00:00Z")), "git's landing is kept");
+        // A PR of another repository with the same number is not this one's.
+        let mut other = live(12, LiveState::Closed, "metricops/revert-c9");
+        other.url = "https://gh.example/other/pull/12".into();
+        merge_live(&mut rows, &[other]);
+        assert_eq!(rows.iter().filter(|r| r.pr_state.as_deref() == Some("closed")).count(), 1);
+        assert_eq!(rows.iter().find(|r| r.decision == "propose").unwrap().pr_state.as_deref(), Some("open"));
+        // A merged PR git does not have yet (the mirror not fetched since) takes the forge's time.
+        let mut rows = assemble(&[], &kept);
+        let mut m = live(12, LiveState::Merged, "metricops/revert-c9");
+        m.merged_at = Some(t("2026-01-06T00:00:00Z"));
+        merge_live(&mut rows, &[m]);
+        assert_eq!(
+            (rows[0].times.merged, rows[0].time),
+            (Some(t("2026-01-06T00:00:00Z")), t("2026-01-06T00:00:00Z"))
+        );
     }
 
     #[test]

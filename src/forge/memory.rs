@@ -91,7 +91,7 @@ impl MemoryForge {
     }
 }
 
-fn new_pull(number: u64, title: &str, body: &str, head: &str, sha: &str, base: &str) -> PullRequest {
+pub fn new_pull(number: u64, title: &str, body: &str, head: &str, sha: &str, base: &str) -> PullRequest {
     PullRequest {
         number,
         node_id: format!("PR_{number}"),
@@ -100,6 +100,7 @@ fn new_pull(number: u64, title: &str, body: &str, head: &str, sha: &str, base: &
         title: title.into(),
         body: Some(body.into()),
         merged: Some(false),
+        created_at: Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
         merged_at: None,
         closed_at: None,
         merge_commit_sha: None,
@@ -138,6 +139,20 @@ impl Forge for MemoryForge {
         Box::pin(async move {
             let s = self.enter("open_pulls")?;
             Ok(s.pulls.iter().filter(|p| p.state == "open").cloned().collect())
+        })
+    }
+
+    fn pulls_with_head_prefix<'a>(
+        &'a self,
+        _repo: &'a RepoId,
+        prefix: &'a str,
+    ) -> Call<'a, Vec<PullRequest>> {
+        Box::pin(async move {
+            let s = self.enter("pulls_with_head_prefix")?;
+            let mut v: Vec<PullRequest> =
+                s.pulls.iter().filter(|p| p.head.name.starts_with(prefix)).cloned().collect();
+            v.sort_by_key(|p| std::cmp::Reverse(p.number));
+            Ok(v)
         })
     }
 

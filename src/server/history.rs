@@ -1,6 +1,8 @@
 //! `GET /ui` and `GET /api/history`: the rollback history, read-only — a server-rendered page (no
 //! script, no outside asset) and the same as JSON, paged. Only GET and HEAD are answered (405
-//! otherwise); with `server.ui_auth`, a bearer token (or basic auth) is asked for first.
+//! otherwise); with `server.ui_auth`, a bearer token (or basic auth) is asked for first. With a
+//! forge, the revert PRs' states are GitHub's, from a cache listed again at most every
+//! `history.forge_refresh` (in the background: a page never waits on GitHub but the first).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use axum::routing::get;
 
 use crate::config::{Config, WebhookAuth};
 use crate::domain::history::{Asked, Filter, link_to, page, render_page, timelines};
-use crate::history::RevertCache;
+use crate::history::{ForgeAsked, LiveCache, RevertCache};
 use crate::metrics::Metrics;
 
 /// Rows on a page unless `limit` says otherwise, and the most it may say.
@@ -24,17 +26,24 @@ struct Ui {
     config: Arc<Config>,
     auth: WebhookAuth,
     cache: RevertCache,
+    live: Arc<LiveCache>,
     metrics: Arc<Metrics>,
 }
 
 /// The routes, behind their own credentials check.
-pub(super) fn routes(config: Arc<Config>, auth: WebhookAuth, metrics: Arc<Metrics>) -> Router {
+pub(super) fn routes(
+    config: Arc<Config>,
+    auth: WebhookAuth,
+    metrics: Arc<Metrics>,
+    forge: Option<Arc<dyn crate::forge::Forge>>,
+) -> Router {
     if matches!(auth, WebhookAuth::Open) {
         tracing::info!(
             "server.ui_auth is not set: /ui and /api/history are readable by anyone who can reach them"
         );
     }
-    let ui = Arc::new(Ui { config, auth, cache: RevertCache::default(), metrics });
+    let live = Arc::new(LiveCache::new(forge, config.history.forge_refresh()));
+    let ui = Arc::new(Ui { config, auth, cache: RevertCache::default(), live, metrics });
     Router::new()
         .route("/ui", get(html))
         .route("/api/history", get(json))
@@ -85,21 +94,24 @@ fn asked(q: &HashMap<String, String>) -> Result<(Asked, Filter, Option<String>),
     Ok((Asked { workload: workload.clone(), since: since_text, limit }, Filter { since, workload }, before))
 }
 
-/// The page asked for, read on the blocking pool (git and the log are files).
+/// The page asked for, read on the blocking pool (git and the log are files), with the revert PRs'
+/// states as the forge last listed them, and what the forge was asked.
 async fn read(
     ui: &Arc<Ui>,
     filter: Filter,
     before: Option<String>,
     limit: usize,
-) -> Result<crate::domain::history::Page, Response> {
+) -> Result<(crate::domain::history::Page, Vec<ForgeAsked>), Response> {
+    let (live, asked) = ui.live.current(&ui.config).await;
     let ui = ui.clone();
     let r = tokio::task::spawn_blocking(move || {
-        let rows = crate::history::gather(&ui.config, &ui.cache)?;
+        let mut rows = crate::history::gather(&ui.config, &ui.cache)?;
+        crate::domain::history::merge_live(&mut rows, &live);
         anyhow::Ok(page(&rows, &filter, before.as_deref(), limit))
     })
     .await;
     match r {
-        Ok(Ok(p)) => Ok(p),
+        Ok(Ok(p)) => Ok((p, asked)),
         Ok(Err(e)) => {
             tracing::error!(error = %format!("{e:#}"), "cannot read the history");
             Err((StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history; the log says why\n")
@@ -124,11 +136,12 @@ async fn html(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    let p = match read(&ui, filter, before.clone(), asked.limit.unwrap_or(PAGE)).await {
+    let (p, forge) = match read(&ui, filter, before.clone(), asked.limit.unwrap_or(PAGE)).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    match render_page(&p, &asked, before.is_some(), chrono::Utc::now()) {
+    let notices: Vec<String> = forge.iter().map(ForgeAsked::line).collect();
+    match render_page(&p, &asked, before.is_some(), &notices, chrono::Utc::now()) {
         Ok(body) => {
             (StatusCode::OK, SAFE, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
         }
@@ -145,7 +158,7 @@ async fn json(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    let p = match read(&ui, filter, before, asked.limit.unwrap_or(PAGE)).await {
+    let (p, forge) = match read(&ui, filter, before, asked.limit.unwrap_or(PAGE)).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -155,6 +168,7 @@ async fn json(State(ui): State<Arc<Ui>>, Query(q): Query<HashMap<String, String>
         "next": p.next,
         "next_url": p.next.as_deref().map(|n| link_to("/api/history", &asked, Some(n))),
         "timelines": timelines(&p.rows),
+        "forge": forge,
     });
     (StatusCode::OK, SAFE, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }

@@ -247,7 +247,12 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         .with_state(shared.clone())
         .merge(alerts)
         .merge(admission)
-        .merge(history::routes(config.clone(), wired.ui_auth.clone(), metrics.clone()));
+        .merge(history::routes(
+            config.clone(),
+            wired.ui_auth.clone(),
+            metrics.clone(),
+            wired.app.clone().map(|a| a as Arc<dyn crate::forge::Forge>),
+        ));
     if let (Some(g), Some(app)) = (&config.github, &wired.app) {
         match &wired.github_webhook_secret {
             Some(secret) => {
