@@ -474,14 +474,18 @@ impl GitRepo {
 
     fn fetch_raw(&self, url: &str, branch: &str, auth: Option<&SecretString>) -> Result<CommitSha, GitError> {
         check_local_remote(url)?;
+        self.fetch_refspec(url, &format!("+refs/heads/{branch}:refs/remotes/origin/{branch}"), auth)?;
+        self.resolve(&format!("refs/remotes/origin/{branch}"))
+    }
+
+    /// One fetch of one refspec, with the credentials and their retry count.
+    fn fetch_refspec(&self, url: &str, refspec: &str, auth: Option<&SecretString>) -> Result<(), GitError> {
         let mut remote = self.repo.remote_anonymous(url)?;
-        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
         let tries = Cell::new(0);
         let mut opts = git2::FetchOptions::new();
         opts.remote_callbacks(callbacks(auth, &tries));
-        git_https::with_credentials(url, auth, || remote.fetch(&[&refspec], Some(&mut opts), None))
-            .map_err(|e| auth_error(url, e))?;
-        self.resolve(&format!("refs/remotes/origin/{branch}"))
+        git_https::with_credentials(url, auth, || remote.fetch(&[refspec], Some(&mut opts), None))
+            .map_err(|e| auth_error(url, e))
     }
 
     /// Pushes `commit` to `refs/heads/<branch>` at `url`; non-fast-forward and remote refusals
@@ -530,13 +534,7 @@ impl GitRepo {
         let Some(at) = at_remote else {
             return Ok(None);
         };
-        let mut remote = self.repo.remote_anonymous(url)?;
-        let refspec = format!("+{refname}:{refname}");
-        let tries = Cell::new(0);
-        let mut opts = git2::FetchOptions::new();
-        opts.remote_callbacks(callbacks(auth, &tries));
-        git_https::with_credentials(url, auth, || remote.fetch(&[&refspec], Some(&mut opts), None))
-            .map_err(|e| auth_error(url, e))?;
+        self.fetch_refspec(url, &format!("+{refname}:{refname}"), auth)?;
         Ok(Some(at))
     }
 
