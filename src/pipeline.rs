@@ -151,6 +151,9 @@ pub struct Engine {
     pub cluster_writes: Option<Arc<dyn confirm::ClusterWrites>>,
     /// The alert notifications seen, for the rollback followers.
     pub alert_states: Arc<confirm::AlertStates>,
+    /// The rollbacks this replica followed, as it last wrote them: the index is fed by a watch,
+    /// which may still show an older copy after a write, and a step or an end is told once.
+    followed: Arc<Mutex<HashMap<crate::domain::cluster::Deployer, crate::domain::confirm::Rollback>>>,
 }
 
 /// `(repo, login)` → (when asked, role).
@@ -195,6 +198,7 @@ impl Engine {
             cluster: None,
             cluster_writes: None,
             alert_states: Default::default(),
+            followed: Default::default(),
         }
     }
 

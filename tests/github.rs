@@ -596,10 +596,31 @@ pub(crate) fn wait_until(cond: impl Fn() -> bool, what: &str) {
 }
 
 /// The cluster writes of the rollback followers, played in memory: a kept rollback shows in the
-/// index at once, as the watch would bring it back.
+/// index at once, as the watch would bring it back, or (`lagging`) not yet: the writes wait in
+/// `unseen` until `catch_up`, as a watch event still on its way.
+#[derive(Default)]
 struct EchoWrites {
     index: std::sync::Arc<std::sync::RwLock<metricops::domain::cluster::ClusterIndex>>,
     refreshed: std::sync::Mutex<Vec<String>>,
+    lagging: bool,
+    unseen: std::sync::Mutex<Vec<(metricops::domain::cluster::Deployer, Option<String>)>>,
+}
+
+impl EchoWrites {
+    fn echo(&self, d: &metricops::domain::cluster::Deployer, rollback: Option<String>) {
+        let mut ix = self.index.write().unwrap();
+        match rollback {
+            Some(r) => drop(ix.confirming.insert(d.clone(), r)),
+            None => drop(ix.confirming.remove(d)),
+        }
+    }
+
+    /// The watch brings the writes made so far.
+    fn catch_up(&self) {
+        for (d, r) in std::mem::take(&mut *self.unseen.lock().unwrap()) {
+            self.echo(&d, r);
+        }
+    }
 }
 
 impl metricops::pipeline::confirm::ClusterWrites for EchoWrites {
@@ -616,10 +637,11 @@ impl metricops::pipeline::confirm::ClusterWrites for EchoWrites {
         d: &'a metricops::domain::cluster::Deployer,
         rollback: Option<&'a str>,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
-        let mut ix = self.index.write().unwrap();
-        match rollback {
-            Some(r) => drop(ix.confirming.insert(d.clone(), r.to_string())),
-            None => drop(ix.confirming.remove(d)),
+        let rollback = rollback.map(str::to_string);
+        if self.lagging {
+            self.unseen.lock().unwrap().push((d.clone(), rollback));
+        } else {
+            self.echo(d, rollback);
         }
         Box::pin(async { Ok(()) })
     }
@@ -631,46 +653,86 @@ impl metricops::pipeline::confirm::ClusterWrites for EchoWrites {
     }
 }
 
-#[test]
-fn a_merged_revert_pr_gets_one_rollback_comment_edited_as_steps_come() {
-    use metricops::pipeline::confirm::Firing;
-    let w = World::new();
-    let config = w.config("merge", "", "state");
-    let d = delivery(&w.run(&config, &alert("fp-1")));
-    let Delivery::Merged { pr: Some(pr), .. } = d else { panic!("not merged: {d:?}") };
-    let merge_commit = git_in(&w.bare, &["rev-parse", "main"]);
+/// A revert PR merged by the bot and its rollback begun, on a cluster where the Argo CD
+/// Application deploying shop/checkout from the repository is healthy at the old commit.
+struct MergedRevert {
+    pr: u64,
+    merge_commit: String,
+    app: serde_json::Value,
+    index: std::sync::Arc<std::sync::RwLock<metricops::domain::cluster::ClusterIndex>>,
+    writes: std::sync::Arc<EchoWrites>,
+    engine: metricops::pipeline::Engine,
+}
 
-    // The cluster: the Argo CD Application deploying shop/checkout from this repository.
-    let index =
-        std::sync::Arc::new(std::sync::RwLock::new(metricops::domain::cluster::ClusterIndex::default()));
-    let mut app: serde_json::Value =
-        crate::support::kube::load_fixture("fixtures/kube/argocd/application.single-source.yaml");
-    app["spec"]["source"] = serde_json::json!({"repoURL": w.gh.git_url("shop", "manifests"), "path": "apps/checkout/overlays/prod", "targetRevision": "main"});
-    app["status"]["resources"] = serde_json::json!([{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "shop", "name": "checkout"}]);
-    app["status"]["health"] = serde_json::json!({"status": "Healthy"});
-    index.write().unwrap().upsert(&app);
-    let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), refreshed: Default::default() });
-    let mut engine = {
-        let _guard = w.rt.enter();
-        metricops::wiring::Wired::engine_only(std::sync::Arc::new(config)).unwrap()
-    };
-    engine.cluster = Some(index.clone());
-    engine.cluster_writes = Some(writes.clone());
+impl MergedRevert {
+    fn new(w: &World, lagging: bool) -> Self {
+        let config = w.config("merge", "", "state");
+        let d = delivery(&w.run(&config, &alert("fp-1")));
+        let Delivery::Merged { pr: Some(pr), .. } = d else { panic!("not merged: {d:?}") };
+        let merge_commit = git_in(&w.bare, &["rev-parse", "main"]);
+        let index =
+            std::sync::Arc::new(std::sync::RwLock::new(metricops::domain::cluster::ClusterIndex::default()));
+        let mut app: serde_json::Value =
+            crate::support::kube::load_fixture("fixtures/kube/argocd/application.single-source.yaml");
+        app["spec"]["source"] = serde_json::json!({"repoURL": w.gh.git_url("shop", "manifests"), "path": "apps/checkout/overlays/prod", "targetRevision": "main"});
+        app["status"]["resources"] = serde_json::json!([{"group": "apps", "version": "v1", "kind": "Deployment", "namespace": "shop", "name": "checkout"}]);
+        app["status"]["health"] = serde_json::json!({"status": "Healthy"});
+        index.write().unwrap().upsert(&app);
+        let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), lagging, ..Default::default() });
+        let mut engine = {
+            let _guard = w.rt.enter();
+            metricops::wiring::Wired::engine_only(std::sync::Arc::new(config)).unwrap()
+        };
+        engine.cluster = Some(index.clone());
+        engine.cluster_writes = Some(writes.clone());
+        // GitHub's `pull_request` closed (merged): the rollback begins at the merge commit.
+        let repo = metricops::forge::RepoId { owner: "shop".into(), name: "manifests".into() };
+        w.rt.block_on(engine.revert_closed(&repo, &w.branch(), true));
+        writes.catch_up();
+        MergedRevert { pr: pr.number, merge_commit, app, index, writes, engine }
+    }
 
-    // GitHub's `pull_request` closed (merged): the rollback begins at the merge commit.
-    let repo = metricops::forge::RepoId { owner: "shop".into(), name: "manifests".into() };
-    w.rt.block_on(engine.revert_closed(&repo, &w.branch(), true));
-    assert_eq!(writes.refreshed.lock().unwrap().as_slice(), ["Argo CD Application argocd/checkout"]);
-    let ours = || -> Vec<(u64, String)> {
-        w.gh.comments_on("shop", "manifests", pr.number)
+    /// Argo CD synced the merge commit, healthy; the object carries what the bot kept on it.
+    fn synced_healthy(&mut self) {
+        let app = &mut self.app;
+        app["status"]["sync"] = serde_json::json!({"status": "Synced", "revision": self.merge_commit});
+        app["status"]["operationState"]["phase"] = serde_json::json!("Succeeded");
+        let kept = self.index.read().unwrap().confirming.values().next().cloned().expect("the rollback kept");
+        app["metadata"]["annotations"]["metricops.dev/confirm"] = serde_json::json!(kept);
+        self.index.write().unwrap().upsert(app);
+    }
+
+    /// The bot's rollback comments on the PR: (id, body).
+    fn comments(&self, w: &World) -> Vec<(u64, String)> {
+        w.gh.comments_on("shop", "manifests", self.pr)
             .into_iter()
             .filter(|(_, _, b)| b.contains("<!-- metricops:confirm "))
             .map(|(id, _, b)| (id, b))
             .collect()
-    };
-    let first = ours();
+    }
+
+    /// The Application, as the follower names it.
+    fn deployer(&self) -> metricops::domain::cluster::Deployer {
+        self.index.read().unwrap().confirming.keys().next().cloned().expect("a rollback kept")
+    }
+
+    fn comment_edits(w: &World) -> usize {
+        w.gh.requests()
+            .into_iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains("/issues/comments/"))
+            .count()
+    }
+}
+
+#[test]
+fn a_merged_revert_pr_gets_one_rollback_comment_edited_as_steps_come() {
+    use metricops::pipeline::confirm::Firing;
+    let w = World::new();
+    let mut m = MergedRevert::new(&w, false);
+    assert_eq!(m.writes.refreshed.lock().unwrap().as_slice(), ["Argo CD Application argocd/checkout"]);
+    let first = m.comments(&w);
     assert_eq!(first.len(), 1, "{first:#?}");
-    assert!(first[0].1.contains(&format!("<!-- metricops:confirm {merge_commit} -->")), "{}", first[0].1);
+    assert!(first[0].1.contains(&format!("<!-- metricops:confirm {} -->", m.merge_commit)), "{}", first[0].1);
     assert!(
         first[0].1.contains("**Rollback in progress.** merged → waiting to be synced…"),
         "{}",
@@ -678,25 +740,56 @@ fn a_merged_revert_pr_gets_one_rollback_comment_edited_as_steps_come() {
     );
 
     // Argo CD syncs the merge commit, healthy; no alert fires any more.
-    app["status"]["sync"] = serde_json::json!({"status": "Synced", "revision": merge_commit});
-    app["status"]["operationState"]["phase"] = serde_json::json!("Succeeded");
-    // The object carries what the bot kept on it.
-    let kept = index.read().unwrap().confirming.values().next().cloned().expect("the rollback kept");
-    app["metadata"]["annotations"]["metricops.dev/confirm"] = serde_json::json!(kept);
-    index.write().unwrap().upsert(&app);
-    w.rt.block_on(engine.follow_rollbacks(&Firing::Alertmanager(vec![]), Utc::now()));
-    let after = ours();
+    m.synced_healthy();
+    w.rt.block_on(m.engine.follow_rollbacks(&Firing::Alertmanager(vec![]), Utc::now()));
+    let after = m.comments(&w);
     assert_eq!(after.len(), 1, "one comment, edited in place: {after:#?}");
     assert_eq!(after[0].0, first[0].0, "the same comment");
     assert!(after[0].1.contains("**Rollback confirmed.** merged → synced in"), "{}", after[0].1);
     assert!(after[0].1.contains("→ SLO resolved in") && after[0].1.contains("✅"), "{}", after[0].1);
-    assert!(index.read().unwrap().confirming.is_empty(), "the kept rollback is dropped at the end");
-    let edits =
-        w.gh.requests()
-            .into_iter()
-            .filter(|r| r.method == "PATCH" && r.path.contains("/issues/comments/"))
-            .count();
-    assert_eq!(edits, 1);
+    assert!(m.index.read().unwrap().confirming.is_empty(), "the kept rollback is dropped at the end");
+    assert_eq!(MergedRevert::comment_edits(&w), 1);
+    w.gh.assert_faithful();
+}
+
+/// The index is fed by a watch: right after the follower writes, it may still show the copy
+/// before. A look then must not tell the steps again nor count the rollback twice (it did, and
+/// `metricops_rollbacks_total{outcome="confirmed"}` read 2 for one rollback in CI).
+#[test]
+fn a_look_before_the_watch_brings_the_last_write_back_tells_nothing_twice() {
+    use metricops::pipeline::confirm::Firing;
+    let w = World::new();
+    let mut m = MergedRevert::new(&w, true);
+    m.synced_healthy();
+    let look = |m: &MergedRevert| {
+        w.rt.block_on(m.engine.follow_rollbacks(&Firing::Alertmanager(vec![]), Utc::now()))
+    };
+    look(&m);
+    assert!(m.comments(&w)[0].1.contains("**Rollback confirmed.**"), "{:#?}", m.comments(&w));
+    assert_eq!(
+        m.writes.unseen.lock().unwrap().last(),
+        Some(&(m.deployer(), None)),
+        "the kept rollback dropped"
+    );
+    // The watch has not brought the drop yet: the index still holds the copy from before the end.
+    assert_eq!(m.index.read().unwrap().confirming.len(), 1);
+    look(&m);
+    look(&m);
+    let metrics = m.engine.metrics.render();
+    assert!(metrics.contains(r#"metricops_rollbacks_total{outcome="confirmed"} 1"#), "{metrics}");
+    for step in ["synced", "healthy", "resolved"] {
+        assert!(
+            metrics.contains(&format!(r#"metricops_rollback_step_seconds_count{{step="{step}"}} 1"#)),
+            "{step}: {metrics}"
+        );
+    }
+    assert_eq!(MergedRevert::comment_edits(&w), 1, "the comment is edited once");
+    let drops = m.writes.unseen.lock().unwrap().iter().filter(|(_, r)| r.is_none()).count();
+    assert_eq!(drops, 3, "the drop is asked again while the index still shows the rollback");
+    m.writes.catch_up();
+    assert!(m.index.read().unwrap().confirming.is_empty());
+    look(&m);
+    assert!(m.writes.unseen.lock().unwrap().is_empty(), "nothing more to write once the drop is seen");
     w.gh.assert_faithful();
 }
 
@@ -710,7 +803,7 @@ fn an_image_updater_exclusion_through_the_api_is_in_the_pr_and_a_failed_one_is_s
     let updater: serde_json::Value =
         crate::support::kube::load_fixture("fixtures/kube/argocd-image-updater/imageupdater.shop.yaml");
     index.write().unwrap().upsert(&updater);
-    let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), refreshed: Default::default() });
+    let writes = std::sync::Arc::new(EchoWrites { index: index.clone(), ..Default::default() });
     let mut engine = {
         let _guard = w.rt.enter();
         metricops::wiring::Wired::engine_only(std::sync::Arc::new(config)).unwrap()

@@ -126,6 +126,16 @@ impl Rollback {
         if new.is_empty() { Progress::Nothing } else { Progress::Passed(new) }
     }
 
+    /// Whether this is the same rollback as `other` (same revert, same merge), further along: a
+    /// step more passed, or ended where `other` is not. Steps only ever come in order, so what
+    /// was written last is always the further one, and a kept copy read back before the write
+    /// shows up (a watch lags) is never taken for news.
+    pub fn is_further_than(&self, other: &Rollback) -> bool {
+        self.revert == other.revert
+            && self.merged_at == other.merged_at
+            && (self.passed.len() > other.passed.len() || (self.ended.is_some() && other.ended.is_none()))
+    }
+
     /// The comment's marker, to find it again.
     pub fn marker(&self) -> String {
         format!("<!-- metricops:confirm {} -->", self.revert)
@@ -214,6 +224,25 @@ mod tests {
             passed: vec![],
             ended: None,
         }
+    }
+
+    #[test]
+    fn a_copy_read_back_before_the_last_write_is_not_further() {
+        let deadline = Duration::minutes(15);
+        let stale = rollback();
+        let mut written = stale.clone();
+        let all =
+            Seen { at_revert: true, synced: true, healthy: true, alert_resolved: true, ..Default::default() };
+        written.observe(&all, t0() + Duration::seconds(9), deadline);
+        assert!(written.is_further_than(&stale), "ended beats waiting");
+        assert!(!stale.is_further_than(&written), "the stale copy is not news");
+        assert!(!written.is_further_than(&written.clone()), "the same copy is not further");
+        let mut other = stale.clone();
+        other.revert = "0000000000000000000000000000000000000001".into();
+        assert!(!written.is_further_than(&other), "another revert is another rollback");
+        let mut synced = stale.clone();
+        synced.observe(&Seen { at_revert: true, synced: true, ..Default::default() }, t0(), deadline);
+        assert!(synced.is_further_than(&stale) && written.is_further_than(&synced));
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl Engine {
             .map(|(d, t)| (d.clone(), t.clone()))
             .collect();
         let deadline = self.config.cluster.confirm_timeout();
+        self.followed.lock().expect("followed lock").retain(|d, _| kept.iter().any(|(k, _)| k == d));
         for (d, text) in kept {
             let mut rollback: Rollback = match serde_json::from_str(&text) {
                 Ok(r) => r,
@@ -208,6 +209,12 @@ impl Engine {
                     continue;
                 }
             };
+            // The watch may not have brought this replica's last write yet: what it wrote wins.
+            if let Some(last) = self.followed.lock().expect("followed lock").get(&d)
+                && last.is_further_than(&rollback)
+            {
+                rollback = last.clone();
+            }
             if rollback.ended.is_some() {
                 let _ = writes.keep(&d, None).await;
                 continue;
@@ -236,6 +243,7 @@ impl Engine {
                     None
                 }
             };
+            self.followed.lock().expect("followed lock").insert(d.clone(), rollback.clone());
             self.tell(&d, &rollback).await;
             self.keep_rollback(&rollback, now).await;
             if let Err(e) = writes.keep(&d, kept.as_deref()).await {
