@@ -42,6 +42,7 @@ pub struct Metrics {
     rollback_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     rollbacks: Family<Labels, Counter>,
     admission_seconds: Histogram,
+    ack_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -66,6 +67,7 @@ impl Default for Metrics {
             rollback_seconds: Family::new_with_constructor(rollback_histogram as fn() -> Histogram),
             rollbacks: Family::default(),
             admission_seconds: admission_histogram(),
+            ack_seconds: Family::new_with_constructor(admission_histogram as fn() -> Histogram),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -99,6 +101,11 @@ impl Default for Metrics {
                 "admission_review_seconds",
                 "Time to answer one admission review in the handler (body read to answer built; TLS and the network not included)",
                 m.admission_seconds.clone(),
+            );
+            r.register(
+                "alert_ack_seconds",
+                "Time to answer one alert delivery in the handler, by endpoint and status code (body read to answer; the journal's fsync included, the network not)",
+                m.ack_seconds.clone(),
             );
             r.register(
                 "rollback_step_seconds",
@@ -143,6 +150,13 @@ impl Metrics {
     }
     pub fn webhook(&self, endpoint: &str, status: u16) {
         self.webhooks.get_or_create(&l(&[("endpoint", endpoint), ("code", &status.to_string())])).inc();
+    }
+    /// An alert delivery answered: its status counted and how long the handler took.
+    pub fn alert_ack(&self, endpoint: &str, status: u16, seconds: f64) {
+        self.webhook(endpoint, status);
+        self.ack_seconds
+            .get_or_create(&l(&[("endpoint", endpoint), ("code", &status.to_string())]))
+            .observe(seconds);
     }
     pub fn admission(&self, kind: &str, outcome: &str, seconds: f64) {
         self.admissions.get_or_create(&l(&[("kind", kind), ("outcome", outcome)])).inc();

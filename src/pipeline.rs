@@ -2,6 +2,7 @@
 //! gathered (git, the forge), decided (`domain::policy`, `domain::reconcile`) and acted on. Every
 //! entry point (`demo`, `serve`, `simulate`) goes through here.
 
+mod background;
 mod chatops;
 pub mod confirm;
 mod github;
@@ -214,14 +215,15 @@ impl Engine {
         self.forge.as_ref().context("this repo has `forge: github`, but the engine has no GitHub App (no `github:` section in the config?)")
     }
 
-    /// Runs a git step on the blocking pool, in the current tracing span.
+    /// Runs a git step on the engine's git threads (below the request threads in priority: see
+    /// `background`), in the current tracing span.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Engine) -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
         let this = self.clone();
         let span = tracing::Span::current();
-        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&this))).await {
+        match background::spawn(move || span.in_scope(|| f(&this))).await {
             Ok(r) => r,
             Err(e) => anyhow::bail!("a git step stopped before it finished: {e}"),
         }

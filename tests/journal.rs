@@ -54,7 +54,7 @@ fn a_failed_incident_is_retried_without_the_alert_being_sent_again() {
     let retried = "metricops_errors_total{kind=\"retry_scheduled\"}";
     wait_until("a retry to be scheduled", Duration::from_secs(30), || crate::e2e::metric(a, retried) >= 1.0);
     let journal = m.dir.path().join("state/journal");
-    let entries = || std::fs::read_dir(&journal).unwrap().flatten().filter(|e| e.path().is_file()).count();
+    let entries = || metricops::journal::Journal::peek(&journal).unwrap().len();
     assert_eq!(entries(), 1, "the failing delivery is kept in the journal");
     // The remote comes back; nothing is sent again.
     std::fs::rename(&away, &m.bare).unwrap();

@@ -398,12 +398,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// An alert webhook: check credentials, parse, enqueue, answer. The engine does the rest.
 async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, body: Bytes) -> (StatusCode, String) {
     let endpoint = source.label();
-    let answer = |code: StatusCode, text: String| {
-        s.metrics.webhook(endpoint, code.as_u16());
-        (code, text)
-    };
     // Credentials were checked by the route layer, before the body was read.
     let received = std::time::Instant::now();
+    let answer = |code: StatusCode, text: String| {
+        s.metrics.alert_ack(endpoint, code.as_u16(), received.elapsed().as_secs_f64());
+        (code, text)
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         return answer(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON\n".into());
     };

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from serving import free_port, rss_mb, status
+from serving import free_port, histogram_percentiles, rss_mb, status
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -108,6 +108,12 @@ def main():
         if not result:
             sys.exit("wrk printed no result:\n" + out)
         print(result, flush=True)
+        # The same answers as the server's handler timed them (bucket bounds: at most this long).
+        for code in ("200", "503"):
+            h = histogram_percentiles(port, "metricops_alert_ack_seconds", {"endpoint": "generic", "code": code})
+            if h:
+                (p50, p99), n = h
+                print(f"handler {code}: {n} answers, p50 <= {p50:.3f} ms, p99 <= {p99:.3f} ms", flush=True)
         time.sleep(2)
         heads = git("ls-remote", "--heads", bare)
         branches = [l for l in heads.splitlines() if "refs/heads/metricops/revert-" in l]
