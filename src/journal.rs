@@ -20,7 +20,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,16 @@ enum Line {
     Done { id: EntryId },
 }
 
+/// Where a change stands.
+enum Standing {
+    Durable,
+    Failed(JournalError),
+    /// A write is in flight: wait for its end.
+    Wait,
+    /// No write is in flight: the caller writes the batch.
+    Write,
+}
+
 /// A segment grown past this is rewritten with the live entries only.
 const SEGMENT_LIMIT: u64 = 4 << 20;
 
@@ -77,6 +87,8 @@ pub struct Journal {
     limit: u64,
     state: Mutex<State>,
     synced: Condvar,
+    /// Bumped at the end of every write, for async waiters.
+    written: tokio::sync::watch::Sender<u64>,
     /// Syncs made (each one makes a batch of changes durable).
     syncs: AtomicU64,
     /// What could not be read when it opened, said once by [`Journal::pending`].
@@ -227,6 +239,7 @@ impl Journal {
                 broken: false,
             }),
             synced: Condvar::new(),
+            written: tokio::sync::watch::Sender::new(0),
             syncs: AtomicU64::new(0),
             unreadable: Mutex::new(Vec::new()),
         };
@@ -286,9 +299,8 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends a change and waits until it is on disk and synced (with whatever else came
-    /// meanwhile: the first thread to find no write in flight writes them all).
-    fn commit(&self, l: &Line) -> Result<(), JournalError> {
+    /// Appends a change (in memory: no I/O); its number, to wait for.
+    fn append(&self, l: &Line) -> u64 {
         let bytes = line(l);
         let mut st = self.state.lock().expect("journal lock");
         match l {
@@ -297,39 +309,43 @@ impl Journal {
         }
         st.buffer.extend_from_slice(&bytes);
         st.appended += 1;
-        let mine = st.appended;
-        loop {
-            if st.durable >= mine {
-                return Ok(());
+        st.appended
+    }
+
+    /// Where change `mine` stands; `Write` means the caller is now the writer.
+    fn standing(&self, st: &mut State, mine: u64) -> Standing {
+        if st.durable >= mine {
+            return Standing::Durable;
+        }
+        if let Some((upto, e)) = &st.failed
+            && *upto >= mine
+        {
+            return Standing::Failed(JournalError {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e.clone()),
+            });
+        }
+        if st.writing {
+            return Standing::Wait;
+        }
+        st.writing = true;
+        Standing::Write
+    }
+
+    /// Writes and syncs every change appended so far (the caller is the writer), then wakes the
+    /// waiting. The lock is let go while the disk works.
+    fn write_batch<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        if st.broken {
+            // The last write failed part-way: the segment's end may be torn, so nothing is
+            // appended to it; a new one is written from the live entries (the changes waiting
+            // are among them, or gone if they were dones).
+            let r = self.rewrite(&mut st);
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            match r {
+                Ok(()) => st.broken = false,
+                Err(e) => st.failed = Some((st.appended, e.to_string())),
             }
-            if let Some((upto, e)) = &st.failed
-                && *upto >= mine
-            {
-                return Err(JournalError {
-                    path: self.dir.clone(),
-                    source: std::io::Error::other(e.clone()),
-                });
-            }
-            if st.writing {
-                st = self.synced.wait(st).expect("journal lock");
-                continue;
-            }
-            st.writing = true;
-            if st.broken {
-                // The last write failed part-way: the segment's end may be torn, so nothing is
-                // appended to it; a new one is written from the live entries (this change's among
-                // them, or gone if it was a done).
-                let r = self.rewrite(&mut st);
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-                st.writing = false;
-                match r {
-                    Ok(()) => st.broken = false,
-                    Err(e) => st.failed = Some((st.appended, e.to_string())),
-                }
-                self.synced.notify_all();
-                continue;
-            }
-            // This thread writes the batch: all changes appended so far.
+        } else {
             let batch = std::mem::take(&mut st.buffer);
             let upto = st.appended;
             let mut file = st.file.take().expect("the segment is open");
@@ -338,7 +354,6 @@ impl Journal {
             self.syncs.fetch_add(1, Ordering::Relaxed);
             st = self.state.lock().expect("journal lock");
             st.file = Some(file);
-            st.writing = false;
             match r {
                 Ok(()) => {
                     st.durable = upto;
@@ -355,17 +370,76 @@ impl Journal {
                     st.broken = true;
                 }
             }
-            self.synced.notify_all();
+        }
+        st.writing = false;
+        self.synced.notify_all();
+        self.written.send_modify(|n| *n += 1);
+        st
+    }
+
+    /// Appends a change and waits until it is on disk and synced (with whatever else came
+    /// meanwhile: the first caller to find no write in flight writes them all).
+    fn commit(&self, l: &Line) -> Result<(), JournalError> {
+        let mine = self.append(l);
+        let mut st = self.state.lock().expect("journal lock");
+        loop {
+            match self.standing(&mut st, mine) {
+                Standing::Durable => return Ok(()),
+                Standing::Failed(e) => return Err(e),
+                Standing::Wait => st = self.synced.wait(st).expect("journal lock"),
+                Standing::Write => st = self.write_batch(st),
+            }
         }
     }
 
     /// Writes an entry durably.
     pub fn record(&self, entry: &Entry) -> Result<EntryId, JournalError> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let id = EntryId(format!("{nanos:020}-{}-{n:06}.json", std::process::id()));
+        let id = self.new_id();
         self.commit(&Line::Put { id: id.clone(), entry: entry.clone() })?;
         Ok(id)
+    }
+
+    /// Writes an entry durably, from async code: the change is appended on the caller's thread
+    /// (no I/O), and only the writer of a batch takes a blocking thread, not every waiter.
+    pub async fn record_async(self: &std::sync::Arc<Self>, entry: &Entry) -> Result<EntryId, JournalError> {
+        let id = self.new_id();
+        // Watching from before the change is appended: no write's end can be missed.
+        let mut written = self.written.subscribe();
+        let mine = self.append(&Line::Put { id: id.clone(), entry: entry.clone() });
+        loop {
+            let standing = self.standing(&mut self.state.lock().expect("journal lock"), mine);
+            match standing {
+                Standing::Durable => return Ok(id),
+                Standing::Failed(e) => return Err(e),
+                Standing::Wait => {
+                    let _ = written.changed().await;
+                }
+                Standing::Write => {
+                    let me = self.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        drop(me.write_batch(me.state.lock().expect("journal lock")));
+                    })
+                    .await;
+                    if let Err(e) = r {
+                        // The writer stopped (the runtime shuts down): let another try.
+                        let mut st = self.state.lock().expect("journal lock");
+                        st.writing = false;
+                        drop(st);
+                        self.written.send_modify(|n| *n += 1);
+                        return Err(JournalError {
+                            path: self.dir.clone(),
+                            source: std::io::Error::other(e.to_string()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn new_id(&self) -> EntryId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        EntryId(format!("{nanos:020}-{}-{n:06}.json", std::process::id()))
     }
 
     /// Rewrites an entry (its attempt count), durably.
@@ -538,6 +612,49 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 32);
         assert_eq!(Journal::peek(dir.path()).unwrap().len(), 32, "all on disk");
+    }
+
+    #[test]
+    fn async_deliveries_during_a_write_share_the_next_one_and_are_all_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(dir.path()).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        j.state.lock().unwrap().writing = true;
+        let before = j.syncs();
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let j = j.clone();
+                rt.spawn(async move { j.record_async(&entry()).await.unwrap() })
+            })
+            .collect();
+        while j.state.lock().unwrap().appended < 100 {
+            std::thread::yield_now();
+        }
+        // A sync caller comes too, then the write in flight ends.
+        let sync_caller = {
+            let j = j.clone();
+            std::thread::spawn(move || j.record(&entry()).unwrap())
+        };
+        while j.state.lock().unwrap().appended < 101 {
+            std::thread::yield_now();
+        }
+        let mut st = j.state.lock().unwrap();
+        st.writing = false;
+        drop(st);
+        j.synced.notify_all();
+        j.written.send_modify(|n| *n += 1);
+        let mut ids: Vec<EntryId> = tasks.into_iter().map(|t| rt.block_on(t).unwrap()).collect();
+        ids.push(sync_caller.join().unwrap());
+        assert_eq!(j.syncs() - before, 1, "one sync for the 101 changes");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 101);
+        drop(j);
+        assert_eq!(
+            Journal::open(dir.path()).unwrap().pending().0.len(),
+            101,
+            "all of them there after a reopen"
+        );
     }
 
     #[test]

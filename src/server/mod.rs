@@ -114,6 +114,28 @@ struct Shared {
     /// The cluster, when one was found (else why not), and who leads.
     cluster: Result<Arc<crate::adapters::kube::Cluster>, String>,
     leadership: Arc<crate::adapters::kube::Leadership>,
+    /// Refusals for a full queue, said at most once a second (a storm is thousands of them).
+    refusals: std::sync::Mutex<Refusals>,
+}
+
+/// Deliveries refused since the last line said so, and when that line was.
+#[derive(Default)]
+struct Refusals {
+    said_at: Option<std::time::Instant>,
+    unsaid: u64,
+}
+
+impl Refusals {
+    /// One more refused at `now`: how many to say now (this one included), or none yet.
+    fn refused(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.unsaid += 1;
+        let due = self.said_at.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1));
+        if !due {
+            return None;
+        }
+        self.said_at = Some(now);
+        Some(std::mem::take(&mut self.unsaid))
+    }
 }
 
 /// A running server.
@@ -178,6 +200,7 @@ pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running>
         ready: AtomicBool::new(false),
         cluster: cluster.clone(),
         leadership: leadership.clone(),
+        refusals: Default::default(),
     });
     if matches!(shared.auth, WebhookAuth::Open) {
         tracing::warn!("server.webhook_auth is not set: the alert webhooks accept anyone who can reach them");
@@ -421,7 +444,14 @@ async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, body: Byte
         Ok(p) => p,
         Err(TrySendError::Full(())) => {
             // Not acknowledged: the sender sends it again.
-            tracing::warn!(source = endpoint, "engine queue full; the sender will retry");
+            let say = s.refusals.lock().expect("refusals lock").refused(std::time::Instant::now());
+            if let Some(n) = say {
+                tracing::warn!(
+                    source = endpoint,
+                    refused = n,
+                    "engine queue full: {n} deliveries answered 503 since the last such line; the senders retry (all counted in metricops_errors_total{{kind=\"queue_full\"}})"
+                );
+            }
             s.metrics.error("queue_full");
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -433,30 +463,17 @@ async fn receive_alerts(source: Source, State(s): State<Arc<Shared>>, body: Byte
         }
     };
     // On disk before the answer: an acknowledged delivery is acted on even if the process dies now.
-    // The write and its fsync run on the blocking pool, not on a thread that serves requests.
+    // The deliveries that come during one fsync share the next (on the blocking pool, not on a
+    // thread that serves requests).
     let entry = Entry { source, alerts, received_at: chrono::Utc::now(), attempts: 0 };
-    let journal = s.journal.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let r = journal.record(&entry);
-        (entry, r)
-    })
-    .await;
-    let (entry, id) = match written {
-        Ok((entry, Ok(id))) => (entry, id),
-        Ok((_, Err(e))) => {
+    let id = match s.journal.record_async(&entry).await {
+        Ok(id) => id,
+        Err(e) => {
             tracing::error!(source = endpoint, error = %e, "cannot journal the delivery; the sender will retry");
             s.metrics.error("journal");
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot keep the delivery safe (state_dir not writable), retry later\n".into(),
-            );
-        }
-        Err(e) => {
-            tracing::error!(source = endpoint, error = %e, "the journal write stopped; the sender will retry");
-            s.metrics.error("journal");
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "cannot keep the delivery safe, retry later\n".into(),
             );
         }
     };
@@ -733,6 +750,18 @@ fn settle(shared: &Shared, tx: &Sender<Event>, retry: crate::config::Retry, ok: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_of_a_storm_are_said_once_a_second_with_their_count() {
+        let mut r = Refusals::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(r.refused(t0), Some(1), "the first is said at once");
+        let ms = std::time::Duration::from_millis;
+        let quiet: Vec<_> = (1..=998).map(|i| r.refused(t0 + ms(i))).collect();
+        assert!(quiet.iter().all(Option::is_none));
+        assert_eq!(r.refused(t0 + ms(1000)), Some(999), "a second later, with the count since");
+        assert_eq!(r.refused(t0 + ms(5000)), Some(1));
+    }
 
     #[test]
     fn bearer_and_basic_credentials_are_checked() {
