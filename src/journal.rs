@@ -658,6 +658,34 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_is_said_to_its_senders_and_the_next_one_starts_a_whole_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let a = j.record(&entry()).unwrap();
+        // The disk refuses the next write (a read-only handle in place of the segment's).
+        let seg = segment_files(dir.path()).pop().unwrap();
+        j.state.lock().unwrap().file = Some(File::open(&seg).unwrap());
+        let e = j.record(&Entry { attempts: 7, ..entry() }).unwrap_err();
+        assert!(e.to_string().contains("segment-"), "the error names the segment: {e}");
+        // The next change is made durable in a new segment holding every live entry.
+        let c = j.record(&Entry { attempts: 9, ..entry() }).unwrap();
+        j.done(&a).unwrap();
+        let files = segment_files(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_ne!(files[0], seg, "a new segment");
+        let left = Journal::peek(dir.path()).unwrap();
+        let attempts: Vec<u32> = left.iter().map(|(_, e)| e.attempts).collect();
+        // The refused delivery was answered 503 (its sender sends it again); kept, it is handled
+        // once more at worst, which the engine makes safe.
+        assert_eq!(attempts, [7, 9], "{left:?}");
+        assert_eq!(left[1].0, c);
+        drop(j);
+        let (ok, bad) = Journal::open(dir.path()).unwrap().pending();
+        assert_eq!(ok.len(), 2);
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+
+    #[test]
     fn a_grown_segment_is_rewritten_with_the_live_entries_only() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open_with_limit(dir.path(), 8 << 10).unwrap();
