@@ -2,6 +2,7 @@
 """Alert storm: 10,000 alert deliveries over 100 workloads into a real `metricops serve`, with wrk.
 
 Usage: python3 tests/bench/storm.py [--bin target/release/metricops] [--requests 10000] [--workloads 100]
+       [--concurrency 4] [--tmp /dev/shm] [--pin]
 
 Builds a bare manifests repository with WORKLOADS workloads, each deployed at 1.0.0 two hours ago
 and bumped to 1.1.0 (its culprit) an hour ago; starts `serve` (plain git forge, policy propose, no
@@ -36,13 +37,18 @@ def main():
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--workloads", type=int, default=100)
     ap.add_argument("--concurrency", type=int, default=4, help="server.concurrency")
+    ap.add_argument("--tmp", default=None,
+                    help="where the repositories and state_dir go (e.g. /dev/shm: the journal on tmpfs)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the server on CPU 1 and wrk on CPU 0 (taskset), to keep them off each other")
     a = ap.parse_args()
     if not os.path.exists(a.bin):
         sys.exit(f"{a.bin} does not exist: run `cargo build --release` first, or pass --bin")
     if not shutil.which("wrk"):
         print("installing wrk (apt-get install -y wrk)", file=sys.stderr)
         subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    tmp = tempfile.mkdtemp(prefix="metricops-storm-")
+    tmp = tempfile.mkdtemp(prefix="metricops-storm-", dir=a.tmp)
+    server_cpu, client_cpu = (["taskset", "-c", "1"], ["taskset", "-c", "0"]) if a.pin else ([], [])
     work, bare = os.path.join(tmp, "work"), os.path.join(tmp, "m.git")
     git("init", "-q", "-b", "main", work)
     now = int(time.time())
@@ -77,8 +83,9 @@ def main():
                 f"server:\n  concurrency: {a.concurrency}\n  webhook_auth: {{bearer_token_file: {tmp}/token}}\n"
                 f"state_dir: {tmp}/state\n")
     port = free_port()
+    ok = False
     log = open(os.path.join(tmp, "serve.log"), "w")
-    proc = subprocess.Popen([a.bin, "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([*server_cpu, a.bin, "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(200):
@@ -92,7 +99,7 @@ def main():
         started = time.time()
         # wrk's threads stop after their share; wrk itself then waits out -d (its main thread sleeps
         # the whole duration), so the time until the reverts exist is measured here, meanwhile.
-        wrk = subprocess.Popen(["wrk", "-t2", "-c50", "-d30s", "--latency", "-s", os.path.join(HERE, "storm.lua"),
+        wrk = subprocess.Popen([*client_cpu, "wrk", "-t2", "-c50", "-d30s", "--latency", "-s", os.path.join(HERE, "storm.lua"),
                                 f"http://127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, text=True)
         deadline = time.time() + 900
         branches = []
@@ -121,10 +128,13 @@ def main():
         print(f"revert branches: {len(branches)} (expected {a.workloads}); all there {all_in:.1f} s after the "
               f"storm began; RSS idle {idle:.1f} MB, peak {peak:.1f} MB", flush=True)
         if len(branches) != a.workloads:
-            sys.exit(1)
+            sys.exit(f"not one revert per culprit; the server's log: {log.name}")
+        ok = True
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
