@@ -100,6 +100,30 @@ fn bench_pr_alert_webhook_to_pull_request() {
         ms(git) / n as f64,
         requests.len() as f64 / n as f64
     );
+    // Which requests, per incident: method and path with numbers and names of this run made generic.
+    let mut kinds: std::collections::BTreeMap<String, (usize, Duration)> = Default::default();
+    for r in &requests {
+        let shape: String = r
+            .path
+            .split_inclusive(['/', '?', '&', '='])
+            .map(|seg| match seg.strip_suffix(['/', '?', '&', '=']) {
+                Some(v) if v.chars().any(|c| c.is_ascii_digit()) => format!("N{}", &seg[v.len()..]),
+                None if seg.chars().any(|c| c.is_ascii_digit()) => "N".to_string(),
+                _ => seg.to_string(),
+            })
+            .collect();
+        let k = kinds.entry(format!("{} {shape}", r.method)).or_default();
+        k.0 += 1;
+        k.1 += r.took;
+    }
+    let mut line = line;
+    for (k, (count, took)) in &kinds {
+        line.push_str(&format!(
+            "\n  {:.2} × {k}: {:.1} ms each",
+            *count as f64 / n as f64,
+            ms(*took) / *count as f64
+        ));
+    }
     println!("{line}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pr.txt");
     let _ = std::fs::write(out, format!("{line}\n"));
