@@ -41,7 +41,7 @@ use crate::domain::render::{
 };
 use crate::domain::revert::{ModeChoice, branch_name};
 use crate::domain::rules::{Rule, annotated_rules, check_promql};
-use crate::forge::{Forge, PullRequest, RepoId};
+use crate::forge::{Forge, PrState, PullRequest, RepoId};
 use crate::metrics::Metrics;
 use crate::revert::{BuiltRevert, RevertError, build_revert, trace};
 use tracing::Instrument;
@@ -464,7 +464,22 @@ impl Engine {
             for stale in crate::adapters::git::clear_stale_locks(&path, std::time::Duration::from_secs(60)) {
                 tracing::warn!(mirror = %path.display(), lock = %stale.display(), "removed a lock file a crash left in the mirror");
             }
-            Ok(GitRepo::open(&path)?)
+            let mirror = GitRepo::open(&path)?;
+            // Once per process: the branches reverts were built on are the remote's business.
+            static TIDIED: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> =
+                std::sync::OnceLock::new();
+            if TIDIED.get_or_init(Default::default).lock().expect("tidied lock").insert(path.clone()) {
+                match mirror.drop_own_refs() {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(mirror = %path.display(), refs = n, "removed the mirror's own revert branches left from before")
+                    }
+                    Err(e) => {
+                        tracing::warn!(mirror = %path.display(), error = %e, "could not remove the mirror's own revert branches")
+                    }
+                }
+            }
+            Ok(mirror)
         } else {
             std::fs::create_dir_all(&path).with_context(|| format!("creating mirror {}", path.display()))?;
             Ok(GitRepo::init_bare(&path)?)
@@ -638,9 +653,19 @@ impl Engine {
             })
             .await?
         };
-        let original_pr = match repo_cfg.forge {
-            ForgeKind::Github => self.original_pr(repo_cfg, &g.culprit.commit.sha.0).await,
-            ForgeKind::Git => None,
+        let revert_branch = branch_name(&g.culprit.commit.sha.0);
+        // On GitHub the decision needs the culprit's PR and the delivery the culprit's revert PRs:
+        // both asked at once (one round trip instead of two; an ignored incident wastes the second).
+        let (original_pr, listed) = match repo_cfg.forge {
+            ForgeKind::Github if !self.dry_run => {
+                let (original, listed) = tokio::join!(
+                    self.original_pr(repo_cfg, &g.culprit.commit.sha.0),
+                    self.revert_prs(repo_cfg, &revert_branch)
+                );
+                (original, Some(listed))
+            }
+            ForgeKind::Github => (self.original_pr(repo_cfg, &g.culprit.commit.sha.0).await, None),
+            ForgeKind::Git => (None, None),
         };
         let decision =
             decide(self.config.policy(), &self.facts(w, &incident, &g, original_pr.as_ref(), now), now);
@@ -668,14 +693,8 @@ impl Engine {
             tracing::info!(reason = reason.label(), "ignored: {reason}");
             return Ok(outcome);
         }
-        let place = Site {
-            repo: repo_cfg.name.clone(),
-            url: repo_cfg.url.clone(),
-            auth,
-            tip,
-            revert_branch: branch_name(&outcome.culprit.commit.sha.0),
-            now,
-        };
+        let place =
+            Site { repo: repo_cfg.name.clone(), url: repo_cfg.url.clone(), auth, tip, revert_branch, now };
         if self.dry_run {
             let (mut outcome, built) = self.build(place, outcome, None).await?;
             outcome.revert = Some(built);
@@ -690,7 +709,8 @@ impl Engine {
                 d
             }
             ForgeKind::Github => {
-                let (o, d) = self.deliver_to_github(place, outcome).await?;
+                let listed = listed.context("the revert PRs were not looked up")?;
+                let (o, d) = self.deliver_to_github(place, outcome, listed).await?;
                 outcome = o;
                 d
             }
@@ -716,6 +736,13 @@ impl Engine {
         }
     }
 
+    /// The revert PRs, open and closed, whose head is the culprit's revert branch.
+    async fn revert_prs(&self, repo: &RepoConfig, branch: &str) -> anyhow::Result<Vec<PullRequest>> {
+        let id = RepoId::from_url(&repo.url)
+            .with_context(|| format!("owner/name of {}", redact_url(&repo.url)))?;
+        self.forge()?.pulls_for(&id, branch, PrState::All).await.map_err(Into::into)
+    }
+
     /// Plain git: the branch on the remote is the proposal; merging is pushing to the target branch.
     async fn deliver_to_git(&self, place: Site, outcome: Outcome) -> anyhow::Result<(Outcome, Delivery)> {
         self.blocking(move |e| {
@@ -729,17 +756,21 @@ impl Engine {
                     let d = Delivery::AlreadyProposed { branch: t.revert_branch.to_string(), pr: None };
                     return Ok((outcome, d));
                 }
+                // The revert's objects travel in the push and stay out of the mirror.
+                mirror.write_in_memory()?;
                 let built = e.build_inner(&t, &mut outcome, None)?;
-                let delivery = match outcome.decision {
-                    Decision::Merge => {
-                        push(&t, &built.commit, &outcome.branch)?;
-                        Delivery::Merged { branch: outcome.branch.clone(), pr: None }
-                    }
-                    _ => {
-                        push(&t, &built.commit, t.revert_branch)?;
-                        Delivery::Proposed { branch: t.revert_branch.to_string(), pr: None }
-                    }
+                let (pushed, delivery) = match outcome.decision {
+                    Decision::Merge => (
+                        push(&t, &built.commit, &outcome.branch),
+                        Delivery::Merged { branch: outcome.branch.clone(), pr: None },
+                    ),
+                    _ => (
+                        push(&t, &built.commit, t.revert_branch),
+                        Delivery::Proposed { branch: t.revert_branch.to_string(), pr: None },
+                    ),
                 };
+                mirror.delete_branch(t.revert_branch)?;
+                pushed?;
                 outcome.revert = Some(built);
                 Ok((outcome, delivery))
             })

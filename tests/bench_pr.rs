@@ -52,6 +52,7 @@ fn bench_pr_alert_webhook_to_pull_request() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(metricops::server::start(Arc::new(config), "127.0.0.1:0")).unwrap();
     let mut took = Vec::with_capacity(n);
+    let mut spans = Vec::with_capacity(n);
     for i in 0..n {
         let body = format!(
             r#"{{"name":"BenchErrors","severity":"critical","fingerprint":"b{i}","startsAt":"2026-11-18T00:00:00Z","labels":{{"namespace":"shop","deployment":"w{i}"}}}}"#
@@ -68,8 +69,10 @@ fn bench_pr_alert_webhook_to_pull_request() {
             std::thread::sleep(Duration::from_millis(1));
         }
         took.push(started.elapsed());
+        spans.push((started, Instant::now()));
     }
     assert_eq!(gh.pulls("shop", "manifests").len(), n, "one PR per culprit");
+    let by_time = took.clone();
     took.sort();
     let pct = |p: f64| took[((took.len() as f64 * p).ceil() as usize).saturating_sub(1).min(took.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -123,6 +126,23 @@ fn bench_pr_alert_webhook_to_pull_request() {
             *count as f64 / n as f64,
             ms(*took) / *count as f64
         ));
+    }
+    // One incident at the median, as a timeline: what the stand-in was asked, and when.
+    let median = pct(0.5);
+    if let Some(i) = by_time.iter().position(|d| *d == median) {
+        let (from, to) = spans[i];
+        line.push_str(&format!("\n  timeline of incident {i} ({:.1} ms), from the alert's POST (head arrived, body read → answered):", ms(median)));
+        for r in requests.iter().filter(|r| r.at + r.took >= from && r.at <= to) {
+            line.push_str(&format!(
+                "\n    {:>6.1} {:>6.1} → {:>6.1} ms  {} {} {}",
+                ms(r.arrived.saturating_duration_since(from)),
+                ms(r.at.saturating_duration_since(from)),
+                ms((r.at + r.took).saturating_duration_since(from)),
+                r.status,
+                r.method,
+                r.path
+            ));
+        }
     }
     println!("{line}");
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pr.txt");

@@ -104,6 +104,10 @@ fn alert_webhooks_check_credentials_parse_every_source_and_revert() {
     wait_until("the revert on main", std::time::Duration::from_secs(60), || m.main() != bad);
     let msg = git(&m.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(msg.contains(&format!("Metricops-Culprit: {bad}")), "{msg}");
+    // The push is not the incident's last step: its records and counts follow.
+    wait_until("the incident counted", std::time::Duration::from_secs(30), || {
+        metric(a, "metricops_incident_duration_seconds_count{decision=\"merge\"}") == 1.0
+    });
 
     let (s, text) = get(a, "/metrics");
     assert_eq!(s, 200);

@@ -561,35 +561,25 @@ fn webhook_signature_matches_githubs_test_vector() {
     assert_ne!(GitHub::sign_webhook("other", b"Hello, World!"), sig);
 }
 
+/// The challenge a client without preemptive credentials meets: 401 first, then its credentials
+/// (the git CLI, through a credential helper; metricops sends its token with the first request).
 #[test]
-fn libgit2_pushes_after_its_credentials_callback() {
+fn a_push_after_the_401_challenge_lands() {
     let f = Fixture::new();
-    let repo = git2::Repository::open(f.work.path()).unwrap();
-    let mut remote = repo.remote_anonymous(&f.gh.git_url("acme", "deploy")).unwrap();
-    let calls = std::cell::Cell::new(0);
-    let rejected = std::cell::RefCell::new(vec![]);
-    let mut cb = git2::RemoteCallbacks::new();
-    cb.credentials(|_url, _user, _allowed| {
-        calls.set(calls.get() + 1);
-        if calls.get() > 3 {
-            return Err(git2::Error::from_str("too many credential attempts"));
-        }
-        git2::Cred::userpass_plaintext("x-access-token", &f.token)
-    });
-    cb.push_update_reference(|r, status| {
-        if let Some(s) = status {
-            rejected.borrow_mut().push(format!("{r}: {s}"));
-        }
-        Ok(())
-    });
-    let mut po = git2::PushOptions::new();
-    po.remote_callbacks(cb);
-    remote
-        .push(&["refs/heads/feature:refs/heads/metricops/revert-abc"], Some(&mut po))
-        .expect("libgit2 push");
-    drop(po);
-    assert_eq!(calls.get(), 1, "asked for credentials once, after the first 401");
-    assert!(rejected.borrow().is_empty(), "{:?}", rejected.borrow());
+    let helper = format!("!f() {{ echo username=x-access-token; echo password={}; }}; f", f.token);
+    let url = f.gh.git_url("acme", "deploy");
+    git(
+        f.work.path(),
+        &[
+            "-c",
+            &format!("credential.helper={helper}"),
+            "push",
+            "-q",
+            &url,
+            "refs/heads/feature:refs/heads/metricops/revert-abc",
+        ],
+    )
+    .expect("git push after the challenge");
     assert_eq!(f.tip("metricops/revert-abc"), f.tip("feature"));
     let statuses: Vec<(u16, String)> =
         f.gh.requests()
@@ -598,6 +588,7 @@ fn libgit2_pushes_after_its_credentials_callback() {
             .map(|r| (r.status, r.auth.clone()))
             .collect();
     assert_eq!(statuses.first(), Some(&(401, "none".to_string())), "{statuses:?}");
+    assert!(statuses.iter().skip(1).all(|(s, a)| *s == 200 && a == "token"), "{statuses:?}");
     f.gh.assert_faithful();
 }
 

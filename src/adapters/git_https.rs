@@ -1,11 +1,14 @@
-//! Git's smart HTTP protocol over HTTPS, through reqwest (rustls with ring, the one TLS stack of
-//! the binary). libgit2 is built without OpenSSL: its OpenSSL set-up (loading every system CA
-//! certificate) cost every command 30–50 ms before it read a single object, and it was a second TLS
-//! stack. Plain `http://` stays libgit2's own.
+//! Git's smart HTTP protocol over HTTPS and plain HTTP, through reqwest (rustls with ring, the one
+//! TLS stack of the binary). libgit2 is built without OpenSSL: its OpenSSL set-up (loading every
+//! system CA certificate) cost every command 30–50 ms before it read a single object, and it was a
+//! second TLS stack. Plain `http://` goes the same way: libgit2's own HTTP client asked every
+//! fetch and push twice (once without credentials, to be told 401) and wrote a request's head and
+//! body in separate small writes, which Nagle's algorithm and the server's delayed ACK held up
+//! ~40 ms on every push.
 //!
 //! The token for a remote is handed over for the length of one fetch or push
-//! ([`with_credentials`]); it goes out as HTTP Basic auth, the way GitHub wants it, and is never
-//! part of a URL.
+//! ([`with_credentials`]); it goes out as HTTP Basic auth with the first request, the way GitHub
+//! wants it, and is never part of a URL. One client (and its connection pool) serves every request.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -31,6 +34,11 @@ fn extra_roots() -> &'static Mutex<Vec<reqwest::Certificate>> {
 pub fn trust(pem: &[u8]) -> Result<(), String> {
     let cert = reqwest::Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
     extra_roots().lock().unwrap_or_else(|e| e.into_inner()).push(cert);
+    // The next request builds a client that trusts it. The old one is let go on a thread of its
+    // own: a blocking client must not be dropped on an async runtime's thread.
+    if let Some(old) = shared_client().lock().unwrap_or_else(|e| e.into_inner()).take() {
+        std::thread::spawn(move || drop(old));
+    }
     Ok(())
 }
 
@@ -48,23 +56,25 @@ pub fn with_credentials<T>(url: &str, token: Option<&SecretString>, f: impl FnOn
     f()
 }
 
-/// Registers the transport for `https://` URLs, once per process.
+/// Registers the transport for `https://` and `http://` URLs, once per process.
 pub fn register() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         super::install_crypto_provider();
-        // SAFETY: called once, before any remote is used (every GitRepo constructor calls it).
-        let registered =
-            unsafe { git2::transport::register("https", |remote| Transport::smart(remote, true, Https)) };
-        if let Err(e) = registered {
-            tracing::error!(error = %e, "could not register the HTTPS transport for git");
+        for scheme in ["https", "http"] {
+            // SAFETY: called once, before any remote is used (every GitRepo constructor calls it).
+            let registered =
+                unsafe { git2::transport::register(scheme, |remote| Transport::smart(remote, true, Smart)) };
+            if let Err(e) = registered {
+                tracing::error!(error = %e, scheme, "could not register the HTTP transport for git");
+            }
         }
     });
 }
 
-struct Https;
+struct Smart;
 
-impl SmartSubtransport for Https {
+impl SmartSubtransport for Smart {
     fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, Error> {
         let (method, suffix, content_type) = match action {
             Service::UploadPackLs => (reqwest::Method::GET, "/info/refs?service=git-upload-pack", None),
@@ -104,7 +114,23 @@ struct Stream {
     response: Option<reqwest::blocking::Response>,
 }
 
+/// The client every request shares (built at first use, and again after [`trust`]).
+fn shared_client() -> &'static Mutex<Option<reqwest::blocking::Client>> {
+    static C: OnceLock<Mutex<Option<reqwest::blocking::Client>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
 fn client() -> Result<reqwest::blocking::Client, Error> {
+    let mut shared = shared_client().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = shared.as_ref() {
+        return Ok(c.clone());
+    }
+    let c = new_client()?;
+    *shared = Some(c.clone());
+    Ok(c)
+}
+
+fn new_client() -> Result<reqwest::blocking::Client, Error> {
     let mut b = reqwest::blocking::Client::builder()
         .user_agent(concat!("git/2.0 (metricops/", env!("CARGO_PKG_VERSION"), ")"))
         .connect_timeout(std::time::Duration::from_secs(30))
@@ -112,7 +138,7 @@ fn client() -> Result<reqwest::blocking::Client, Error> {
     for cert in extra_roots().lock().unwrap_or_else(|e| e.into_inner()).iter() {
         b = b.add_root_certificate(cert.clone());
     }
-    b.build().map_err(|e| Error::new(ErrorCode::GenericError, ErrorClass::Net, format!("HTTPS client: {e}")))
+    b.build().map_err(|e| Error::new(ErrorCode::GenericError, ErrorClass::Net, format!("HTTP client: {e}")))
 }
 
 impl Stream {

@@ -55,6 +55,7 @@ impl Engine {
         &self,
         place: Site,
         mut outcome: Outcome,
+        listed: anyhow::Result<Vec<PullRequest>>,
     ) -> anyhow::Result<(Outcome, Delivery)> {
         let forge = self.forge()?.clone();
         let cfg = self.github_config()?;
@@ -62,9 +63,10 @@ impl Engine {
             .with_context(|| format!("owner/name of {}", crate::domain::redact::redact_url(&place.url)))?;
         let branch = place.revert_branch.clone();
 
-        // Gather: the culprit's revert PRs, open and closed, in one listing.
+        // Gathered: the culprit's revert PRs, open and closed, in one listing (asked with the
+        // culprit's own PR, before deciding).
         let (open, closed): (Vec<PullRequest>, Vec<PullRequest>) =
-            forge.pulls_for(&repo, &branch, PrState::All).await?.into_iter().partition(|p| p.state == "open");
+            listed?.into_iter().partition(|p| p.state == "open");
         let open = open.into_iter().next();
         // Decide.
         let step = next_step(
@@ -134,11 +136,15 @@ impl Engine {
                 let (o, built, message, pushed) = self
                     .blocking(move |e| {
                         e.with_mirror(&place.repo, |mirror| {
+                            // The revert's objects travel in the push and stay out of the mirror.
+                            mirror.write_in_memory()?;
                             let t = place.target(mirror);
                             let built = e.build_inner(&t, &mut outcome, original_view)?;
                             let message = mirror.commit_info(&built.commit)?.message;
-                            let mut pushed = true;
-                            match push(&t, &built.commit, t.revert_branch) {
+                            let pushed = push(&t, &built.commit, t.revert_branch);
+                            mirror.delete_branch(t.revert_branch)?;
+                            let mut pushed_now = true;
+                            match pushed {
                                 Ok(()) => {}
                                 // Someone (a racing replica) pushed this branch first: use theirs.
                                 Err(e)
@@ -146,18 +152,23 @@ impl Engine {
                                         .is_some_and(|g| matches!(g, GitError::PushRejected { .. })) =>
                                 {
                                     tracing::warn!(branch = %t.revert_branch, "the revert branch exists at GitHub already (another replica?); reusing it");
-                                    pushed = false;
+                                    pushed_now = false;
                                 }
                                 Err(e) => return Err(e),
                             }
-                            Ok((outcome, built, message, pushed))
+                            Ok((outcome, built, message, pushed_now))
                         })
                     })
                     .await?;
                 outcome = o;
                 // Another replica may have opened and merged this culprit's revert while we built
                 // ours (and deleted its branch, which our push then made again): look once more.
-                let now = forge.pulls_for(&repo, &branch, PrState::All).await?;
+                // Only where a replica merges by itself: by policy (the same for every replica)
+                // this one would merge too. Where reverts are only proposed, a merge within this
+                // fraction of a second would be a person's of a PR just opened; the look after
+                // opening (below) still closes a duplicate then.
+                let now =
+                    if merge { forge.pulls_for(&repo, &branch, PrState::All).await? } else { Vec::new() };
                 if let Some(merged) = now.iter().find(|p| p.is_merged()) {
                     if pushed && let Err(e) = forge.delete_branch(&repo, &branch).await {
                         tracing::warn!(error = %e, %branch, "could not delete the revert branch pushed again");

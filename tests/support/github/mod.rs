@@ -58,6 +58,10 @@ pub struct Recorded {
     pub auth: String,
     /// How long the stand-in took to answer it (git's CGI included).
     pub took: std::time::Duration,
+    /// When the stand-in began answering it (its body read).
+    pub at: std::time::Instant,
+    /// When its head arrived (the body still to come).
+    pub arrived: std::time::Instant,
 }
 
 pub struct GitHub {
@@ -816,10 +820,11 @@ async fn entry(
     axum::extract::State(state): axum::extract::State<Arc<Mutex<State>>>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
+    let arrived = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let reply = tokio::task::spawn_blocking(move || {
-        handle(&state, &parts.method, &parts.uri, &parts.headers, &bytes)
+        handle(&state, arrived, &parts.method, &parts.uri, &parts.headers, &bytes)
     })
     .await
     .unwrap_or_else(|e| Reply::json(500, error(&format!("stand-in panicked: {e}"))));
@@ -832,6 +837,7 @@ async fn entry(
 
 fn handle(
     state: &Mutex<State>,
+    arrived: std::time::Instant,
     method: &axum::http::Method,
     uri: &axum::http::Uri,
     headers: &axum::http::HeaderMap,
@@ -857,6 +863,8 @@ fn handle(
                     status: 404,
                     auth: "none".into(),
                     took: started.elapsed(),
+                    at: started,
+                    arrived,
                 });
                 return reply;
             }
@@ -927,6 +935,8 @@ fn handle(
         status: reply.status,
         auth: auth.label().to_string(),
         took: started.elapsed(),
+        at: started,
+        arrived,
     });
     reply
 }
