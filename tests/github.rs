@@ -247,6 +247,18 @@ fn an_alert_opens_one_pull_request_with_body_labels_and_reviewers() {
         git_in(bare, &["rev-parse", "main"])
     );
     assert_eq!(w.main_file(), kustomization(CHECKOUT, "1.5.0"), "propose must not touch main");
+    // Git over HTTP: the token goes with the first request (no 401 round trip first), one ref
+    // advertisement for the fetch and one for the push.
+    let git: Vec<(String, u16, String)> =
+        w.gh.requests()
+            .into_iter()
+            .filter(|r| r.path.contains(".git/"))
+            .map(|r| (r.path.rsplit('/').next().unwrap_or_default().to_string(), r.status, r.auth))
+            .collect();
+    assert!(git.iter().all(|(_, s, a)| *s == 200 && a == "token"), "{git:#?}");
+    let count = |p: &str| git.iter().filter(|(q, _, _)| q == p).count();
+    assert_eq!(count("refs?service=git-upload-pack"), 1, "{git:#?}");
+    assert_eq!(count("refs?service=git-receive-pack"), 1, "{git:#?}");
     w.gh.assert_faithful();
 }
 

@@ -781,6 +781,61 @@ mod push_tests {
     /// A person's commit that lands on the remote between the bot's fetch and its push is never
     /// overwritten: the push is refused, and the next one (fetched again) builds on it.
     #[test]
+    fn a_revert_built_in_memory_is_pushed_whole_and_leaves_nothing_in_the_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
+        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
+        std::fs::write(work.join("a"), "1").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "one"]);
+        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let path = dir.path().join("mirror.git");
+        let tip = GitRepo::init_bare(&path).unwrap().fetch(remote.to_str().unwrap(), "main", None).unwrap();
+        let objects = || git(&path, &["count-objects", "-v"]);
+        let before = objects();
+        let ours = {
+            let mirror = GitRepo::open(&path).unwrap();
+            mirror.write_in_memory().unwrap();
+            let tree = mirror.tree_with(&tip, &[("b".to_string(), "new file\n".to_string())]).unwrap();
+            let ours = mirror.write_commit(tree, &tip, "revert", Utc::now()).unwrap();
+            mirror.push(remote.to_str().unwrap(), &ours, "metricops/revert-x", None).unwrap();
+            ours
+        };
+        // The remote has the commit, its tree and the new blob; the mirror none of them.
+        assert_eq!(git(&remote, &["show", &format!("{}:b", ours.0)]), "new file");
+        git(&remote, &["fsck", "--no-progress"]);
+        assert_eq!(objects(), before, "nothing written to the mirror");
+        assert!(GitRepo::open(&path).unwrap().repo.find_commit(oid(&ours).unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_mirrors_own_refs_are_dropped_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = GitRepo::init_bare(&dir.path().join("m.git")).unwrap();
+        let tree = mirror.repo.treebuilder(None).unwrap().write().unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let t = mirror.repo.find_tree(tree).unwrap();
+        let id = mirror.repo.commit(None, &sig, &sig, "root", &t, &[]).unwrap();
+        for r in [
+            "refs/remotes/origin/main",
+            "refs/heads/metricops/revert-a",
+            "refs/metricops/push/heads-x",
+            "refs/heads/keep",
+        ] {
+            mirror.repo.reference(r, id, true, "test").unwrap();
+        }
+        assert_eq!(mirror.drop_own_refs().unwrap(), 2);
+        let left: Vec<String> =
+            mirror.repo.references().unwrap().map(|r| r.unwrap().name().unwrap().to_string()).collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.contains(&"refs/remotes/origin/main".to_string())
+                && left.contains(&"refs/heads/keep".to_string())
+        );
+    }
+
+    #[test]
     fn a_push_to_a_local_remote_never_overwrites_a_commit_pushed_since_the_fetch() {
         let dir = tempfile::tempdir().unwrap();
         let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
