@@ -489,7 +489,8 @@ fn the_dockerfile_builds_in_one_stage_and_runs_the_binary_alone_as_non_root() {
     assert!(last.iter().any(|l| l.starts_with("ENTRYPOINT [\"/usr/local/bin/metricops\"]")));
     assert!(!last.iter().any(|l| l.starts_with("RUN ")), "nothing runs in the final stage (no shell there)");
 
-    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    // BuildKit reads the ignore file named after the Dockerfile, beside it.
+    let ignore = std::fs::read_to_string(root().join("deploy/Dockerfile.dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l.trim() == "target/"), "the build context leaves target/ out");
 }
 

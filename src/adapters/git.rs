@@ -778,18 +778,10 @@ mod push_tests {
 
     use crate::adapters::test_git as git;
 
-    /// A person's commit that lands on the remote between the bot's fetch and its push is never
-    /// overwritten: the push is refused, and the next one (fetched again) builds on it.
     #[test]
     fn a_revert_built_in_memory_is_pushed_whole_and_leaves_nothing_in_the_mirror() {
         let dir = tempfile::tempdir().unwrap();
-        let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
-        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
-        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
-        std::fs::write(work.join("a"), "1").unwrap();
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "one"]);
-        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let (remote, _) = crate::adapters::test_remote(dir.path(), "one", true);
         let path = dir.path().join("mirror.git");
         let tip = GitRepo::init_bare(&path).unwrap().fetch(remote.to_str().unwrap(), "main", None).unwrap();
         let objects = || git(&path, &["count-objects", "-v"]);
@@ -835,16 +827,12 @@ mod push_tests {
         );
     }
 
+    /// A person's commit that lands on the remote between the bot's fetch and its push is never
+    /// overwritten: the push is refused, and the next one (fetched again) builds on it.
     #[test]
     fn a_push_to_a_local_remote_never_overwrites_a_commit_pushed_since_the_fetch() {
         let dir = tempfile::tempdir().unwrap();
-        let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
-        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
-        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
-        std::fs::write(work.join("a"), "1").unwrap();
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "one"]);
-        git(&work, &["push", "-q", "origin", "HEAD:main"]);
+        let (remote, work) = crate::adapters::test_remote(dir.path(), "one", true);
         let mirror = GitRepo::init_bare(&dir.path().join("mirror.git")).unwrap();
         for url in [remote.to_str().unwrap().to_string(), format!("file://{}", remote.display())] {
             let fetched = mirror.fetch(&url, "main", None).unwrap();

@@ -171,12 +171,7 @@ mod tests {
     #[test]
     fn notes_are_appended_and_pushed_by_compare_and_swap_and_reverts_found_on_the_branch() {
         let dir = tempfile::tempdir().unwrap();
-        let (remote, work) = (dir.path().join("remote.git"), dir.path().join("work"));
-        git(dir.path(), &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
-        git(dir.path(), &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
-        std::fs::write(work.join("a"), "1").unwrap();
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "deploy 1.5.0"]);
+        let (remote, work) = crate::adapters::test_remote(dir.path(), "deploy 1.5.0", false);
         let culprit = git(&work, &["rev-parse", "HEAD"]);
         git(
             &work,

@@ -34,3 +34,23 @@ pub(crate) fn test_git(dir: &std::path::Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Tests: a bare `remote.git` (branch `main`) and its clone `work` in `dir`, with one commit
+/// (file `a`, message `message`); pushed to the remote unless `push` is false.
+#[cfg(test)]
+pub(crate) fn test_remote(
+    dir: &std::path::Path,
+    message: &str,
+    push: bool,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (remote, work) = (dir.join("remote.git"), dir.join("work"));
+    test_git(dir, &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap()]);
+    test_git(dir, &["clone", "-q", remote.to_str().unwrap(), work.to_str().unwrap()]);
+    std::fs::write(work.join("a"), "1").unwrap();
+    test_git(&work, &["add", "-A"]);
+    test_git(&work, &["commit", "-q", "-m", message]);
+    if push {
+        test_git(&work, &["push", "-q", "origin", "HEAD:main"]);
+    }
+    (remote, work)
+}
