@@ -10,6 +10,7 @@
 //! ([`with_credentials`]); it goes out as HTTP Basic auth with the first request, the way GitHub
 //! wants it, and is never part of a URL. One client (and its connection pool) serves every request.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::sync::{Mutex, OnceLock};
@@ -18,10 +19,13 @@ use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Trans
 use git2::{Error, ErrorClass, ErrorCode};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Tokens for remotes being fetched from or pushed to right now, by URL.
-fn credentials() -> &'static Mutex<HashMap<String, SecretString>> {
-    static C: OnceLock<Mutex<HashMap<String, SecretString>>> = OnceLock::new();
-    C.get_or_init(Default::default)
+thread_local! {
+    /// Tokens for remotes this thread is fetching from or pushing to right now, by URL. Per thread:
+    /// libgit2 opens the transport on the thread that fetches or pushes, and two incidents (or two
+    /// replicas in one process) working on the same remote at once must neither see nor forget each
+    /// other's token — a process-wide map let the first to finish remove the other's, and its next
+    /// request went without one (401).
+    static CREDENTIALS: RefCell<HashMap<String, SecretString>> = RefCell::new(HashMap::new());
 }
 
 /// Extra certificates to trust (a private CA), on top of the system's.
@@ -42,18 +46,27 @@ pub fn trust(pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `f` with `token` answering HTTPS authentication for `url`, and forgets it afterwards.
+/// Runs `f` with `token` answering HTTP authentication for `url` on this thread, and puts back
+/// what was there before afterwards (also when `f` panics).
 pub fn with_credentials<T>(url: &str, token: Option<&SecretString>, f: impl FnOnce() -> T) -> T {
-    struct Forget<'a>(&'a str);
-    impl Drop for Forget<'_> {
+    struct Restore<'a>(&'a str, Option<SecretString>);
+    impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            credentials().lock().unwrap_or_else(|e| e.into_inner()).remove(self.0);
+            CREDENTIALS.with_borrow_mut(|c| match self.1.take() {
+                Some(previous) => c.insert(self.0.to_string(), previous),
+                None => c.remove(self.0),
+            });
         }
     }
     let Some(token) = token else { return f() };
-    credentials().lock().unwrap_or_else(|e| e.into_inner()).insert(url.to_string(), token.clone());
-    let _forget = Forget(url);
+    let previous = CREDENTIALS.with_borrow_mut(|c| c.insert(url.to_string(), token.clone()));
+    let _restore = Restore(url, previous);
     f()
+}
+
+/// The token [`with_credentials`] gave this thread for `url`, if any.
+fn current_token(url: &str) -> Option<SecretString> {
+    CREDENTIALS.with_borrow(|c| c.get(url).cloned())
 }
 
 /// Registers the transport for `https://` and `http://` URLs, once per process.
@@ -86,7 +99,7 @@ impl SmartSubtransport for Smart {
                 (reqwest::Method::POST, "/git-receive-pack", Some("application/x-git-receive-pack-request"))
             }
         };
-        let token = credentials().lock().unwrap_or_else(|e| e.into_inner()).get(url).cloned();
+        let token = current_token(url);
         Ok(Box::new(Stream {
             remote: url.to_string(),
             url: format!("{}{suffix}", url.trim_end_matches('/')),
@@ -218,5 +231,52 @@ impl Write for Stream {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    const URL: &str = "https://github.example/shop/manifests.git";
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[test]
+    fn two_threads_on_one_remote_keep_their_own_token_when_the_other_finishes() {
+        let barrier = Arc::new(Barrier::new(2));
+        let (b1, b2) = (barrier.clone(), barrier);
+        let first = std::thread::spawn(move || {
+            with_credentials(URL, Some(&secret("token-a")), || {
+                b1.wait(); // both hold a token
+            });
+            b1.wait(); // the first has finished
+        });
+        let second = std::thread::spawn(move || {
+            with_credentials(URL, Some(&secret("token-b")), || {
+                b2.wait();
+                b2.wait();
+                current_token(URL).map(|t| t.expose_secret().to_string())
+            })
+        });
+        first.join().unwrap();
+        assert_eq!(second.join().unwrap().as_deref(), Some("token-b"));
+    }
+
+    #[test]
+    fn a_token_is_gone_after_its_fetch_and_a_nested_one_gives_the_outer_back() {
+        with_credentials(URL, Some(&secret("outer")), || {
+            with_credentials(URL, Some(&secret("inner")), || {
+                assert_eq!(current_token(URL).unwrap().expose_secret(), "inner");
+            });
+            assert_eq!(current_token(URL).unwrap().expose_secret(), "outer");
+        });
+        assert!(current_token(URL).is_none());
+        let _ =
+            std::panic::catch_unwind(|| with_credentials(URL, Some(&secret("x")), || panic!("fetch failed")));
+        assert!(current_token(URL).is_none(), "a panic leaves no token behind");
     }
 }
