@@ -2,7 +2,9 @@
 //! repositories work, no working tree is touched), branches, fetch and push.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use git2::{ObjectType, Oid, Repository, Signature};
@@ -55,6 +57,20 @@ impl GitError {
 pub struct GitRepo {
     pub repo: Repository,
     path: String,
+}
+
+/// The last [`GitRepo::files_containing`] answer per (mirror, needle, size limit): the tree and
+/// its matching files (path, blob).
+type Scans = HashMap<(String, String, usize), (Oid, Vec<(String, Oid)>)>;
+
+fn scans() -> &'static Mutex<Scans> {
+    static S: OnceLock<Mutex<Scans>> = OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// A regular YAML file (not a symlink), by name and git file mode.
+fn scanned_file(name: &str, mode: i32) -> bool {
+    mode != MODE_LINK as i32 && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
 /// Callbacks that answer an HTTP authentication challenge once with the token (as GitHub wants it:
@@ -281,7 +297,11 @@ impl GitRepo {
     }
 
     /// The YAML files (`.yaml`, `.yml`) at a commit whose text contains `needle`, up to `max` bytes
-    /// each (bigger ones, symlinks and submodules are passed over), with their text.
+    /// each (bigger ones, symlinks and submodules are passed over), with their text, by path.
+    ///
+    /// The answer for the last tree asked about in this mirror is kept (paths and blob ids, per
+    /// needle): the next tree is scanned from its difference to that one, so a revert's scan reads
+    /// the files it changed, not every YAML file of the repository again.
     pub fn files_containing(
         &self,
         commit: &CommitSha,
@@ -289,43 +309,91 @@ impl GitRepo {
         max: usize,
     ) -> Result<Vec<(String, String)>, GitError> {
         let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
-        let odb = self.repo.odb()?;
+        let key = (self.path.clone(), needle.to_string(), max);
+        let last = scans().lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let hits = match last.and_then(|(old, hits)| self.rescan(old, &tree, hits, needle, max).transpose()) {
+            Some(hits) => hits?,
+            None => self.scan(&tree, needle, max)?,
+        };
+        scans().lock().unwrap_or_else(|e| e.into_inner()).insert(key, (tree.id(), hits.clone()));
+        hits.into_iter()
+            .map(|(path, id)| {
+                let blob = self.repo.find_blob(id)?;
+                Ok((path, String::from_utf8_lossy(blob.content()).into_owned()))
+            })
+            .collect()
+    }
+
+    /// Every candidate file of `tree` that holds `needle`: (path, blob), by path.
+    fn scan(&self, tree: &git2::Tree, needle: &str, max: usize) -> Result<Vec<(String, Oid)>, GitError> {
         let mut out = Vec::new();
         let mut failed = None;
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             let name = entry.name().unwrap_or("");
-            if entry.kind() != Some(ObjectType::Blob)
-                || entry.filemode() == MODE_LINK as i32
-                || !(name.ends_with(".yaml") || name.ends_with(".yml"))
-            {
+            if entry.kind() != Some(ObjectType::Blob) || !scanned_file(name, entry.filemode()) {
                 return git2::TreeWalkResult::Ok;
             }
-            match odb.read_header(entry.id()) {
-                Ok((size, _)) if size <= max => {}
-                Ok(_) => return git2::TreeWalkResult::Ok,
+            match self.holds(entry.id(), needle, max) {
+                Ok(true) => out.push((format!("{dir}{name}"), entry.id())),
+                Ok(false) => {}
                 Err(e) => {
                     failed = Some(e);
                     return git2::TreeWalkResult::Abort;
                 }
             }
-            match self.repo.find_blob(entry.id()) {
-                Ok(blob) => {
-                    let bytes = blob.content();
-                    if memchr::memmem::find(bytes, needle.as_bytes()).is_some() {
-                        out.push((format!("{dir}{name}"), String::from_utf8_lossy(bytes).into_owned()));
-                    }
-                    git2::TreeWalkResult::Ok
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    git2::TreeWalkResult::Abort
-                }
-            }
+            git2::TreeWalkResult::Ok
         })?;
         if let Some(e) = failed {
             return Err(e.into());
         }
+        out.sort();
         Ok(out)
+    }
+
+    /// [`Self::scan`] of `tree` from the answer for `old`: only the files that differ are read.
+    /// `None` when `old` is no longer in the mirror (then the whole tree is scanned).
+    fn rescan(
+        &self,
+        old: Oid,
+        tree: &git2::Tree,
+        mut hits: Vec<(String, Oid)>,
+        needle: &str,
+        max: usize,
+    ) -> Result<Option<Vec<(String, Oid)>>, GitError> {
+        if old == tree.id() {
+            return Ok(Some(hits));
+        }
+        let Ok(old) = self.repo.find_tree(old) else { return Ok(None) };
+        let diff = self.repo.diff_tree_to_tree(Some(&old), Some(tree), None)?;
+        for delta in diff.deltas() {
+            for side in [delta.old_file(), delta.new_file()] {
+                if let Some(path) = side.path().and_then(|p| p.to_str()) {
+                    hits.retain(|(p, _)| p != path);
+                }
+            }
+            let new = delta.new_file();
+            let (Some(path), true) = (new.path().and_then(|p| p.to_str()), new.exists()) else { continue };
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let mode: i32 = new.mode().into();
+            if matches!(new.mode(), git2::FileMode::Blob | git2::FileMode::BlobExecutable)
+                && scanned_file(name, mode)
+                && self.holds(new.id(), needle, max)?
+            {
+                hits.push((path.to_string(), new.id()));
+            }
+        }
+        hits.sort();
+        Ok(Some(hits))
+    }
+
+    /// Whether the blob is at most `max` bytes and contains `needle`.
+    fn holds(&self, id: Oid, needle: &str, max: usize) -> Result<bool, git2::Error> {
+        let (size, _) = self.repo.odb()?.read_header(id)?;
+        if size > max {
+            return Ok(false);
+        }
+        let blob = self.repo.find_blob(id)?;
+        Ok(memchr::memmem::find(blob.content(), needle.as_bytes()).is_some())
     }
 
     /// The tree `git revert` would make of `culprit` on top of `onto` (merges against parent 1).
@@ -750,6 +818,52 @@ mod tests {
         GitRepo::init_bare(&real).unwrap();
         assert!(check_local_remote(real.to_str().unwrap()).is_ok());
         assert!(check_local_remote("https://example.com/x.git").is_ok(), "not a path: left to git");
+    }
+
+    #[test]
+    fn the_files_holding_a_needle_are_the_same_scanned_whole_or_from_the_last_tree() {
+        use crate::adapters::test_git as git;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        git(dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
+        let write = |path: &str, text: &str| {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let commit = |m: &str| {
+            git(&work, &["add", "-A"]);
+            git(&work, &["commit", "-q", "-m", m]);
+            CommitSha(git(&work, &["rev-parse", "HEAD"]))
+        };
+        write("a.yaml", "kind: X # NEEDLE\n");
+        write("b.yml", "kind: Y\n");
+        write("big.yaml", &format!("# NEEDLE\n{}", "x".repeat(200)));
+        write("d/e.yaml", "NEEDLE\n");
+        write("notes.txt", "NEEDLE\n");
+        std::os::unix::fs::symlink("a.yaml", work.join("link.yaml")).unwrap();
+        let first = commit("one");
+        std::fs::remove_file(work.join("d/e.yaml")).unwrap();
+        std::fs::remove_file(work.join("link.yaml")).unwrap();
+        write("link.yaml", "now a file with the NEEDLE\n");
+        write("a.yaml", "kind: X\n");
+        write("b.yml", "kind: Y # NEEDLE\n");
+        write("f/g.yaml", "NEEDLE\n");
+        let second = commit("two");
+        let repo = GitRepo::open(&work.join(".git")).unwrap();
+        let names = |c: &CommitSha| -> Vec<String> {
+            repo.files_containing(c, "NEEDLE", 100).unwrap().into_iter().map(|(p, _)| p).collect()
+        };
+        let whole = |c: &CommitSha| -> Vec<String> {
+            let tree = repo.repo.find_commit(oid(c).unwrap()).unwrap().tree().unwrap();
+            repo.scan(&tree, "NEEDLE", 100).unwrap().into_iter().map(|(p, _)| p).collect()
+        };
+        assert_eq!(names(&first), ["a.yaml", "d/e.yaml"], "no symlink, no .txt, nothing over the limit");
+        assert_eq!(names(&second), ["b.yml", "f/g.yaml", "link.yaml"], "from the first tree's answer");
+        assert_eq!(names(&second), whole(&second));
+        assert_eq!(names(&first), whole(&first), "and back");
+        let texts = repo.files_containing(&second, "NEEDLE", 100).unwrap();
+        assert_eq!(texts[0], ("b.yml".to_string(), "kind: Y # NEEDLE\n".to_string()), "with the file's text");
     }
 
     #[test]
