@@ -94,6 +94,19 @@ impl Engine {
                 }
                 Unfinished::OpenItsPr => {
                     let workload = trailer(&message.message, WORKLOAD_TRAILER).map(str::to_string);
+                    // An incident of this workload may be delivering this very revert now (at a
+                    // restart the journal's replay runs beside this scan): after its turn, look
+                    // again. Opening from the branch in between its merge and the branch's deletion
+                    // would make a second PR for the culprit.
+                    let _turn = match workload.as_deref() {
+                        Some(w) => Some(self.turn(w).await),
+                        None => None,
+                    };
+                    let since = forge.pulls_for(&repo, &branch, PrState::All).await?;
+                    if let Some(pr) = since.first() {
+                        tracing::info!(%branch, pr = pr.number, "the revert branch's PR was opened meanwhile; nothing to finish");
+                        continue;
+                    }
                     let base = workload
                         .as_deref()
                         .and_then(|w| self.config.workloads.iter().find(|c| c.name == w))
