@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use crate::adapters::git::{GitError, GitRepo};
+use crate::adapters::git_https;
 use crate::config::{Config, ForgeKind, RepoConfig, WorkloadConfig};
 use crate::domain::alert::{Alert, Incident, Source, Status, group, parse_alertmanager, summarise};
 use crate::domain::culprit::CommitSha;
@@ -656,16 +657,20 @@ impl Engine {
         let revert_branch = branch_name(&g.culprit.commit.sha.0);
         // On GitHub the decision needs the culprit's PR and the delivery the culprit's revert PRs:
         // both asked at once (one round trip instead of two; an ignored incident wastes the second).
-        let (original_pr, listed) = match repo_cfg.forge {
+        // And the push's first round trip (the remote's refs) does not depend on the decision:
+        // asked at the same time, used by the push if there is one.
+        let (original_pr, listed, advertised) = match repo_cfg.forge {
             ForgeKind::Github if !self.dry_run => {
-                let (original, listed) = tokio::join!(
+                let (url, token) = (repo_cfg.url.clone(), auth.clone());
+                let (original, listed, advertised) = tokio::join!(
                     self.original_pr(repo_cfg, &g.culprit.commit.sha.0),
-                    self.revert_prs(repo_cfg, &revert_branch)
+                    self.revert_prs(repo_cfg, &revert_branch),
+                    background::spawn(move || git_https::advertise_push(&url, token.as_ref()))
                 );
-                (original, Some(listed))
+                (original, Some(listed), advertised.ok().flatten())
             }
-            ForgeKind::Github => (self.original_pr(repo_cfg, &g.culprit.commit.sha.0).await, None),
-            ForgeKind::Git => (None, None),
+            ForgeKind::Github => (self.original_pr(repo_cfg, &g.culprit.commit.sha.0).await, None, None),
+            ForgeKind::Git => (None, None, None),
         };
         let decision =
             decide(self.config.policy(), &self.facts(w, &incident, &g, original_pr.as_ref(), now), now);
@@ -710,7 +715,7 @@ impl Engine {
             }
             ForgeKind::Github => {
                 let listed = listed.context("the revert PRs were not looked up")?;
-                let (o, d) = self.deliver_to_github(place, outcome, listed).await?;
+                let (o, d) = self.deliver_to_github(place, outcome, listed, advertised).await?;
                 outcome = o;
                 d
             }

@@ -56,3 +56,57 @@ fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The engine asks a push's first request (the remote's refs) while it looks up PRs: the push then
+/// starts from that answer instead of asking again, and an answer gone stale (the branch moved
+/// since) makes the remote refuse the push, never overwrite what landed.
+#[test]
+fn a_push_starts_from_refs_asked_ahead_and_a_stale_answer_is_refused_not_forced() {
+    let gh = GitHub::start();
+    let bare = gh.add_repo("acme", "deploy", 7);
+    let work = Repo::new();
+    work.write("d.yaml", &deployment("api", "ghcr.io/acme/api:1.0"));
+    work.commit("init");
+    work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+    let url = gh.git_url("acme", "deploy");
+    let token = SecretString::from(gh.mint_token(7));
+    let mirror_dir = tempfile::tempdir().unwrap();
+    let mirror = GitRepo::init_bare(mirror_dir.path()).unwrap();
+    let tip = mirror.fetch(&url, "main", Some(&token)).unwrap();
+    let count = |what: &str| {
+        gh.requests()
+            .iter()
+            .filter(|r| r.path.ends_with(what) && r.status == 200 && r.auth == "token")
+            .count()
+    };
+    let advertisements = || count("info/refs?service=git-receive-pack");
+
+    let ahead = git_https::advertise_push(&url, Some(&token)).expect("asked ahead");
+    assert_eq!(advertisements(), 1);
+    let tree =
+        mirror.tree_with(&tip, &[("d.yaml".into(), deployment("api", "ghcr.io/acme/api:1.1"))]).unwrap();
+    let ours = mirror.write_commit(tree, &tip, "bump", chrono::Utc::now()).unwrap();
+    git_https::with_advertisement(Some(ahead), || {
+        mirror.push(&url, &ours, "metricops/revert-x", Some(&token))
+    })
+    .expect("the push lands");
+    assert_eq!(advertisements(), 1, "the push did not ask for the refs again");
+    assert_eq!(count("/git-receive-pack"), 1);
+    assert_eq!(git_in(&bare, &["rev-parse", "metricops/revert-x"]), ours.0);
+
+    // Asked ahead, then a person pushes main: our push to main names main's old value and is refused.
+    let stale = git_https::advertise_push(&url, Some(&token)).unwrap();
+    work.write("other.yaml", "kind: ConfigMap\n");
+    let theirs = work.commit("a person's commit");
+    work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+    let err = git_https::with_advertisement(Some(stale), || mirror.push(&url, &ours, "main", Some(&token)))
+        .unwrap_err();
+    assert!(matches!(err, GitError::PushRejected { .. }), "{err:?}");
+    assert_eq!(git_in(&bare, &["rev-parse", "main"]), theirs, "the person's commit stays");
+    // Used once: the next push asks the remote itself, and is refused for what main holds now.
+    let before = advertisements();
+    let err = mirror.push(&url, &ours, "main", Some(&token)).unwrap_err();
+    assert!(matches!(err, GitError::PushRejected { .. }), "{err:?}");
+    assert_eq!(advertisements(), before + 1);
+    assert_eq!(git_in(&bare, &["rev-parse", "main"]), theirs);
+}

@@ -26,6 +26,58 @@ thread_local! {
     /// other's token — a process-wide map let the first to finish remove the other's, and its next
     /// request went without one (401).
     static CREDENTIALS: RefCell<HashMap<String, SecretString>> = RefCell::new(HashMap::new());
+    /// Ref advertisements asked ahead of this thread's next push, by URL (see [`with_advertisement`]).
+    static ADVERTISED: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+}
+
+/// A remote's answer to `GET …/info/refs?service=git-receive-pack`, asked ahead of a push
+/// ([`advertise_push`]) so that the push need not wait for it.
+pub struct Advertisement {
+    url: String,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Advertisement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Advertisement({} bytes)", self.body.len())
+    }
+}
+
+/// Asks an `http(s)://` remote now for the refs a push to it starts from (the push's first round
+/// trip, which does not depend on what will be pushed: the engine asks it while it looks up PRs).
+/// `None` for other remotes or when the asking fails — the push then asks itself, as it would have.
+///
+/// Safe however old it is when used: a push names the value it expects each ref to hold, and the
+/// remote refuses the update when the ref holds anything else (a compare-and-swap on the server).
+pub fn advertise_push(url: &str, token: Option<&SecretString>) -> Option<Advertisement> {
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
+    }
+    let (method, suffix, content_type) = request_for(Service::ReceivePackLs);
+    let mut stream = Stream::new(url, suffix, method, content_type, token.cloned());
+    let mut body = Vec::new();
+    match stream.read_to_end(&mut body) {
+        Ok(_) => Some(Advertisement { url: url.to_string(), body }),
+        Err(e) => {
+            tracing::debug!(error = %e, "the push's ref advertisement was not asked ahead; the push asks it");
+            None
+        }
+    }
+}
+
+/// Runs `f` (a push) with `advertised` answering its first request, once; forgotten afterwards,
+/// used or not.
+pub fn with_advertisement<T>(advertised: Option<Advertisement>, f: impl FnOnce() -> T) -> T {
+    struct Forget(String);
+    impl Drop for Forget {
+        fn drop(&mut self) {
+            ADVERTISED.with_borrow_mut(|a| a.remove(&self.0));
+        }
+    }
+    let Some(Advertisement { url, body }) = advertised else { return f() };
+    ADVERTISED.with_borrow_mut(|a| a.insert(url.clone(), body));
+    let _forget = Forget(url);
+    f()
 }
 
 /// Extra certificates to trust (a private CA), on top of the system's.
@@ -87,28 +139,28 @@ pub fn register() {
 
 struct Smart;
 
+/// The method, URL suffix and body type of each request of git's smart HTTP protocol.
+fn request_for(action: Service) -> (reqwest::Method, &'static str, Option<&'static str>) {
+    match action {
+        Service::UploadPackLs => (reqwest::Method::GET, "/info/refs?service=git-upload-pack", None),
+        Service::UploadPack => {
+            (reqwest::Method::POST, "/git-upload-pack", Some("application/x-git-upload-pack-request"))
+        }
+        Service::ReceivePackLs => (reqwest::Method::GET, "/info/refs?service=git-receive-pack", None),
+        Service::ReceivePack => {
+            (reqwest::Method::POST, "/git-receive-pack", Some("application/x-git-receive-pack-request"))
+        }
+    }
+}
+
 impl SmartSubtransport for Smart {
     fn action(&self, url: &str, action: Service) -> Result<Box<dyn SmartSubtransportStream>, Error> {
-        let (method, suffix, content_type) = match action {
-            Service::UploadPackLs => (reqwest::Method::GET, "/info/refs?service=git-upload-pack", None),
-            Service::UploadPack => {
-                (reqwest::Method::POST, "/git-upload-pack", Some("application/x-git-upload-pack-request"))
-            }
-            Service::ReceivePackLs => (reqwest::Method::GET, "/info/refs?service=git-receive-pack", None),
-            Service::ReceivePack => {
-                (reqwest::Method::POST, "/git-receive-pack", Some("application/x-git-receive-pack-request"))
-            }
-        };
-        let token = current_token(url);
-        Ok(Box::new(Stream {
-            remote: url.to_string(),
-            url: format!("{}{suffix}", url.trim_end_matches('/')),
-            method,
-            content_type,
-            token,
-            body: Vec::new(),
-            response: None,
-        }))
+        let (method, suffix, content_type) = request_for(action);
+        let mut stream = Stream::new(url, suffix, method, content_type, current_token(url));
+        if matches!(action, Service::ReceivePackLs) {
+            stream.ready = ADVERTISED.with_borrow_mut(|a| a.remove(url)).map(io::Cursor::new);
+        }
+        Ok(Box::new(stream))
     }
 
     fn close(&self) -> Result<(), Error> {
@@ -125,6 +177,8 @@ struct Stream {
     token: Option<SecretString>,
     body: Vec<u8>,
     response: Option<reqwest::blocking::Response>,
+    /// The answer, known already (an advertisement asked ahead).
+    ready: Option<io::Cursor<Vec<u8>>>,
 }
 
 /// The client every request shares (built at first use, and again after [`trust`]).
@@ -155,6 +209,25 @@ fn new_client() -> Result<reqwest::blocking::Client, Error> {
 }
 
 impl Stream {
+    fn new(
+        remote: &str,
+        suffix: &str,
+        method: reqwest::Method,
+        content_type: Option<&'static str>,
+        token: Option<SecretString>,
+    ) -> Stream {
+        Stream {
+            remote: remote.to_string(),
+            url: format!("{}{suffix}", remote.trim_end_matches('/')),
+            method,
+            content_type,
+            token,
+            body: Vec::new(),
+            response: None,
+            ready: None,
+        }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         let client = client().map_err(io::Error::other)?;
         // The blocking client must not run on an async runtime's thread: give it one of its own.
@@ -214,6 +287,9 @@ fn without_url(e: &reqwest::Error) -> String {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(ready) = &mut self.ready {
+            return ready.read(buf);
+        }
         if self.response.is_none() {
             self.send()?;
         }

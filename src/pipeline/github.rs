@@ -10,6 +10,7 @@ use anyhow::Context;
 
 use super::{Delivery, Engine, Outcome, PrLink, Site, push};
 use crate::adapters::git::GitError;
+use crate::adapters::git_https;
 use crate::config::GitHubConfig;
 use crate::domain::reconcile::{ClosedRevert, NextStep, OpenRevert, StaysOpen, next_step};
 use crate::domain::render::OriginalPr;
@@ -56,6 +57,7 @@ impl Engine {
         place: Site,
         mut outcome: Outcome,
         listed: anyhow::Result<Vec<PullRequest>>,
+        advertised: Option<git_https::Advertisement>,
     ) -> anyhow::Result<(Outcome, Delivery)> {
         let forge = self.forge()?.clone();
         let cfg = self.github_config()?;
@@ -141,7 +143,9 @@ impl Engine {
                             let t = place.target(mirror);
                             let built = e.build_inner(&t, &mut outcome, original_view)?;
                             let message = mirror.commit_info(&built.commit)?.message;
-                            let pushed = push(&t, &built.commit, t.revert_branch);
+                            let pushed = git_https::with_advertisement(advertised, || {
+                                push(&t, &built.commit, t.revert_branch)
+                            });
                             mirror.delete_branch(t.revert_branch)?;
                             let mut pushed_now = true;
                             match pushed {
