@@ -110,3 +110,41 @@ fn a_push_starts_from_refs_asked_ahead_and_a_stale_answer_is_refused_not_forced(
     assert_eq!(advertisements(), before + 1);
     assert_eq!(git_in(&bare, &["rev-parse", "main"]), theirs);
 }
+
+/// A push is told only the refs it can use (its own and those the mirror has): with branches at
+/// the remote whose commits the mirror never fetched, the revert still lands whole, and a push to
+/// one of those branches is still refused, never forced.
+#[test]
+fn a_push_among_branches_the_mirror_never_fetched_lands_whole_and_refuses_to_overwrite_them() {
+    let gh = GitHub::start();
+    let bare = gh.add_repo("acme", "deploy", 7);
+    let work = Repo::new();
+    work.write("d.yaml", &deployment("api", "ghcr.io/acme/api:1.0"));
+    work.commit("init");
+    work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+    let url = gh.git_url("acme", "deploy");
+    let token = SecretString::from(gh.mint_token(7));
+    let mirror_dir = tempfile::tempdir().unwrap();
+    let mirror = GitRepo::init_bare(mirror_dir.path()).unwrap();
+    let tip = mirror.fetch(&url, "main", Some(&token)).unwrap();
+    // Branches pushed by others after the fetch: commits the mirror does not have.
+    let mut theirs = Vec::new();
+    for i in 0..30 {
+        work.write("d.yaml", &deployment("api", &format!("ghcr.io/acme/api:2.{i}")));
+        theirs.push(work.commit(&format!("someone's {i}")));
+        work.git(&["push", "-q", bare.to_str().unwrap(), &format!("HEAD:refs/heads/feature-{i}")]);
+    }
+    let tree =
+        mirror.tree_with(&tip, &[("d.yaml".into(), deployment("api", "ghcr.io/acme/api:0.9"))]).unwrap();
+    let ours = mirror.write_commit(tree, &tip, "revert", chrono::Utc::now()).unwrap();
+    mirror.push(&url, &ours, "metricops/revert-y", Some(&token)).expect("the push lands");
+    assert_eq!(git_in(&bare, &["rev-parse", "metricops/revert-y"]), ours.0);
+    git_in(&bare, &["fsck", "--no-progress", "--connectivity-only"]);
+    assert_eq!(
+        git_in(&bare, &["show", "metricops/revert-y:d.yaml"]),
+        deployment("api", "ghcr.io/acme/api:0.9").trim_end()
+    );
+    let err = mirror.push(&url, &ours, "feature-7", Some(&token)).unwrap_err();
+    assert!(matches!(err, GitError::PushRejected { .. }), "{err:?}");
+    assert_eq!(git_in(&bare, &["rev-parse", "feature-7"]), theirs[7], "their branch stays");
+}

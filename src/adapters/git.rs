@@ -401,6 +401,9 @@ impl GitRepo {
         let bad = self.repo.find_commit(oid(culprit)?)?;
         let ours = self.repo.find_commit(oid(onto)?)?;
         let mainline = if bad.parent_count() > 1 { 1 } else { 0 };
+        if let Some(tree) = self.revert_in_place(&bad, &ours)? {
+            return Ok(tree);
+        }
         let mut index = self.repo.revert_commit(&bad, &ours, mainline, None)?;
         if index.has_conflicts() {
             let mut files: Vec<String> = index
@@ -414,6 +417,45 @@ impl GitRepo {
             return Err(GitError::Conflict { commit: culprit.0.clone(), files });
         }
         Ok(index.write_tree_to(&self.repo)?)
+    }
+
+    /// The revert's tree without a whole-tree merge, where that gives exactly what the merge
+    /// would: the culprit only modified files (none added, removed or renamed) and `onto` still
+    /// holds each of them as the culprit left it. Then the three-way merge (base: the culprit,
+    /// ours: `onto`, theirs: its parent) takes the parent's version of each of those files and
+    /// `onto`'s everywhere else — renames cannot pair anything, as neither side adds or removes
+    /// those files and the parent's side changes nothing else — so `onto`'s tree with those entries
+    /// put back is that tree, built by rewriting only the trees above them. A merge of the whole
+    /// tree read every directory of the repository (most of a revert's time in a large one).
+    /// `None` otherwise: the merge decides.
+    fn revert_in_place(&self, bad: &git2::Commit, ours: &git2::Commit) -> Result<Option<Oid>, GitError> {
+        let Ok(parent) = bad.parent(0) else { return Ok(None) };
+        let (before, after, here) = (parent.tree()?, bad.tree()?, ours.tree()?);
+        let diff = self.repo.diff_tree_to_tree(Some(&before), Some(&after), None)?;
+        let plain = |m: git2::FileMode| matches!(m, git2::FileMode::Blob | git2::FileMode::BlobExecutable);
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        let mut changed = 0;
+        for delta in diff.deltas() {
+            let (old, new) = (delta.old_file(), delta.new_file());
+            let Some(path) = new.path().and_then(|p| p.to_str()) else { return Ok(None) };
+            if delta.status() != git2::Delta::Modified
+                || old.path() != new.path()
+                || !plain(old.mode())
+                || !plain(new.mode())
+            {
+                return Ok(None);
+            }
+            let Ok(now) = here.get_path(Path::new(path)) else { return Ok(None) };
+            if now.id() != new.id() || now.filemode() != i32::from(new.mode()) {
+                return Ok(None);
+            }
+            b.upsert(path, old.id(), old.mode());
+            changed += 1;
+        }
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(Some(b.create_updated(&self.repo, &here)?))
     }
 
     /// `onto`'s tree with these files replaced.
@@ -694,7 +736,11 @@ impl GitRepo {
         });
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cbs);
-        let result = git_https::with_credentials(url, auth, || remote.push(&[&refspec], Some(&mut opts)));
+        let result = git_https::with_credentials(url, auth, || {
+            git_https::with_push_context(url, dest, self.repo.path(), || {
+                remote.push(&[&refspec], Some(&mut opts))
+            })
+        });
         drop(opts);
         let _ = self.repo.find_reference(&tmp).and_then(|mut r| r.delete());
         let reject = |message: String| GitError::PushRejected {
@@ -864,6 +910,71 @@ mod tests {
         assert_eq!(names(&first), whole(&first), "and back");
         let texts = repo.files_containing(&second, "NEEDLE", 100).unwrap();
         assert_eq!(texts[0], ("b.yml".to_string(), "kind: Y # NEEDLE\n".to_string()), "with the file's text");
+    }
+
+    #[test]
+    fn a_revert_without_the_whole_tree_merge_is_the_tree_the_merge_makes() {
+        use crate::adapters::test_git as git;
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        git(dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
+        let write = |path: &str, text: &str| {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        let commit = |m: &str| {
+            git(&work, &["add", "-A"]);
+            git(&work, &["commit", "-q", "--allow-empty", "-m", m]);
+            CommitSha(git(&work, &["rev-parse", "HEAD"]))
+        };
+        for i in 0..20 {
+            write(&format!("apps/w{i}/deploy.yaml"), &format!("image: w{i}:1.0\n"));
+        }
+        write("apps/w3/run.sh", "#!/bin/sh\n");
+        git(&work, &["add", "-A"]);
+        git(&work, &["update-index", "--chmod=+x", "apps/w3/run.sh"]);
+        commit("all at 1.0");
+        write("apps/w1/deploy.yaml", "image: w1:1.1\n");
+        write("apps/w2/deploy.yaml", "image: w2:1.1\n");
+        let two_files = commit("w1 and w2 to 1.1");
+        write("apps/w5/deploy.yaml", "image: w5:1.1\n");
+        let one_file = commit("w5 to 1.1");
+        write("apps/w3/run.sh", "#!/bin/sh\necho hi\n");
+        let executable = commit("w3's script");
+        write("apps/w9/new.yaml", "added\n");
+        let adds = commit("adds a file");
+        // Later: other files changed, one renamed, one of the culprits' files changed again.
+        write("apps/w7/deploy.yaml", "image: w7:2.0\n");
+        git(&work, &["mv", "apps/w8/deploy.yaml", "apps/w8/moved.yaml"]);
+        write("apps/w5/deploy.yaml", "image: w5:1.2\n");
+        let tip = commit("later work");
+        let repo = GitRepo::open(&work.join(".git")).unwrap();
+        let merged = |culprit: &CommitSha| -> Result<Oid, String> {
+            let bad = repo.repo.find_commit(oid(culprit).unwrap()).unwrap();
+            let ours = repo.repo.find_commit(oid(&tip).unwrap()).unwrap();
+            let mut index = repo.repo.revert_commit(&bad, &ours, 0, None).unwrap();
+            if index.has_conflicts() {
+                return Err("conflict".into());
+            }
+            Ok(index.write_tree_to(&repo.repo).unwrap())
+        };
+        let in_place = |culprit: &CommitSha| {
+            let bad = repo.repo.find_commit(oid(culprit).unwrap()).unwrap();
+            let ours = repo.repo.find_commit(oid(&tip).unwrap()).unwrap();
+            repo.revert_in_place(&bad, &ours).unwrap()
+        };
+        for culprit in [&two_files, &executable] {
+            let fast =
+                in_place(culprit).expect("the culprit only modified files the tip still has as it left them");
+            assert_eq!(Ok(fast), merged(culprit), "{culprit:?}");
+            assert_eq!(repo.revert_tree(culprit, &tip).unwrap(), fast);
+        }
+        // Changed again since (w5), or a file added: the merge decides, as before.
+        assert_eq!(in_place(&one_file), None);
+        assert!(matches!(repo.revert_tree(&one_file, &tip), Err(GitError::Conflict { .. })));
+        assert_eq!(in_place(&adds), None);
+        assert_eq!(repo.revert_tree(&adds, &tip).ok(), merged(&adds).ok());
     }
 
     #[test]

@@ -28,6 +28,110 @@ thread_local! {
     static CREDENTIALS: RefCell<HashMap<String, SecretString>> = RefCell::new(HashMap::new());
     /// Ref advertisements asked ahead of this thread's next push, by URL (see [`with_advertisement`]).
     static ADVERTISED: RefCell<HashMap<String, Vec<u8>>> = RefCell::new(HashMap::new());
+    /// The push this thread is making, by URL: the ref it updates and the repository it pushes from.
+    static PUSHING: RefCell<HashMap<String, (String, std::path::PathBuf)>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` (a push of `dest` from the repository at `git_dir` to `url`) with the remote's ref
+/// advertisement cut down to the refs that matter to it: `dest` and the refs whose commits the
+/// repository has. libgit2 looks up every advertised ref in the repository (to leave out of the
+/// pack what the remote has) and, for each one missing, re-reads the object directory before it
+/// gives up; with a thousand revert branches open at the remote — none of them in the mirror —
+/// that was most of the push's own time. Refs it does not have it could not use anyway, so the
+/// push sends the same pack and the same update.
+pub fn with_push_context<T>(url: &str, dest: &str, git_dir: &std::path::Path, f: impl FnOnce() -> T) -> T {
+    struct Forget<'a>(&'a str, Option<(String, std::path::PathBuf)>);
+    impl Drop for Forget<'_> {
+        fn drop(&mut self) {
+            PUSHING.with_borrow_mut(|p| match self.1.take() {
+                Some(previous) => p.insert(self.0.to_string(), previous),
+                None => p.remove(self.0),
+            });
+        }
+    }
+    let previous =
+        PUSHING.with_borrow_mut(|p| p.insert(url.to_string(), (dest.to_string(), git_dir.to_path_buf())));
+    let _forget = Forget(url, previous);
+    f()
+}
+
+/// The advertisement with only the ref lines `keep(oid, name)` accepts (every other pkt-line
+/// kept); the capabilities, which ride on the first ref line, move to the first one kept.
+/// `None` when it is not a well-formed pkt-line stream (then it is used as it came).
+fn filter_advertisement(body: &[u8], keep: impl Fn(&str, &str) -> bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    let mut caps: Option<Vec<u8>> = None;
+    let mut seen_ref = false;
+    let mut pending_caps = false;
+    let push_line = |out: &mut Vec<u8>, payload: &[u8]| {
+        out.extend_from_slice(format!("{:04x}", payload.len() + 4).as_bytes());
+        out.extend_from_slice(payload);
+    };
+    while !rest.is_empty() {
+        let len = usize::from_str_radix(std::str::from_utf8(rest.get(..4)?).ok()?, 16).ok()?;
+        if len == 0 {
+            if pending_caps {
+                // No ref kept: the form git uses for an empty repository.
+                let mut line = format!("{} capabilities^{{}}\0", "0".repeat(40)).into_bytes();
+                line.extend_from_slice(caps.as_deref().unwrap_or_default());
+                line.push(b'\n');
+                push_line(&mut out, &line);
+                pending_caps = false;
+            }
+            out.extend_from_slice(b"0000");
+            rest = &rest[4..];
+            continue;
+        }
+        let payload = rest.get(4..len)?;
+        rest = &rest[len..];
+        let text = payload.strip_suffix(b"\n").unwrap_or(payload);
+        let (refpart, line_caps) = match text.iter().position(|b| *b == 0) {
+            Some(nul) => (&text[..nul], Some(&text[nul + 1..])),
+            None => (text, None),
+        };
+        let is_ref = !payload.starts_with(b"#")
+            && refpart
+                .iter()
+                .position(|b| *b == b' ')
+                .is_some_and(|sp| sp >= 40 && refpart[..sp].iter().all(u8::is_ascii_hexdigit));
+        if !is_ref {
+            push_line(&mut out, payload);
+            continue;
+        }
+        if !seen_ref {
+            seen_ref = true;
+            caps = line_caps.map(<[u8]>::to_vec);
+            pending_caps = caps.is_some();
+        }
+        let line = std::str::from_utf8(refpart).ok()?;
+        let (oid, name) = line.split_once(' ')?;
+        if !keep(oid, name) {
+            continue;
+        }
+        let mut kept = refpart.to_vec();
+        if pending_caps {
+            kept.push(0);
+            kept.extend_from_slice(caps.as_deref().unwrap_or_default());
+            pending_caps = false;
+        }
+        kept.push(b'\n');
+        push_line(&mut out, &kept);
+    }
+    Some(out)
+}
+
+/// [`filter_advertisement`] for a push: `dest`, and the refs whose objects `git_dir` has (looked
+/// up without re-reading its object directory).
+fn for_push(body: Vec<u8>, dest: &str, git_dir: &std::path::Path) -> Vec<u8> {
+    let Ok(repo) = git2::Repository::open_bare(git_dir) else { return body };
+    let Ok(odb) = repo.odb() else { return body };
+    let keep = |oid: &str, name: &str| {
+        name == dest
+            || name.strip_suffix("^{}") == Some(dest)
+            || git2::Oid::from_str(oid).is_ok_and(|o| odb.exists_ext(o, git2::OdbLookupFlags::NO_REFRESH))
+    };
+    filter_advertisement(&body, keep).unwrap_or(body)
 }
 
 /// A remote's answer to `GET …/info/refs?service=git-receive-pack`, asked ahead of a push
@@ -159,6 +263,7 @@ impl SmartSubtransport for Smart {
         let mut stream = Stream::new(url, suffix, method, content_type, current_token(url));
         if matches!(action, Service::ReceivePackLs) {
             stream.ready = ADVERTISED.with_borrow_mut(|a| a.remove(url)).map(io::Cursor::new);
+            stream.pushing = PUSHING.with_borrow(|p| p.get(url).cloned());
         }
         Ok(Box::new(stream))
     }
@@ -179,6 +284,8 @@ struct Stream {
     response: Option<reqwest::blocking::Response>,
     /// The answer, known already (an advertisement asked ahead).
     ready: Option<io::Cursor<Vec<u8>>>,
+    /// For a push's advertisement: the ref it updates and the repository it pushes from.
+    pushing: Option<(String, std::path::PathBuf)>,
 }
 
 /// The client every request shares (built at first use, and again after [`trust`]).
@@ -225,6 +332,7 @@ impl Stream {
             body: Vec::new(),
             response: None,
             ready: None,
+            pushing: None,
         }
     }
 
@@ -287,6 +395,21 @@ fn without_url(e: &reqwest::Error) -> String {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((dest, git_dir)) = self.pushing.take() {
+            let body = match self.ready.take() {
+                Some(ready) => ready.into_inner(),
+                None => {
+                    self.send()?;
+                    let mut body = Vec::new();
+                    if let Some(r) = &mut self.response {
+                        r.read_to_end(&mut body)?;
+                    }
+                    self.response = None;
+                    body
+                }
+            };
+            self.ready = Some(io::Cursor::new(for_push(body, &dest, &git_dir)));
+        }
         if let Some(ready) = &mut self.ready {
             return ready.read(buf);
         }
@@ -354,5 +477,61 @@ mod tests {
         let _ =
             std::panic::catch_unwind(|| with_credentials(URL, Some(&secret("x")), || panic!("fetch failed")));
         assert!(current_token(URL).is_none(), "a panic leaves no token behind");
+    }
+
+    fn pkt(lines: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in lines {
+            if l.is_empty() {
+                out.extend_from_slice(b"0000");
+            } else {
+                out.extend_from_slice(format!("{:04x}{l}", l.len() + 4).as_bytes());
+            }
+        }
+        out
+    }
+
+    const A: &str = "1111111111111111111111111111111111111111";
+    const B: &str = "2222222222222222222222222222222222222222";
+    const C: &str = "3333333333333333333333333333333333333333";
+
+    fn advertised() -> Vec<u8> {
+        pkt(&[
+            "# service=git-receive-pack\n",
+            "",
+            &format!("{A} refs/heads/a-branch-we-lack\0report-status delete-refs ofs-delta\n"),
+            &format!("{B} refs/heads/main\n"),
+            &format!("{C} refs/heads/metricops/revert-c\n"),
+            "",
+        ])
+    }
+
+    #[test]
+    fn a_push_advertisement_keeps_the_refs_asked_for_and_the_capabilities() {
+        let kept = filter_advertisement(&advertised(), |oid, _| oid != A).unwrap();
+        let want = pkt(&[
+            "# service=git-receive-pack\n",
+            "",
+            &format!("{B} refs/heads/main\0report-status delete-refs ofs-delta\n"),
+            &format!("{C} refs/heads/metricops/revert-c\n"),
+            "",
+        ]);
+        assert_eq!(String::from_utf8(kept).unwrap(), String::from_utf8(want).unwrap());
+        let all = filter_advertisement(&advertised(), |_, _| true).unwrap();
+        assert_eq!(all, advertised(), "keeping everything changes nothing");
+    }
+
+    #[test]
+    fn a_push_advertisement_with_no_ref_kept_reads_as_an_empty_repository() {
+        let none = filter_advertisement(&advertised(), |_, _| false).unwrap();
+        let want = pkt(&[
+            "# service=git-receive-pack\n",
+            "",
+            &format!("{} capabilities^{{}}\0report-status delete-refs ofs-delta\n", "0".repeat(40)),
+            "",
+        ]);
+        assert_eq!(String::from_utf8(none).unwrap(), String::from_utf8(want).unwrap());
+        assert!(filter_advertisement(b"00zzjunk", |_, _| true).is_none(), "not pkt-lines: left alone");
+        assert!(filter_advertisement(b"0100short", |_, _| true).is_none(), "cut short: left alone");
     }
 }

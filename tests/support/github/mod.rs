@@ -410,7 +410,14 @@ impl GitHub {
     pub fn add_repo(&self, owner: &str, name: &str, installation_id: u64) -> PathBuf {
         let path = self.dir.path().join(owner).join(format!("{name}.git"));
         std::fs::create_dir_all(&path).unwrap();
-        for args in [&["init", "-q", "--bare", "-b", "main"][..], &["config", "http.receivepack", "true"]] {
+        // GitHub runs its maintenance out of band: a push never waits for `git gc --auto` (here it
+        // did, every few hundred pushes, for up to a second).
+        for args in [
+            &["init", "-q", "--bare", "-b", "main"][..],
+            &["config", "http.receivepack", "true"],
+            &["config", "receive.autogc", "false"],
+            &["config", "maintenance.auto", "false"],
+        ] {
             git(&path, args).unwrap_or_else(|e| panic!("git {args:?}: {e}"));
         }
         let mut s = lock(&self.state);
