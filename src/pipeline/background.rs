@@ -1,11 +1,8 @@
-//! The engine's git work runs on its own threads at the lowest CPU priority Linux has
-//! (`SCHED_IDLE`, and nice +10 where that is refused), so that under load — a storm of alerts on
-//! a small node — the threads that answer webhooks, the admission review and the probes are
-//! scheduled first: an acknowledgement never waits for a fetch or a trace to yield the core. A
-//! `SCHED_IDLE` thread runs whenever nothing else of the same CPU group wants the core, so the
-//! git work loses nothing once a burst is answered (in a pod the group is the container: other
-//! pods do not starve it). The delivery journal's writes stay on tokio's own blocking pool at
-//! normal priority (they are part of the acknowledgement).
+//! The engine's git work runs on its own threads at a lower CPU priority (nice +10, Linux only), so
+//! that under load — a storm of alerts on a small node — the threads that answer webhooks, the
+//! admission review and the probes are scheduled first: an acknowledgement never waits for a
+//! fetch or a trace to yield the core. The delivery journal's writes stay on tokio's own blocking
+//! pool at normal priority (they are part of the acknowledgement).
 //!
 //! A second tokio runtime gives the threads: its blocking pool grows on demand (each git step
 //! holds a thread while it runs) and shrinks when idle, like tokio's own.
@@ -37,8 +34,7 @@ pub fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio
     runtime().spawn_blocking(f)
 }
 
-/// The calling thread's nice value raised by [`NICENESS`] and its policy set to `SCHED_IDLE` (on
-/// Linux a thread has its own).
+/// The calling thread's nice value raised by [`NICENESS`] (on Linux a thread has its own).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls on the calling thread, no memory shared.
@@ -47,10 +43,6 @@ fn lower_priority() {
         let now = libc::getpriority(libc::PRIO_PROCESS, tid);
         if libc::setpriority(libc::PRIO_PROCESS, tid, (now + NICENESS).min(19)) != 0 {
             tracing::debug!("the git threads run at normal priority: setpriority refused");
-        }
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(tid as libc::pid_t, libc::SCHED_IDLE, &param) != 0 {
-            tracing::debug!("the git threads run at their nice value: SCHED_IDLE refused");
         }
     }
 }
@@ -75,9 +67,5 @@ mod tests {
         assert_eq!(own_niceness(), here, "the caller's priority is untouched");
         let again = rt.block_on(spawn(own_niceness)).unwrap();
         assert_eq!(again, there, "a reused thread is not lowered twice");
-        // SAFETY: a plain system call about the calling thread.
-        let policy = || unsafe { libc::sched_getscheduler(0) };
-        assert_eq!(rt.block_on(spawn(policy)).unwrap(), libc::SCHED_IDLE, "a git thread yields to any other");
-        assert_ne!(policy(), libc::SCHED_IDLE, "the caller's policy is untouched");
     }
 }
