@@ -62,17 +62,7 @@ fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
 /// since) makes the remote refuse the push, never overwrite what landed.
 #[test]
 fn a_push_starts_from_refs_asked_ahead_and_a_stale_answer_is_refused_not_forced() {
-    let gh = GitHub::start();
-    let bare = gh.add_repo("acme", "deploy", 7);
-    let work = Repo::new();
-    work.write("d.yaml", &deployment("api", "ghcr.io/acme/api:1.0"));
-    work.commit("init");
-    work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
-    let url = gh.git_url("acme", "deploy");
-    let token = SecretString::from(gh.mint_token(7));
-    let mirror_dir = tempfile::tempdir().unwrap();
-    let mirror = GitRepo::init_bare(mirror_dir.path()).unwrap();
-    let tip = mirror.fetch(&url, "main", Some(&token)).unwrap();
+    let Fetched { gh, bare, work, url, token, mirror, tip, _dir } = Fetched::new();
     let count = |what: &str| {
         gh.requests()
             .iter()
@@ -116,17 +106,7 @@ fn a_push_starts_from_refs_asked_ahead_and_a_stale_answer_is_refused_not_forced(
 /// one of those branches is still refused, never forced.
 #[test]
 fn a_push_among_branches_the_mirror_never_fetched_lands_whole_and_refuses_to_overwrite_them() {
-    let gh = GitHub::start();
-    let bare = gh.add_repo("acme", "deploy", 7);
-    let work = Repo::new();
-    work.write("d.yaml", &deployment("api", "ghcr.io/acme/api:1.0"));
-    work.commit("init");
-    work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
-    let url = gh.git_url("acme", "deploy");
-    let token = SecretString::from(gh.mint_token(7));
-    let mirror_dir = tempfile::tempdir().unwrap();
-    let mirror = GitRepo::init_bare(mirror_dir.path()).unwrap();
-    let tip = mirror.fetch(&url, "main", Some(&token)).unwrap();
+    let Fetched { gh: _gh, bare, work, url, token, mirror, tip, _dir } = Fetched::new();
     // Branches pushed by others after the fetch: commits the mirror does not have.
     let mut theirs = Vec::new();
     for i in 0..30 {
@@ -147,4 +127,33 @@ fn a_push_among_branches_the_mirror_never_fetched_lands_whole_and_refuses_to_ove
     let err = mirror.push(&url, &ours, "feature-7", Some(&token)).unwrap_err();
     assert!(matches!(err, GitError::PushRejected { .. }), "{err:?}");
     assert_eq!(git_in(&bare, &["rev-parse", "feature-7"]), theirs[7], "their branch stays");
+}
+
+/// A repository on the stand-in (plain HTTP) with one commit on main, and a mirror that fetched it.
+struct Fetched {
+    gh: GitHub,
+    bare: std::path::PathBuf,
+    work: Repo,
+    url: String,
+    token: SecretString,
+    mirror: GitRepo,
+    tip: CommitSha,
+    _dir: tempfile::TempDir,
+}
+
+impl Fetched {
+    fn new() -> Fetched {
+        let gh = GitHub::start();
+        let bare = gh.add_repo("acme", "deploy", 7);
+        let work = Repo::new();
+        work.write("d.yaml", &deployment("api", "ghcr.io/acme/api:1.0"));
+        work.commit("init");
+        work.git(&["push", "-q", bare.to_str().unwrap(), "main"]);
+        let url = gh.git_url("acme", "deploy");
+        let token = SecretString::from(gh.mint_token(7));
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = GitRepo::init_bare(dir.path()).unwrap();
+        let tip = mirror.fetch(&url, "main", Some(&token)).unwrap();
+        Fetched { gh, bare, work, url, token, mirror, tip, _dir: dir }
+    }
 }

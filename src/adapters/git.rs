@@ -866,22 +866,40 @@ mod tests {
         assert!(check_local_remote("https://example.com/x.git").is_ok(), "not a path: left to git");
     }
 
-    #[test]
-    fn the_files_holding_a_needle_are_the_same_scanned_whole_or_from_the_last_tree() {
-        use crate::adapters::test_git as git;
-        let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        git(dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
-        let write = |path: &str, text: &str| {
-            let p = work.join(path);
+    /// A work tree for these tests, committed with the git CLI.
+    struct Work(tempfile::TempDir);
+
+    impl Work {
+        fn new() -> Work {
+            let dir = tempfile::tempdir().unwrap();
+            crate::adapters::test_git(dir.path(), &["init", "-q", "-b", "main", "work"]);
+            Work(dir)
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            self.0.path().join("work")
+        }
+
+        fn write(&self, path: &str, text: &str) {
+            let p = self.path().join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, text).unwrap();
-        };
-        let commit = |m: &str| {
-            git(&work, &["add", "-A"]);
-            git(&work, &["commit", "-q", "-m", m]);
-            CommitSha(git(&work, &["rev-parse", "HEAD"]))
-        };
+        }
+
+        /// Everything in the work tree, committed (an empty commit if nothing changed).
+        fn commit(&self, message: &str) -> CommitSha {
+            let git = |args: &[&str]| crate::adapters::test_git(&self.path(), args);
+            git(&["add", "-A"]);
+            git(&["commit", "-q", "--allow-empty", "-m", message]);
+            CommitSha(git(&["rev-parse", "HEAD"]))
+        }
+    }
+
+    #[test]
+    fn the_files_holding_a_needle_are_the_same_scanned_whole_or_from_the_last_tree() {
+        let w = Work::new();
+        let (work, write, commit) = (w.path(), |p: &str, t: &str| w.write(p, t), |m: &str| w.commit(m));
+        let git = crate::adapters::test_git;
         write("a.yaml", "kind: X # NEEDLE\n");
         write("b.yml", "kind: Y\n");
         write("big.yaml", &format!("# NEEDLE\n{}", "x".repeat(200)));
@@ -914,20 +932,9 @@ mod tests {
 
     #[test]
     fn a_revert_without_the_whole_tree_merge_is_the_tree_the_merge_makes() {
-        use crate::adapters::test_git as git;
-        let dir = tempfile::tempdir().unwrap();
-        let work = dir.path().join("work");
-        git(dir.path(), &["init", "-q", "-b", "main", work.to_str().unwrap()]);
-        let write = |path: &str, text: &str| {
-            let p = work.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        };
-        let commit = |m: &str| {
-            git(&work, &["add", "-A"]);
-            git(&work, &["commit", "-q", "--allow-empty", "-m", m]);
-            CommitSha(git(&work, &["rev-parse", "HEAD"]))
-        };
+        let w = Work::new();
+        let (work, write, commit) = (w.path(), |p: &str, t: &str| w.write(p, t), |m: &str| w.commit(m));
+        let git = crate::adapters::test_git;
         for i in 0..20 {
             write(&format!("apps/w{i}/deploy.yaml"), &format!("image: w{i}:1.0\n"));
         }
