@@ -899,7 +899,6 @@ mod tests {
     fn the_files_holding_a_needle_are_the_same_scanned_whole_or_from_the_last_tree() {
         let w = Work::new();
         let (work, write, commit) = (w.path(), |p: &str, t: &str| w.write(p, t), |m: &str| w.commit(m));
-        let git = crate::adapters::test_git;
         write("a.yaml", "kind: X # NEEDLE\n");
         write("b.yml", "kind: Y\n");
         write("big.yaml", &format!("# NEEDLE\n{}", "x".repeat(200)));
