@@ -447,6 +447,16 @@ impl Journal {
         self.commit(&Line::Put { id: id.clone(), entry: entry.clone() })
     }
 
+    /// How many deliveries the journal holds (not yet finished with).
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("journal lock").live.len()
+    }
+
+    /// Whether the journal holds no delivery.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The delivery is finished with.
     pub fn done(&self, id: &EntryId) -> Result<(), JournalError> {
         if !self.state.lock().expect("journal lock").live.contains_key(id) {

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -43,6 +44,7 @@ pub struct Metrics {
     rollbacks: Family<Labels, Counter>,
     admission_seconds: Histogram,
     ack_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    journal_entries: Gauge,
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -68,6 +70,7 @@ impl Default for Metrics {
             rollbacks: Family::default(),
             admission_seconds: admission_histogram(),
             ack_seconds: Family::new_with_constructor(admission_histogram as fn() -> Histogram),
+            journal_entries: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().expect("registry lock");
@@ -106,6 +109,11 @@ impl Default for Metrics {
                 "alert_ack_seconds",
                 "Time to answer one alert delivery in the handler, by endpoint and status code (body read to answer; the journal's fsync included, the network not)",
                 m.ack_seconds.clone(),
+            );
+            r.register(
+                "journal_entries",
+                "Alert deliveries in the journal: acknowledged (or being written) and not yet finished with — waiting, being handled, or waiting to be tried again",
+                m.journal_entries.clone(),
             );
             r.register(
                 "rollback_step_seconds",
@@ -167,6 +175,10 @@ impl Metrics {
     }
     pub fn rollback(&self, outcome: &str) {
         self.rollbacks.get_or_create(&l(&[("outcome", outcome)])).inc();
+    }
+    /// How many deliveries the journal holds now (set when `/metrics` is read).
+    pub fn journal_entries(&self, n: usize) {
+        self.journal_entries.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     pub fn rule(&self, rule: &str, result: &str) {
         self.rule_evaluations.get_or_create(&l(&[("rule", rule), ("result", result)])).inc();

@@ -56,12 +56,14 @@ fn a_failed_incident_is_retried_without_the_alert_being_sent_again() {
     let journal = m.dir.path().join("state/journal");
     let entries = || metricops::journal::Journal::peek(&journal).unwrap().len();
     assert_eq!(entries(), 1, "the failing delivery is kept in the journal");
+    assert_eq!(crate::e2e::metric(a, "metricops_journal_entries"), 1.0, "and /metrics says so");
     // The remote comes back; nothing is sent again.
     std::fs::rename(&away, &m.bare).unwrap();
     wait_until("the retried revert to land on main", Duration::from_secs(60), || m.main() != bad);
     let log = crate::e2e::git(&m.bare, &["log", "-1", "--format=%B", "main"]);
     assert!(log.contains(&format!("Metricops-Culprit: {bad}")), "{log}");
     wait_until("the journal to be emptied", Duration::from_secs(30), || entries() == 0);
+    assert_eq!(crate::e2e::metric(a, "metricops_journal_entries"), 0.0);
 }
 
 pub(crate) struct Serve(pub Child);

@@ -391,10 +391,10 @@ async fn readyz(State(s): State<Arc<Shared>>) -> (StatusCode, String) {
 async fn metrics_text(
     State(s): State<Arc<Shared>>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        s.metrics.render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], {
+        s.metrics.journal_entries(s.journal.len());
+        s.metrics.render()
+    })
 }
 
 /// Whether the request carries the configured credentials (compared in constant time).
