@@ -40,18 +40,32 @@ thread_local! {
 /// that was most of the push's own time. Refs it does not have it could not use anyway, so the
 /// push sends the same pack and the same update.
 pub fn with_push_context<T>(url: &str, dest: &str, git_dir: &std::path::Path, f: impl FnOnce() -> T) -> T {
-    struct Forget<'a>(&'a str, Option<(String, std::path::PathBuf)>);
-    impl Drop for Forget<'_> {
+    scoped(&PUSHING, url, (dest.to_string(), git_dir.to_path_buf()), f)
+}
+
+/// Runs `f` with `value` in this thread's `map` under `url`, and puts back what was there before
+/// afterwards (also when `f` panics).
+fn scoped<V: 'static, T>(
+    map: &'static std::thread::LocalKey<RefCell<HashMap<String, V>>>,
+    url: &str,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: 'static> {
+        map: &'static std::thread::LocalKey<RefCell<HashMap<String, V>>>,
+        url: String,
+        previous: Option<V>,
+    }
+    impl<V: 'static> Drop for Restore<V> {
         fn drop(&mut self) {
-            PUSHING.with_borrow_mut(|p| match self.1.take() {
-                Some(previous) => p.insert(self.0.to_string(), previous),
-                None => p.remove(self.0),
+            self.map.with_borrow_mut(|m| match self.previous.take() {
+                Some(previous) => m.insert(self.url.clone(), previous),
+                None => m.remove(&self.url),
             });
         }
     }
-    let previous =
-        PUSHING.with_borrow_mut(|p| p.insert(url.to_string(), (dest.to_string(), git_dir.to_path_buf())));
-    let _forget = Forget(url, previous);
+    let previous = map.with_borrow_mut(|m| m.insert(url.to_string(), value));
+    let _restore = Restore { map, url: url.to_string(), previous };
     f()
 }
 
@@ -172,16 +186,10 @@ pub fn advertise_push(url: &str, token: Option<&SecretString>) -> Option<Adverti
 /// Runs `f` (a push) with `advertised` answering its first request, once; forgotten afterwards,
 /// used or not.
 pub fn with_advertisement<T>(advertised: Option<Advertisement>, f: impl FnOnce() -> T) -> T {
-    struct Forget(String);
-    impl Drop for Forget {
-        fn drop(&mut self) {
-            ADVERTISED.with_borrow_mut(|a| a.remove(&self.0));
-        }
+    match advertised {
+        Some(Advertisement { url, body }) => scoped(&ADVERTISED, &url, body, f),
+        None => f(),
     }
-    let Some(Advertisement { url, body }) = advertised else { return f() };
-    ADVERTISED.with_borrow_mut(|a| a.insert(url.clone(), body));
-    let _forget = Forget(url);
-    f()
 }
 
 /// Extra certificates to trust (a private CA), on top of the system's.
@@ -205,19 +213,10 @@ pub fn trust(pem: &[u8]) -> Result<(), String> {
 /// Runs `f` with `token` answering HTTP authentication for `url` on this thread, and puts back
 /// what was there before afterwards (also when `f` panics).
 pub fn with_credentials<T>(url: &str, token: Option<&SecretString>, f: impl FnOnce() -> T) -> T {
-    struct Restore<'a>(&'a str, Option<SecretString>);
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            CREDENTIALS.with_borrow_mut(|c| match self.1.take() {
-                Some(previous) => c.insert(self.0.to_string(), previous),
-                None => c.remove(self.0),
-            });
-        }
+    match token {
+        Some(token) => scoped(&CREDENTIALS, url, token.clone(), f),
+        None => f(),
     }
-    let Some(token) = token else { return f() };
-    let previous = CREDENTIALS.with_borrow_mut(|c| c.insert(url.to_string(), token.clone()));
-    let _restore = Restore(url, previous);
-    f()
 }
 
 /// The token [`with_credentials`] gave this thread for `url`, if any.

@@ -72,7 +72,6 @@ impl Engine {
             if open.iter().any(|p| p.head.name == branch) {
                 continue;
             }
-            let closed = !forge.pulls_for(&repo, &branch, PrState::Closed).await?.is_empty();
             let (site, b) = (site.clone(), branch.clone());
             let message = self
                 .blocking(move |e| {
@@ -82,9 +81,19 @@ impl Engine {
                     })
                 })
                 .await?;
+            let workload = trailer(&message.message, WORKLOAD_TRAILER).map(str::to_string);
+            // An incident of this workload may be delivering this very revert now (at a restart
+            // the journal's replay runs beside this scan): the branch's PRs are listed in the
+            // workload's turn, held until the PR is opened. Listed outside it, the scan could open
+            // a second PR for the culprit between the incident's merge and its branch's deletion.
+            let _turn = match workload.as_deref() {
+                Some(w) => Some(self.turn(w).await),
+                None => None,
+            };
+            let has_pr = !forge.pulls_for(&repo, &branch, PrState::All).await?.is_empty();
             let found = FoundBranch {
                 branch: branch.clone(),
-                has_pr: closed,
+                has_pr,
                 committed: message.time.with_timezone(&chrono::Utc),
             };
             match unfinished(&found, true, now, MAX_AGE) {
@@ -93,20 +102,6 @@ impl Engine {
                     tracing::warn!(%branch, committed = %found.committed, "a revert branch without a PR, too old to open one by itself; delete it or open its PR by hand")
                 }
                 Unfinished::OpenItsPr => {
-                    let workload = trailer(&message.message, WORKLOAD_TRAILER).map(str::to_string);
-                    // An incident of this workload may be delivering this very revert now (at a
-                    // restart the journal's replay runs beside this scan): after its turn, look
-                    // again. Opening from the branch in between its merge and the branch's deletion
-                    // would make a second PR for the culprit.
-                    let _turn = match workload.as_deref() {
-                        Some(w) => Some(self.turn(w).await),
-                        None => None,
-                    };
-                    let since = forge.pulls_for(&repo, &branch, PrState::All).await?;
-                    if let Some(pr) = since.first() {
-                        tracing::info!(%branch, pr = pr.number, "the revert branch's PR was opened meanwhile; nothing to finish");
-                        continue;
-                    }
                     let base = workload
                         .as_deref()
                         .and_then(|w| self.config.workloads.iter().find(|c| c.name == w))
