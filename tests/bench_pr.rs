@@ -15,6 +15,20 @@ use crate::support::{Repo, deployment};
 #[ignore = "a benchmark: run with --ignored --nocapture"]
 fn bench_pr_alert_webhook_to_pull_request() {
     let n: usize = std::env::var("BENCH_INCIDENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    // The engine's own log, with microsecond times, to see where an incident waits:
+    // BENCH_LOG=metricops=debug (a tracing filter); it goes to target/bench-pr.log.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        let file = std::fs::File::create(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-pr.log"),
+        )
+        .expect("target/bench-pr.log can be written");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    }
     let gh = GitHub::start();
     let bare = gh.add_repo("shop", "manifests", 4242);
     let work = Repo::new();

@@ -299,23 +299,34 @@ impl GitRepo {
     /// The YAML files (`.yaml`, `.yml`) at a commit whose text contains `needle`, up to `max` bytes
     /// each (bigger ones, symlinks and submodules are passed over), with their text, by path.
     ///
-    /// The answer for the last tree asked about in this mirror is kept (paths and blob ids, per
-    /// needle): the next tree is scanned from its difference to that one, so a revert's scan reads
-    /// the files it changed, not every YAML file of the repository again.
+    /// The answer for the last commit's first parent asked about in this mirror is kept (paths and
+    /// blob ids, per needle): the next tree is scanned from its difference to that one, so a
+    /// revert's scan reads the files it and the branch's new commits changed, not every YAML file
+    /// of the repository again.
     pub fn files_containing(
         &self,
         commit: &CommitSha,
         needle: &str,
         max: usize,
     ) -> Result<Vec<(String, String)>, GitError> {
-        let tree = self.repo.find_commit(oid(commit)?)?.tree()?;
+        let commit = self.repo.find_commit(oid(commit)?)?;
+        let tree = commit.tree()?;
+        // The answer kept is the first parent's: a revert is built in memory and gone once pushed,
+        // its parent (the branch tip) stays in the mirror, and is the next revert's parent too.
+        let parent = commit.parent(0).ok().map(|p| p.tree()).transpose()?;
+        let kept = parent.as_ref().unwrap_or(&tree);
         let key = (self.path.clone(), needle.to_string(), max);
         let last = scans().lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let hits = match last.and_then(|(old, hits)| self.rescan(old, &tree, hits, needle, max).transpose()) {
-            Some(hits) => hits?,
+        let kept_hits =
+            match last.and_then(|(old, hits)| self.rescan(old, kept, hits, needle, max).transpose()) {
+                Some(hits) => hits?,
+                None => self.scan(kept, needle, max)?,
+            };
+        scans().lock().unwrap_or_else(|e| e.into_inner()).insert(key, (kept.id(), kept_hits.clone()));
+        let hits = match self.rescan(kept.id(), &tree, kept_hits, needle, max)? {
+            Some(hits) => hits,
             None => self.scan(&tree, needle, max)?,
         };
-        scans().lock().unwrap_or_else(|e| e.into_inner()).insert(key, (tree.id(), hits.clone()));
         hits.into_iter()
             .map(|(path, id)| {
                 let blob = self.repo.find_blob(id)?;
@@ -364,22 +375,15 @@ impl GitRepo {
             return Ok(Some(hits));
         }
         let Ok(old) = self.repo.find_tree(old) else { return Ok(None) };
-        let diff = self.repo.diff_tree_to_tree(Some(&old), Some(tree), None)?;
-        for delta in diff.deltas() {
-            for side in [delta.old_file(), delta.new_file()] {
-                if let Some(path) = side.path().and_then(|p| p.to_str()) {
-                    hits.retain(|(p, _)| p != path);
-                }
-            }
-            let new = delta.new_file();
-            let (Some(path), true) = (new.path().and_then(|p| p.to_str()), new.exists()) else { continue };
-            let name = path.rsplit('/').next().unwrap_or(path);
-            let mode: i32 = new.mode().into();
-            if matches!(new.mode(), git2::FileMode::Blob | git2::FileMode::BlobExecutable)
+        for change in changed_files(&self.repo, Some(&old), Some(tree))? {
+            hits.retain(|(p, _)| *p != change.path);
+            let Some((id, mode)) = change.new else { continue };
+            let name = change.path.rsplit('/').next().unwrap_or(&change.path);
+            if (mode == 0o100644 || mode == 0o100755)
                 && scanned_file(name, mode)
-                && self.holds(new.id(), needle, max)?
+                && self.holds(id, needle, max)?
             {
-                hits.push((path.to_string(), new.id()));
+                hits.push((change.path, id));
             }
         }
         hits.sort();
@@ -431,25 +435,23 @@ impl GitRepo {
     fn revert_in_place(&self, bad: &git2::Commit, ours: &git2::Commit) -> Result<Option<Oid>, GitError> {
         let Ok(parent) = bad.parent(0) else { return Ok(None) };
         let (before, after, here) = (parent.tree()?, bad.tree()?, ours.tree()?);
-        let diff = self.repo.diff_tree_to_tree(Some(&before), Some(&after), None)?;
-        let plain = |m: git2::FileMode| matches!(m, git2::FileMode::Blob | git2::FileMode::BlobExecutable);
+        let plain = |m: i32| m == 0o100644 || m == 0o100755;
         let mut b = git2::build::TreeUpdateBuilder::new();
         let mut changed = 0;
-        for delta in diff.deltas() {
-            let (old, new) = (delta.old_file(), delta.new_file());
-            let Some(path) = new.path().and_then(|p| p.to_str()) else { return Ok(None) };
-            if delta.status() != git2::Delta::Modified
-                || old.path() != new.path()
-                || !plain(old.mode())
-                || !plain(new.mode())
-            {
+        for change in changed_files(&self.repo, Some(&before), Some(&after))? {
+            let (Some((old_id, old_mode)), Some((new_id, new_mode))) = (change.old, change.new) else {
+                return Ok(None);
+            };
+            if !plain(old_mode) || !plain(new_mode) {
                 return Ok(None);
             }
-            let Ok(now) = here.get_path(Path::new(path)) else { return Ok(None) };
-            if now.id() != new.id() || now.filemode() != i32::from(new.mode()) {
+            let Ok(now) = here.get_path(Path::new(&change.path)) else { return Ok(None) };
+            if now.id() != new_id || now.filemode() != new_mode {
                 return Ok(None);
             }
-            b.upsert(path, old.id(), old.mode());
+            let mode =
+                if old_mode == 0o100755 { git2::FileMode::BlobExecutable } else { git2::FileMode::Blob };
+            b.upsert(change.path.as_str(), old_id, mode);
             changed += 1;
         }
         if changed == 0 {
@@ -596,7 +598,18 @@ impl GitRepo {
     pub fn patch(&self, from: &CommitSha, to: &CommitSha) -> Result<String, GitError> {
         let a = self.repo.find_commit(oid(from)?)?.tree()?;
         let b = self.repo.find_commit(oid(to)?)?.tree()?;
-        let diff = self.repo.diff_tree_to_tree(Some(&a), Some(&b), None)?;
+        // libgit2's diff told exactly which files to look at (literal paths: it then opens only
+        // the directories above them), not left to walk every tree of both sides.
+        let mut opts = git2::DiffOptions::new();
+        opts.disable_pathspec_match(true);
+        let changed = changed_files(&self.repo, Some(&a), Some(&b))?;
+        if changed.is_empty() {
+            return Ok(String::new());
+        }
+        for c in &changed {
+            opts.pathspec(&c.path);
+        }
+        let diff = self.repo.diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))?;
         let mut out = String::new();
         diff.print(git2::DiffFormat::Patch, |_, _, line| {
             let origin = line.origin();
@@ -819,6 +832,87 @@ pub(super) const MODE_TREE: u32 = 0o40000;
 pub(super) const MODE_LINK: u32 = 0o120000;
 pub(super) const MODE_COMMIT: u32 = 0o160000;
 
+/// A file (blob, executable, symbolic link or submodule) that differs between two trees: its id
+/// and mode on each side, `None` where it is not there.
+#[derive(Debug, PartialEq, Eq)]
+struct Changed {
+    path: String,
+    old: Option<(Oid, i32)>,
+    new: Option<(Oid, i32)>,
+}
+
+/// Every file that differs between two trees (either may be absent), by path in byte order (the
+/// order of libgit2's and git's diffs). A subtree whose id is the same on both sides is never
+/// opened: libgit2's tree diff reads every tree of both sides, which in a repository of a
+/// thousand directories was most of a revert's time. A file that became a directory (or the
+/// reverse) is its removal plus the files added (or the reverse). No rename detection.
+fn changed_files(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+) -> Result<Vec<Changed>, git2::Error> {
+    fn walk<'t>(
+        repo: &Repository,
+        old: Option<&'t git2::Tree<'_>>,
+        new: Option<&'t git2::Tree<'_>>,
+        prefix: &str,
+        out: &mut Vec<Changed>,
+    ) -> Result<(), git2::Error> {
+        if old.map(|t| t.id()) == new.map(|t| t.id()) {
+            return Ok(());
+        }
+        // Both trees are sorted the way git sorts them (a directory's name as if it ended in
+        // '/'): walked side by side, no entry copied.
+        let entries = |t: Option<&'t git2::Tree<'_>>| -> Vec<git2::TreeEntry<'t>> {
+            t.map(|t| t.iter().collect()).unwrap_or_default()
+        };
+        let (olds, news) = (entries(old), entries(new));
+        let is_tree = |e: &git2::TreeEntry<'_>| e.filemode() == MODE_TREE as i32;
+        let order = |a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>| {
+            let (x, y) = (a.name_bytes(), b.name_bytes());
+            let n = x.len().min(y.len());
+            // git's order: past the common part, a directory's name goes on with '/'.
+            let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
+            x[..n].cmp(&y[..n]).then_with(|| next(x, is_tree(a)).cmp(&next(y, is_tree(b))))
+        };
+        let side = |e: Option<&git2::TreeEntry<'_>>| e.map(|e| (e.id(), e.filemode()));
+        let (mut i, mut j) = (0, 0);
+        while i < olds.len() || j < news.len() {
+            let (o, n) = match (olds.get(i), news.get(j)) {
+                (Some(a), Some(b)) => match order(a, b) {
+                    std::cmp::Ordering::Less => (Some(a), None),
+                    std::cmp::Ordering::Greater => (None, Some(b)),
+                    std::cmp::Ordering::Equal => (Some(a), Some(b)),
+                },
+                (a, b) => (a, b),
+            };
+            i += usize::from(o.is_some());
+            j += usize::from(n.is_some());
+            if side(o) == side(n) {
+                continue;
+            }
+            let name = o.or(n).map(|e| e.name_bytes()).unwrap_or_default();
+            let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+            let subtree = |e: Option<&git2::TreeEntry<'_>>| {
+                e.filter(|e| is_tree(e)).map(|e| repo.find_tree(e.id())).transpose()
+            };
+            match (o.is_some_and(is_tree), n.is_some_and(is_tree)) {
+                (false, false) => out.push(Changed { path, old: side(o), new: side(n) }),
+                (true, true) => {
+                    walk(repo, subtree(o)?.as_ref(), subtree(n)?.as_ref(), &format!("{path}/"), out)?
+                }
+                (true, false) => walk(repo, subtree(o)?.as_ref(), None, &format!("{path}/"), out)?,
+                (false, true) => walk(repo, None, subtree(n)?.as_ref(), &format!("{path}/"), out)?,
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(repo, old, new, "", &mut out)?;
+    out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(out)
+}
+
 pub(super) fn info(c: &git2::Commit<'_>) -> CommitInfo {
     let author = c.author();
     // When the commit landed (committer time): a squashed or rebased change can be authored days earlier.
@@ -927,6 +1021,124 @@ mod tests {
         assert_eq!(names(&first), whole(&first), "and back");
         let texts = repo.files_containing(&second, "NEEDLE", 100).unwrap();
         assert_eq!(texts[0], ("b.yml".to_string(), "kind: Y # NEEDLE\n".to_string()), "with the file's text");
+    }
+
+    /// libgit2's whole-tree diff, by path: each side's (id, mode), a split type change merged.
+    fn libgit2_changes(repo: &GitRepo, a: &git2::Tree, b: &git2::Tree) -> Vec<Changed> {
+        let diff = repo.repo.diff_tree_to_tree(Some(a), Some(b), None).unwrap();
+        let mut by_path: std::collections::BTreeMap<String, Changed> = Default::default();
+        for d in diff.deltas() {
+            let side = |f: git2::DiffFile| f.exists().then(|| (f.id(), i32::from(f.mode())));
+            let path = d.new_file().path().or(d.old_file().path()).unwrap().to_str().unwrap().to_string();
+            let e = by_path.entry(path.clone()).or_insert(Changed { path, old: None, new: None });
+            e.old = e.old.or(side(d.old_file()));
+            e.new = e.new.or(side(d.new_file()));
+        }
+        by_path.into_values().collect()
+    }
+
+    #[test]
+    fn the_files_two_trees_differ_in_are_libgit2s_diff_without_reading_unchanged_trees() {
+        let w = Work::new();
+        let (work, write, commit) = (w.path(), |p: &str, t: &str| w.write(p, t), |m: &str| w.commit(m));
+        let git = |args: &[&str]| crate::adapters::test_git(&w.path(), args);
+        for i in 0..30 {
+            write(&format!("apps/w{i}/deploy.yaml"), &format!("image: w{i}:1.0\n"));
+        }
+        write("a", "a file that becomes a directory\n");
+        write("b/c.yaml", "a directory that becomes a file\n");
+        write("to-link.yaml", "becomes a symbolic link\n");
+        write("run.sh", "#!/bin/sh\n");
+        write("gone/x.yaml", "removed\n");
+        write("a.b", "sorts between a and a/\n");
+        let first = commit("one");
+        write("apps/w4/deploy.yaml", "image: w4:1.1\n");
+        write("apps/w17/extra.yaml", "added\n");
+        std::fs::remove_file(work.join("a")).unwrap();
+        write("a/inside.yaml", "now a directory\n");
+        std::fs::remove_dir_all(work.join("b")).unwrap();
+        write("b", "now a file\n");
+        std::fs::remove_file(work.join("to-link.yaml")).unwrap();
+        std::os::unix::fs::symlink("run.sh", work.join("to-link.yaml")).unwrap();
+        std::fs::remove_dir_all(work.join("gone")).unwrap();
+        git(&["add", "-A"]);
+        git(&["update-index", "--chmod=+x", "run.sh"]);
+        let sub = "1234567890123456789012345678901234567890";
+        git(&["update-index", "--add", "--cacheinfo", &format!("160000,{sub},vendor/sub")]);
+        git(&["commit", "-q", "-m", "two"]);
+        let second = CommitSha(git(&["rev-parse", "HEAD"]));
+        let repo = GitRepo::open(&work.join(".git")).unwrap();
+        let tree = |c: &CommitSha| repo.repo.find_commit(oid(c).unwrap()).unwrap().tree().unwrap();
+        let (a, b) = (tree(&first), tree(&second));
+        let ours = changed_files(&repo.repo, Some(&a), Some(&b)).unwrap();
+        let paths: Vec<&str> = ours.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a",
+                "a/inside.yaml",
+                "apps/w17/extra.yaml",
+                "apps/w4/deploy.yaml",
+                "b",
+                "b/c.yaml",
+                "gone/x.yaml",
+                "run.sh",
+                "to-link.yaml",
+                "vendor/sub"
+            ]
+        );
+        let mut theirs = libgit2_changes(&repo, &a, &b);
+        theirs.sort_by(|x, y| x.path.as_bytes().cmp(y.path.as_bytes()));
+        assert_eq!(ours, theirs);
+        assert_eq!(changed_files(&repo.repo, Some(&b), Some(&b)).unwrap(), []);
+        let reversed = changed_files(&repo.repo, Some(&b), Some(&a)).unwrap();
+        assert!(
+            reversed.iter().zip(&ours).all(|(r, o)| r.path == o.path && r.old == o.new && r.new == o.old)
+        );
+        // The patch a PR shows is libgit2's whole-tree patch, byte for byte.
+        let mut whole = String::new();
+        repo.repo
+            .diff_tree_to_tree(Some(&a), Some(&b), None)
+            .unwrap()
+            .print(git2::DiffFormat::Patch, |_, _, line| {
+                if matches!(line.origin(), '+' | '-' | ' ') {
+                    whole.push(line.origin());
+                }
+                whole.push_str(&String::from_utf8_lossy(line.content()));
+                true
+            })
+            .unwrap();
+        assert!(whole.contains("+image: w4:1.1"), "{whole}");
+        assert_eq!(repo.patch(&first, &second).unwrap(), whole);
+        assert_eq!(repo.patch(&second, &second).unwrap(), "");
+    }
+
+    #[test]
+    fn the_files_holding_a_needle_in_a_revert_built_in_memory_are_scanned_from_its_parent() {
+        let w = Work::new();
+        for i in 0..10 {
+            w.write(&format!("apps/w{i}/updater.yaml"), &format!("NEEDLE w{i}\n"));
+        }
+        let tip = w.commit("tip");
+        let repo = GitRepo::open(&w.path().join(".git")).unwrap();
+        let whole = |r: &GitRepo, c: &CommitSha| -> Vec<String> {
+            let tree = r.repo.find_commit(oid(c).unwrap()).unwrap().tree().unwrap();
+            r.scan(&tree, "NEEDLE", 100).unwrap().into_iter().map(|(p, _)| p).collect()
+        };
+        for (i, text) in [(3, "no longer\n"), (7, "still the NEEDLE, edited\n")] {
+            // Each revert in its own handle's memory, gone after: the next one finds its parent's
+            // answer kept.
+            let mem = GitRepo::open(&w.path().join(".git")).unwrap();
+            mem.write_in_memory().unwrap();
+            let tree = mem.tree_with(&tip, &[(format!("apps/w{i}/updater.yaml"), text.to_string())]).unwrap();
+            let revert = mem.write_commit(tree, &tip, "revert", Utc::now()).unwrap();
+            let found: Vec<String> =
+                mem.files_containing(&revert, "NEEDLE", 100).unwrap().into_iter().map(|(p, _)| p).collect();
+            assert_eq!(found, whole(&mem, &revert));
+            assert_eq!(found.len(), if i == 3 { 9 } else { 10 });
+            let kept = scans().lock().unwrap().get(&(repo.path.clone(), "NEEDLE".into(), 100)).map(|k| k.0);
+            assert_eq!(kept, Some(repo.tree_of(&tip).unwrap()), "the parent's answer is the one kept");
+        }
     }
 
     #[test]

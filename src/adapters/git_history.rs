@@ -13,6 +13,10 @@
 //!   search is over (or this view is dropped), both threads stop.
 //! - What changed between two commits is found by comparing their trees raw, opening only the
 //!   subtrees whose ids differ.
+//! - In a long-running process ([`remember_across_walks`]: `serve`), commits read and which
+//!   entries differ between two large trees seen one after the other on a path are kept for the
+//!   next walks (both are named by their ids, so never stale): a storm of incidents on one
+//!   repository walks the same history again and again, and reads it once.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +57,71 @@ struct RawCommit {
 /// A tree entry's id and mode.
 type Entry = (Oid, u32);
 
+/// The names whose entries differ between two trees.
+type Names = Arc<[Box<[u8]>]>;
+
+/// What walks keep for the next ones, once [`remember_across_walks`] is called.
+#[derive(Default)]
+struct Remembered {
+    commits: HashMap<Oid, RawCommit>,
+    /// (tree, the next tree seen at the same place of a path) → the names whose entries differ.
+    tree_diffs: HashMap<(Oid, Oid), Names>,
+}
+
+/// Entries kept at most of each kind (about 2 MB of commits, a few MB of tree differences with a
+/// name or two each); past that, that kind starts afresh.
+const REMEMBERED: usize = 50_000;
+
+/// A tree this large (bytes of the object: ~64 entries) is worth comparing and remembering; a
+/// smaller one is read again faster than the comparison.
+const LARGE_TREE: usize = 2048;
+
+static REMEMBER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn remembered() -> std::sync::MutexGuard<'static, Remembered> {
+    static R: std::sync::OnceLock<Mutex<Remembered>> = std::sync::OnceLock::new();
+    R.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// From now on, history walks in this process keep what they read for the next ones (see the
+/// module's doc). For a long-running process; a one-off `trace` would only pay for it.
+pub fn remember_across_walks() {
+    REMEMBER.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn remembering() -> bool {
+    REMEMBER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The names whose entries differ between two raw tree objects (present on one side only, or
+/// with another id or mode). Both are in git's order (a directory's name as if it ended in '/').
+fn differing_names(a: &[u8], b: &[u8]) -> Vec<Box<[u8]>> {
+    let (xs, ys) = (tree_entries(a), tree_entries(b));
+    let is_tree = |e: &Entry| e.1 == MODE_TREE;
+    let order = |(x, ex): &(&[u8], Entry), (y, ey): &(&[u8], Entry)| {
+        let n = x.len().min(y.len());
+        let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
+        x[..n].cmp(&y[..n]).then_with(|| next(x, is_tree(ex)).cmp(&next(y, is_tree(ey))))
+    };
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < xs.len() || j < ys.len() {
+        let (x, y) = match (xs.get(i), ys.get(j)) {
+            (Some(x), Some(y)) => match order(x, y) {
+                std::cmp::Ordering::Less => (Some(x), None),
+                std::cmp::Ordering::Greater => (None, Some(y)),
+                std::cmp::Ordering::Equal => (Some(x), Some(y)),
+            },
+            (x, y) => (x, y),
+        };
+        i += usize::from(x.is_some());
+        j += usize::from(y.is_some());
+        if x.map(|e| e.1) != y.map(|e| e.1) {
+            out.push(Box::from(x.or(y).map(|e| e.0).unwrap_or_default()));
+        }
+    }
+    out
+}
+
 /// Reads a commit's header fields: from the head of the packed object when it is there, else
 /// through libgit2.
 fn read_commit(
@@ -61,6 +130,10 @@ fn read_commit(
     c: Oid,
     stats: &mut WalkStats,
 ) -> Result<RawCommit, git2::Error> {
+    let remember = remembering();
+    if remember && let Some(raw) = remembered().commits.get(&c) {
+        return Ok(*raw);
+    }
     let started = Instant::now();
     let raw = match packs.commit_head(c) {
         Some(head) => parse_commit(head)?,
@@ -68,6 +141,13 @@ fn read_commit(
     };
     stats.commits += 1;
     stats.commit_time += started.elapsed();
+    if remember {
+        let mut r = remembered();
+        if r.commits.len() >= REMEMBERED {
+            r.commits.clear();
+        }
+        r.commits.insert(c, raw);
+    }
     Ok(raw)
 }
 
@@ -116,11 +196,15 @@ pub(super) fn tree_entry(data: &[u8], name: &[u8]) -> Option<Entry> {
     None
 }
 
+/// One level of a [`PathChain`]: the tree looked at last there, the entry for the component in
+/// it, and the tree's bytes when it was read and is large (kept only while remembering).
+type Level = (Oid, Option<Entry>, Option<Rc<[u8]>>);
+
 /// One path's chain of trees, as last looked up: a tree whose id did not change is not read again.
 struct PathChain {
     components: Vec<Vec<u8>>,
-    /// Per level, from the root down: the tree read last there and the entry for the component in it.
-    chain: Vec<(Oid, Option<Entry>)>,
+    /// Per level, from the root down.
+    chain: Vec<Level>,
 }
 
 impl PathChain {
@@ -140,17 +224,40 @@ impl PathChain {
         let mut tree = root;
         for i in 0..self.components.len() {
             let entry = match self.chain.get(i) {
-                Some((t, e)) if *t == tree => *e,
-                _ => {
-                    let started = Instant::now();
-                    let (kind, data) = read_object(odb, packs, tree)?;
-                    let e = if kind == OBJ_TREE { tree_entry(&data, &self.components[i]) } else { None };
-                    stats.trees += 1;
-                    stats.tree_time += started.elapsed();
+                Some((t, e, _)) if *t == tree => *e,
+                level => {
+                    let remember = remembering();
+                    // A walk before this one saw this tree follow the last one here: when the
+                    // component's entry is not among those that differ, it is the same entry.
+                    let known = level.filter(|_| remember).and_then(|(prev, e, _)| {
+                        let diffs = remembered().tree_diffs.get(&(*prev, tree)).cloned()?;
+                        (!diffs.iter().any(|n| **n == *self.components[i])).then_some(*e)
+                    });
+                    let (e, data) = match known {
+                        Some(e) => (e, None),
+                        None => {
+                            let started = Instant::now();
+                            let (kind, data) = read_object(odb, packs, tree)?;
+                            let e =
+                                if kind == OBJ_TREE { tree_entry(&data, &self.components[i]) } else { None };
+                            stats.trees += 1;
+                            stats.tree_time += started.elapsed();
+                            let large = remember && kind == OBJ_TREE && data.len() >= LARGE_TREE;
+                            if let (true, Some((prev, _, Some(prev_data)))) = (large, level) {
+                                let names: Names = differing_names(prev_data, &data).into();
+                                let mut r = remembered();
+                                if r.tree_diffs.len() >= REMEMBERED {
+                                    r.tree_diffs.clear();
+                                }
+                                r.tree_diffs.insert((*prev, tree), names);
+                            }
+                            (e, large.then_some(data))
+                        }
+                    };
                     // Each level remembers its own last tree: the levels below stay as they are.
                     match self.chain.get_mut(i) {
-                        Some(level) => *level = (tree, e),
-                        None => self.chain.push((tree, e)),
+                        Some(level) => *level = (tree, e, data),
+                        None => self.chain.push((tree, e, data)),
                     }
                     e
                 }
@@ -592,6 +699,69 @@ impl History for GitHistory<'_> {
 mod tests {
     use super::*;
     use crate::adapters::git::GitRepo;
+
+    /// Walks that keep what they read (as `serve`'s do) name the same culprits, and the next walk
+    /// over the same history reads far fewer trees: which entries of a large directory differ
+    /// between two of its versions is remembered, by their ids.
+    #[test]
+    fn walks_that_remember_name_the_same_culprits_reading_fewer_trees() {
+        use crate::domain::culprit::{Query, Subject, find_culprit};
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| crate::adapters::test_git(dir.path(), args);
+        let deployment = |i: usize, v: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: w{i}\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: ghcr.io/shop/w{i}:{v}\n"
+            )
+        };
+        let write = |i: usize, v: &str| {
+            let p = dir.path().join(format!("apps/w{i}/deployment.yaml"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, deployment(i, v)).unwrap();
+        };
+        git(&["init", "-q", "-b", "main"]);
+        let n = 120;
+        for i in 0..n {
+            write(i, "1.0.0");
+        }
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "all at 1.0.0"]);
+        let mut deployed = Vec::new();
+        for i in 0..n {
+            write(i, "1.1.0");
+            git(&["commit", "-q", "-am", &format!("deploy w{i} 1.1.0")]);
+            deployed.push(git(&["rev-parse", "HEAD"]));
+        }
+        let repo = GitRepo::open(dir.path()).unwrap();
+        let tip = CommitSha(git(&["rev-parse", "HEAD"]));
+        let walk = |i: usize| {
+            let scope = [format!("apps/w{i}")];
+            let history = repo.history(&scope);
+            let query = Query::new(Subject::Image(format!("ghcr.io/shop/w{i}")));
+            let found = find_culprit(&history, &tip, &query).unwrap();
+            (found.commit.sha.0.clone(), history.stats.borrow().trees as usize)
+        };
+        remember_across_walks();
+        let (first, first_trees) = walk(3);
+        assert_eq!(first, deployed[3]);
+        // The first walk reads two trees a commit (the root, then `apps/` with its 120 entries);
+        // the next ones the small root of each commit (121 at most), and the few trees at the
+        // culprit: `apps/`'s changes are known.
+        assert!(first_trees >= 2 * (n - 4), "{first_trees}");
+        for i in [3, 5, 60, 119, 0] {
+            let (culprit, trees) = walk(i);
+            assert_eq!(culprit, deployed[i], "w{i}");
+            assert!(trees <= n + 10, "w{i}: {trees} trees read, the first walk {first_trees}");
+        }
+        // A pair of trees never seen one after the other is read as before: a new tip.
+        write(7, "1.2.0");
+        git(&["commit", "-q", "-am", "deploy w7 1.2.0"]);
+        let newer = CommitSha(git(&["rev-parse", "HEAD"]));
+        let history = repo.history(&["apps/w7".to_string()]);
+        let found =
+            find_culprit(&history, &newer, &Query::new(Subject::Image("ghcr.io/shop/w7".into()))).unwrap();
+        assert_eq!(found.commit.sha, newer);
+        assert_eq!(differing_names(b"", b""), Vec::<Box<[u8]>>::new());
+    }
 
     /// `changes` says what `git diff-tree -r` says: adds, deletes, edits in nested directories, a
     /// file that became a directory, a mode change, a symbolic link (listed without ids).

@@ -33,8 +33,8 @@ thread_local! {
 }
 
 /// Runs `f` (a push of `dest` from the repository at `git_dir` to `url`) with the remote's ref
-/// advertisement cut down to the refs that matter to it: `dest` and the refs whose commits the
-/// repository has. libgit2 looks up every advertised ref in the repository (to leave out of the
+/// advertisement cut down to the refs that matter to it: `dest` and the refs at commits the
+/// repository's own refs point to. libgit2 looks up every advertised ref in the repository (to leave out of the
 /// pack what the remote has) and, for each one missing, re-reads the object directory before it
 /// gives up; with a thousand revert branches open at the remote — none of them in the mirror —
 /// that was most of the push's own time. Refs it does not have it could not use anyway, so the
@@ -135,15 +135,18 @@ fn filter_advertisement(body: &[u8], keep: impl Fn(&str, &str) -> bool) -> Optio
     Some(out)
 }
 
-/// [`filter_advertisement`] for a push: `dest`, and the refs whose objects `git_dir` has (looked
-/// up without re-reading its object directory).
+/// [`filter_advertisement`] for a push: `dest`, and the refs that point where one of `git_dir`'s
+/// own refs points (the commits it fetched). A remote ref at another commit the mirror happens to
+/// hold (an ancestor of a branch it fetched) would hide nothing more from the pack; looking each
+/// advertised ref up in the object store cost a file lookup apiece, a thousand per push.
 fn for_push(body: Vec<u8>, dest: &str, git_dir: &std::path::Path) -> Vec<u8> {
     let Ok(repo) = git2::Repository::open_bare(git_dir) else { return body };
-    let Ok(odb) = repo.odb() else { return body };
+    let Ok(refs) = repo.references() else { return body };
+    let ours: std::collections::HashSet<git2::Oid> = refs.filter_map(|r| r.ok()?.target()).collect();
     let keep = |oid: &str, name: &str| {
         name == dest
             || name.strip_suffix("^{}") == Some(dest)
-            || git2::Oid::from_str(oid).is_ok_and(|o| odb.exists_ext(o, git2::OdbLookupFlags::NO_REFRESH))
+            || git2::Oid::from_str(oid).is_ok_and(|o| ours.contains(&o))
     };
     filter_advertisement(&body, keep).unwrap_or(body)
 }

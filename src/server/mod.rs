@@ -169,6 +169,8 @@ impl Running {
 /// until stopped. Call inside the runtime.
 pub async fn start(config: Arc<Config>, listen: &str) -> anyhow::Result<Running> {
     let wired = Wired::new(&config)?;
+    // A server traces the same histories incident after incident: walks keep what they read.
+    crate::adapters::git_history::remember_across_walks();
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = tokio::sync::mpsc::channel(config.server.queue.unwrap_or(QUEUE).max(1));
     let journal_dir = config.state_dir().join("journal");

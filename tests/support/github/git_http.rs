@@ -1,6 +1,7 @@
 //! Git smart HTTP, bridged to the real `git http-backend` (CGI). HTTP Basic auth with an installation
 //! token as the password, like github.com.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -144,11 +145,23 @@ pub(super) fn serve(
 
 /// A push leaves its refs loose; GitHub keeps refs packed, and with a thousand loose branches every
 /// ref read (`git http-backend`'s advertisement, the API's branch list) took ~30 ms instead of ~5.
-/// Under the state lock, which every in-process ref read holds (libgit2 could otherwise miss a
-/// ref that moves into packed-refs mid-read); git's own readers and writers take git's locks.
+/// Every 16th push to a repository (a few loose refs cost nothing; packing a thousand took a
+/// program start and ~5 ms, on every push). Under the state lock, which every in-process ref
+/// read holds (libgit2 could otherwise miss a ref that moves into packed-refs mid-read); git's
+/// own readers and writers take git's locks.
 fn pack_refs(state: &Mutex<State>, root: &std::path::Path, path: &str) {
+    const EVERY: usize = 16;
+    static PUSHES: Mutex<BTreeMap<std::path::PathBuf, usize>> = Mutex::new(BTreeMap::new());
     let Some((repo, _)) = path.split_once(".git/") else { return };
     let dir = root.join(format!("{}.git", repo.trim_start_matches('/')));
+    {
+        let mut pushes = PUSHES.lock().unwrap_or_else(|e| e.into_inner());
+        let n = pushes.entry(dir.clone()).or_default();
+        *n += 1;
+        if !n.is_multiple_of(EVERY) {
+            return;
+        }
+    }
     let _held = lock(state);
     match Command::new("git").args(["pack-refs", "--all"]).current_dir(&dir).output() {
         Ok(out) if out.status.success() => {}
