@@ -415,11 +415,19 @@ impl Journal {
                     let _ = written.changed().await;
                 }
                 Standing::Write => {
+                    // On a multi-threaded runtime the write starts at once on this thread (its
+                    // other tasks move to another): handing it to a blocking-pool thread meant
+                    // waiting for that thread to be scheduled, milliseconds on a busy node.
+                    let multi = tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread;
                     let me = self.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        drop(me.write_batch(me.state.lock().expect("journal lock")));
-                    })
-                    .await;
+                    let write = move || drop(me.write_batch(me.state.lock().expect("journal lock")));
+                    let r = if multi {
+                        tokio::task::block_in_place(write);
+                        Ok(())
+                    } else {
+                        tokio::task::spawn_blocking(write).await
+                    };
                     if let Err(e) = r {
                         // The writer stopped (the runtime shuts down): let another try.
                         let mut st = self.state.lock().expect("journal lock");
@@ -622,6 +630,15 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), 32);
         assert_eq!(Journal::peek(dir.path()).unwrap().len(), 32, "all on disk");
+    }
+
+    #[test]
+    fn an_async_delivery_on_a_single_threaded_runtime_is_written_on_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(dir.path()).unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let id = rt.block_on(j.record_async(&entry())).unwrap();
+        assert!(Journal::peek(dir.path()).unwrap().iter().any(|(k, _)| *k == id), "on disk");
     }
 
     #[test]
