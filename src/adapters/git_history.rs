@@ -13,10 +13,11 @@
 //!   search is over (or this view is dropped), both threads stop.
 //! - What changed between two commits is found by comparing their trees raw, opening only the
 //!   subtrees whose ids differ.
-//! - In a long-running process ([`remember_across_walks`]: `serve`), commits read and which
-//!   entries differ between two large trees seen one after the other on a path are kept for the
-//!   next walks (both are named by their ids, so never stale): a storm of incidents on one
-//!   repository walks the same history again and again, and reads it once.
+//! - In a long-running process ([`remember_across_walks`]: `serve`), the commits of a walk's first
+//!   5,000 and which entries differ between two large trees seen one after the other on a path
+//!   (compared the second time the pair is seen) are kept for the next walks (both are named by
+//!   their ids, so never stale): a storm of incidents on one repository walks the same recent
+//!   history again and again, and reads it about twice.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -66,7 +67,14 @@ struct Remembered {
     commits: HashMap<Oid, RawCommit>,
     /// (tree, the next tree seen at the same place of a path) → the names whose entries differ.
     tree_diffs: HashMap<(Oid, Oid), Names>,
+    /// Pairs of large trees seen once: compared the second time (a walk that is never repeated
+    /// pays nothing for the comparison).
+    seen: std::collections::HashSet<(Oid, Oid)>,
 }
+
+/// Commits from the tip that a walk remembers (and, per path, tree lookups): a storm's incidents
+/// are recent deploys, a walk far down the history is rare and would only fill the memory.
+const REMEMBER_DEPTH: usize = 5_000;
 
 /// Entries kept at most of each kind (about 2 MB of commits, a few MB of tree differences with a
 /// name or two each); past that, that kind starts afresh.
@@ -129,9 +137,11 @@ fn read_commit(
     packs: &mut Packs,
     c: Oid,
     stats: &mut WalkStats,
+    remember: bool,
 ) -> Result<RawCommit, git2::Error> {
-    let remember = remembering();
-    if remember && let Some(raw) = remembered().commits.get(&c) {
+    if remembering()
+        && let Some(raw) = remembered().commits.get(&c)
+    {
         return Ok(*raw);
     }
     let started = Instant::now();
@@ -205,12 +215,14 @@ struct PathChain {
     components: Vec<Vec<u8>>,
     /// Per level, from the root down.
     chain: Vec<Level>,
+    /// Lookups made (one per commit of a walk): past [`REMEMBER_DEPTH`] nothing more is kept.
+    looked: usize,
 }
 
 impl PathChain {
     fn new(path: &str) -> PathChain {
         let components = path.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
-        PathChain { components, chain: Vec::new() }
+        PathChain { components, chain: Vec::new(), looked: 0 }
     }
 
     /// The regular file at this path below `root`.
@@ -222,14 +234,15 @@ impl PathChain {
         stats: &mut WalkStats,
     ) -> Result<Option<Oid>, git2::Error> {
         let mut tree = root;
+        self.looked += 1;
+        let keep = remembering() && self.looked <= REMEMBER_DEPTH;
         for i in 0..self.components.len() {
             let entry = match self.chain.get(i) {
                 Some((t, e, _)) if *t == tree => *e,
                 level => {
-                    let remember = remembering();
                     // A walk before this one saw this tree follow the last one here: when the
                     // component's entry is not among those that differ, it is the same entry.
-                    let known = level.filter(|_| remember).and_then(|(prev, e, _)| {
+                    let known = level.filter(|_| remembering()).and_then(|(prev, e, _)| {
                         let diffs = remembered().tree_diffs.get(&(*prev, tree)).cloned()?;
                         (!diffs.iter().any(|n| **n == *self.components[i])).then_some(*e)
                     });
@@ -242,14 +255,25 @@ impl PathChain {
                                 if kind == OBJ_TREE { tree_entry(&data, &self.components[i]) } else { None };
                             stats.trees += 1;
                             stats.tree_time += started.elapsed();
-                            let large = remember && kind == OBJ_TREE && data.len() >= LARGE_TREE;
+                            let large = keep && kind == OBJ_TREE && data.len() >= LARGE_TREE;
                             if let (true, Some((prev, _, Some(prev_data)))) = (large, level) {
-                                let names: Names = differing_names(prev_data, &data).into();
-                                let mut r = remembered();
-                                if r.tree_diffs.len() >= REMEMBERED {
-                                    r.tree_diffs.clear();
+                                // Compared the second time the pair is seen: a walk that is not
+                                // repeated pays a set insert, not a comparison.
+                                let again = {
+                                    let mut r = remembered();
+                                    if r.seen.len() >= REMEMBERED {
+                                        r.seen.clear();
+                                    }
+                                    !r.seen.insert((*prev, tree))
+                                };
+                                if again {
+                                    let names: Names = differing_names(prev_data, &data).into();
+                                    let mut r = remembered();
+                                    if r.tree_diffs.len() >= REMEMBERED {
+                                        r.tree_diffs.clear();
+                                    }
+                                    r.tree_diffs.insert((*prev, tree), names);
                                 }
-                                r.tree_diffs.insert((*prev, tree), names);
                             }
                             (e, large.then_some(data))
                         }
@@ -327,9 +351,11 @@ fn read_commits(dir: &Path, start: Oid, tx: &SyncSender<CommitBatch>) -> Result<
     let mut batch = Vec::with_capacity(BATCH);
     // The first commits go one by one: the search waits for them.
     let mut size = 1;
+    let (remember, mut depth) = (remembering(), 0);
     while let Some(c) = cur {
         let mut stats = WalkStats::default();
-        let raw = read_commit(&odb, &mut packs, c, &mut stats)?;
+        let raw = read_commit(&odb, &mut packs, c, &mut stats, remember && depth < REMEMBER_DEPTH)?;
+        depth += 1;
         batch.push((c, raw, stats));
         cur = raw.parent;
         if batch.len() >= size || cur.is_none() {
@@ -458,8 +484,13 @@ impl<'r> GitHistory<'r> {
         {
             return Ok(raw);
         }
-        let raw =
-            read_commit(&self.repo.odb()?, &mut self.packs.borrow_mut(), c, &mut self.stats.borrow_mut())?;
+        let raw = read_commit(
+            &self.repo.odb()?,
+            &mut self.packs.borrow_mut(),
+            c,
+            &mut self.stats.borrow_mut(),
+            false,
+        )?;
         *self.last.borrow_mut() = Some((c, raw));
         Ok(raw)
     }
@@ -700,9 +731,9 @@ mod tests {
     use super::*;
     use crate::adapters::git::GitRepo;
 
-    /// Walks that keep what they read (as `serve`'s do) name the same culprits, and the next walk
-    /// over the same history reads far fewer trees: which entries of a large directory differ
-    /// between two of its versions is remembered, by their ids.
+    /// Walks that keep what they read (as `serve`'s do) name the same culprits, and from the third
+    /// walk over the same history on they read far fewer trees: which entries of a large directory
+    /// differ between two of its versions is remembered, by their ids.
     #[test]
     fn walks_that_remember_name_the_same_culprits_reading_fewer_trees() {
         use crate::domain::culprit::{Query, Subject, find_culprit};
@@ -744,9 +775,11 @@ mod tests {
         let (first, first_trees) = walk(3);
         assert_eq!(first, deployed[3]);
         // The first walk reads two trees a commit (the root, then `apps/` with its 120 entries);
-        // the next ones the small root of each commit (121 at most), and the few trees at the
+        // the second does too, and compares each pair of `apps/` trees it sees again; the next
+        // ones read the small root of each commit (121 at most) and the few trees at the
         // culprit: `apps/`'s changes are known.
         assert!(first_trees >= 2 * (n - 4), "{first_trees}");
+        assert_eq!(walk(3), (first.clone(), first_trees), "the second walk reads what the first did");
         for i in [3, 5, 60, 119, 0] {
             let (culprit, trees) = walk(i);
             assert_eq!(culprit, deployed[i], "w{i}");
