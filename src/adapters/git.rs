@@ -832,6 +832,38 @@ pub(super) const MODE_TREE: u32 = 0o40000;
 pub(super) const MODE_LINK: u32 = 0o120000;
 pub(super) const MODE_COMMIT: u32 = 0o160000;
 
+/// The entries of two trees side by side, in git's order (past the common part of two names, a
+/// directory's goes on with '/'): each name once, with the entry on each side that has it. A file
+/// and a directory of the same name are two names. `key` gives an entry's name and whether it is
+/// a directory.
+pub(super) fn side_by_side<'a, T>(
+    olds: &'a [T],
+    news: &'a [T],
+    key: impl Fn(&T) -> (&[u8], bool),
+) -> impl Iterator<Item = (Option<&'a T>, Option<&'a T>)> {
+    let order = move |a: &T, b: &T| {
+        let ((x, xt), (y, yt)) = (key(a), key(b));
+        let n = x.len().min(y.len());
+        let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
+        x[..n].cmp(&y[..n]).then_with(|| next(x, xt).cmp(&next(y, yt)))
+    };
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let pair = match (olds.get(i), news.get(j)) {
+            (None, None) => return None,
+            (Some(a), Some(b)) => match order(a, b) {
+                std::cmp::Ordering::Less => (Some(a), None),
+                std::cmp::Ordering::Greater => (None, Some(b)),
+                std::cmp::Ordering::Equal => (Some(a), Some(b)),
+            },
+            pair => pair,
+        };
+        i += usize::from(pair.0.is_some());
+        j += usize::from(pair.1.is_some());
+        Some(pair)
+    })
+}
+
 /// A file (blob, executable, symbolic link or submodule) that differs between two trees: its id
 /// and mode on each side, `None` where it is not there.
 #[derive(Debug, PartialEq, Eq)]
@@ -868,26 +900,8 @@ fn changed_files(
         };
         let (olds, news) = (entries(old), entries(new));
         let is_tree = |e: &git2::TreeEntry<'_>| e.filemode() == MODE_TREE as i32;
-        let order = |a: &git2::TreeEntry<'_>, b: &git2::TreeEntry<'_>| {
-            let (x, y) = (a.name_bytes(), b.name_bytes());
-            let n = x.len().min(y.len());
-            // git's order: past the common part, a directory's name goes on with '/'.
-            let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
-            x[..n].cmp(&y[..n]).then_with(|| next(x, is_tree(a)).cmp(&next(y, is_tree(b))))
-        };
         let side = |e: Option<&git2::TreeEntry<'_>>| e.map(|e| (e.id(), e.filemode()));
-        let (mut i, mut j) = (0, 0);
-        while i < olds.len() || j < news.len() {
-            let (o, n) = match (olds.get(i), news.get(j)) {
-                (Some(a), Some(b)) => match order(a, b) {
-                    std::cmp::Ordering::Less => (Some(a), None),
-                    std::cmp::Ordering::Greater => (None, Some(b)),
-                    std::cmp::Ordering::Equal => (Some(a), Some(b)),
-                },
-                (a, b) => (a, b),
-            };
-            i += usize::from(o.is_some());
-            j += usize::from(n.is_some());
+        for (o, n) in side_by_side(&olds, &news, |e| (e.name_bytes(), is_tree(e))) {
             if side(o) == side(n) {
                 continue;
             }

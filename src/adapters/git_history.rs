@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use git2::{ObjectType, Odb, Oid, Repository, TreeWalkMode, TreeWalkResult};
 
-use super::git::{MODE_COMMIT, MODE_LINK, MODE_TREE, info, oid, sha};
+use super::git::{MODE_COMMIT, MODE_LINK, MODE_TREE, info, oid, sha, side_by_side};
 use super::pack::{Object, Packs};
 use crate::domain::culprit::{CommitInfo, CommitSha, FileChange, History, TreeFile};
 
@@ -105,29 +105,10 @@ fn remembering() -> bool {
 /// with another id or mode). Both are in git's order (a directory's name as if it ended in '/').
 fn differing_names(a: &[u8], b: &[u8]) -> Vec<Box<[u8]>> {
     let (xs, ys) = (tree_entries(a), tree_entries(b));
-    let is_tree = |e: &Entry| e.1 == MODE_TREE;
-    let order = |(x, ex): &(&[u8], Entry), (y, ey): &(&[u8], Entry)| {
-        let n = x.len().min(y.len());
-        let next = |name: &[u8], tree: bool| name.get(n).copied().or(tree.then_some(b'/'));
-        x[..n].cmp(&y[..n]).then_with(|| next(x, is_tree(ex)).cmp(&next(y, is_tree(ey))))
-    };
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < xs.len() || j < ys.len() {
-        let (x, y) = match (xs.get(i), ys.get(j)) {
-            (Some(x), Some(y)) => match order(x, y) {
-                std::cmp::Ordering::Less => (Some(x), None),
-                std::cmp::Ordering::Greater => (None, Some(y)),
-                std::cmp::Ordering::Equal => (Some(x), Some(y)),
-            },
-            (x, y) => (x, y),
-        };
-        i += usize::from(x.is_some());
-        j += usize::from(y.is_some());
-        if x.map(|e| e.1) != y.map(|e| e.1) {
-            out.push(Box::from(x.or(y).map(|e| e.0).unwrap_or_default()));
-        }
-    }
-    out
+    side_by_side(&xs, &ys, |(name, e)| (name, e.1 == MODE_TREE))
+        .filter(|(x, y)| x.map(|e| e.1) != y.map(|e| e.1))
+        .map(|(x, y)| Box::from(x.or(y).map(|e| e.0).unwrap_or_default()))
+        .collect()
 }
 
 /// Reads a commit's header fields: from the head of the packed object when it is there, else
