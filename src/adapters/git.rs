@@ -68,6 +68,11 @@ fn scans() -> &'static Mutex<Scans> {
     S.get_or_init(Default::default)
 }
 
+/// A regular file, executable or not (not a symlink, directory or submodule), by git file mode.
+fn plain_file(mode: i32) -> bool {
+    mode == 0o100644 || mode == 0o100755
+}
+
 /// A regular YAML file (not a symlink), by name and git file mode.
 fn scanned_file(name: &str, mode: i32) -> bool {
     mode != MODE_LINK as i32 && (name.ends_with(".yaml") || name.ends_with(".yml"))
@@ -379,10 +384,7 @@ impl GitRepo {
             hits.retain(|(p, _)| *p != change.path);
             let Some((id, mode)) = change.new else { continue };
             let name = change.path.rsplit('/').next().unwrap_or(&change.path);
-            if (mode == 0o100644 || mode == 0o100755)
-                && scanned_file(name, mode)
-                && self.holds(id, needle, max)?
-            {
+            if plain_file(mode) && scanned_file(name, mode) && self.holds(id, needle, max)? {
                 hits.push((change.path, id));
             }
         }
@@ -435,14 +437,13 @@ impl GitRepo {
     fn revert_in_place(&self, bad: &git2::Commit, ours: &git2::Commit) -> Result<Option<Oid>, GitError> {
         let Ok(parent) = bad.parent(0) else { return Ok(None) };
         let (before, after, here) = (parent.tree()?, bad.tree()?, ours.tree()?);
-        let plain = |m: i32| m == 0o100644 || m == 0o100755;
         let mut b = git2::build::TreeUpdateBuilder::new();
         let mut changed = 0;
         for change in changed_files(&self.repo, Some(&before), Some(&after))? {
             let (Some((old_id, old_mode)), Some((new_id, new_mode))) = (change.old, change.new) else {
                 return Ok(None);
             };
-            if !plain(old_mode) || !plain(new_mode) {
+            if !plain_file(old_mode) || !plain_file(new_mode) {
                 return Ok(None);
             }
             let Ok(now) = here.get_path(Path::new(&change.path)) else { return Ok(None) };
@@ -910,13 +911,12 @@ fn changed_files(
             let subtree = |e: Option<&git2::TreeEntry<'_>>| {
                 e.filter(|e| is_tree(e)).map(|e| repo.find_tree(e.id())).transpose()
             };
-            match (o.is_some_and(is_tree), n.is_some_and(is_tree)) {
-                (false, false) => out.push(Changed { path, old: side(o), new: side(n) }),
-                (true, true) => {
-                    walk(repo, subtree(o)?.as_ref(), subtree(n)?.as_ref(), &format!("{path}/"), out)?
-                }
-                (true, false) => walk(repo, subtree(o)?.as_ref(), None, &format!("{path}/"), out)?,
-                (false, true) => walk(repo, None, subtree(n)?.as_ref(), &format!("{path}/"), out)?,
+            // Same name, same kind (git's order pairs a file only with a file): a file changed,
+            // or a directory to walk (on the side or sides that have it).
+            if o.is_some_and(is_tree) || n.is_some_and(is_tree) {
+                walk(repo, subtree(o)?.as_ref(), subtree(n)?.as_ref(), &format!("{path}/"), out)?;
+            } else {
+                out.push(Changed { path, old: side(o), new: side(n) });
             }
         }
         Ok(())
